@@ -1,0 +1,1 @@
+"""Source connectors: one module per kind of source. See `connectors.base.Connector`."""

@@ -1,0 +1,433 @@
+"""The feed connector: RSS 0.9x/1.0/2.0, Atom 0.3/1.0 and JSON Feed 1.0/1.1.
+
+Well-formed XML feeds take the fast path (fastfeedparser, a native parser); anything it
+cannot read falls back to feedparser's forgiving parser, so every feed feedparser reads is
+still read. JSON Feed is mapped here directly (feedparser cannot read it). Neither parser is
+ever allowed to fetch: both only see the bytes the hub's fetcher already downloaded.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+import feedparser
+from fastfeedparser import parse as fastfeedparser_parse
+from fastfeedparser.main import _parse_date as fastfeedparser_date  # to spot its guessed dates
+from lxml import etree
+from pydantic import field_validator
+
+from connectors.base import ConnectorOptions
+from hub.errors import ParseError
+from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef
+from hub.sanitize import absolute_url, clean_html, plain_text, strip_tracking, text_only
+
+if TYPE_CHECKING:
+    from hub.http import Fetcher
+
+ACCEPT = ("application/feed+json, application/atom+xml, application/rss+xml, application/rdf+xml, "
+          "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5")
+SUMMARY_CHARS = 300
+_IMAGE_EXT = re.compile(r"\.(jpe?g|png|gif|webp|avif)(\?|$)", re.IGNORECASE)
+_FEED_LINK = re.compile(r"<link[^>]+type=[\"']application/(?:rss|atom|feed)\+(?:xml|json)[\"'][^>]*>", re.I)
+_HREF = re.compile(r"href=[\"']([^\"']+)[\"']", re.I)
+
+
+class FeedOptions(ConnectorOptions):
+    url: str
+    # Some feeds rotate tokens in their guids; keying on the link keeps items stable.
+    key: str = "guid"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not re.match(r"^(https?|file):", url, re.IGNORECASE):
+            raise ValueError("a feed url starts with https://, http:// or file:")
+        return url
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        if key not in ("guid", "link"):
+            raise ValueError("key is 'guid' (default) or 'link'")
+        return key
+
+
+class FeedConnector:
+    kind: ClassVar[str] = "feed"
+    Options: ClassVar[type[ConnectorOptions]] = FeedOptions
+
+    async def retrieve(self, opts: FeedOptions, state: FetchState, fetcher: Fetcher) -> Retrieved:
+        resp = await fetcher.get(opts.url, state=state, accept=ACCEPT)
+        return Retrieved(payload=resp.body, state=resp.state, url=resp.url,
+                         content_type=resp.content_type, fresh_until=resp.fresh_until)
+
+    def parse(self, opts: FeedOptions, source: SourceRef, got: Retrieved) -> Parsed:
+        doc = _parse_document(got.payload)
+        warnings = list(doc.warnings)
+        base_url = _xml_base(got.payload, got.url)
+        items: dict[str, Item] = {}
+        for entry in doc.entries:
+            item = _entry_to_item(entry, source, base_url, opts.key, doc.language)
+            if item is None:
+                warnings.append("skipped an entry with neither id, link nor title")
+            elif item.external_id in items:
+                warnings.append(f"entry id {item.external_id!r} appears twice; kept the first")
+            else:
+                items[item.external_id] = item
+        return Parsed(items=tuple(items.values()), warnings=tuple(warnings), complete=True,
+                      ttl_seconds=doc.ttl_seconds)
+
+
+# --- documents ---------------------------------------------------------------------------
+
+class _Document:
+    """The parts of a parsed feed the mapper needs, whichever parser produced them."""
+
+    def __init__(self, entries: list[dict], language: str | None = None,
+                 warnings: Iterable[str] = (), ttl_seconds: int | None = None) -> None:
+        self.entries = entries
+        self.language = language
+        self.warnings = tuple(warnings)
+        self.ttl_seconds = ttl_seconds
+
+
+def _parse_document(payload: bytes) -> _Document:
+    head = payload[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"{"):
+        return _parse_json_feed(payload)
+    if not head.startswith(b"<"):
+        raise ParseError("the response is not a feed (neither XML nor JSON)",
+                         hint="check that the url points at the feed itself, not a web page")
+    if _looks_like_html(head):
+        raise ParseError("the response is an HTML page, not a feed", hint=_feed_link_hint(payload))
+    if _well_formed(payload):
+        try:
+            parsed = fastfeedparser_parse(payload)
+        except ValueError:  # not a feed fastfeedparser knows (RSS 0.90, odd roots): fall back
+            parsed = None
+        if parsed is not None and (parsed.entries or not _has_entries(payload)):
+            entries = [_drop_guessed_date(e) for e in parsed.entries]
+            return _Document(entries, parsed.feed.get("language"), ttl_seconds=_ttl(payload))
+    return _parse_with_feedparser(payload)
+
+
+_STRICT = etree.XMLParser(recover=False, resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _well_formed(payload: bytes) -> bool:
+    """fastfeedparser quietly repairs broken XML; a repair must be reported, so only
+    well-formed documents take the fast path and the rest go to feedparser (which says
+    what was wrong)."""
+    try:
+        etree.fromstring(payload, parser=_STRICT)
+    except etree.XMLSyntaxError:
+        return False
+    return True
+
+
+def _drop_guessed_date(entry: dict) -> dict:
+    """fastfeedparser reads a date out of a non-URL guid when an entry has none (a guid
+    "1" becomes the 1st of this month). An invented date would misplace the item, so such
+    a guess is dropped."""
+    guid = entry.get("id") or ""
+    if not guid or guid.startswith(("http://", "https://")) or not entry.get("published"):
+        return entry
+    guess = fastfeedparser_date(guid)
+    if guess != entry["published"]:
+        return entry
+    return {k: v for k, v in entry.items() if not (k in ("published", "updated") and v == guess)}
+
+
+def _parse_with_feedparser(payload: bytes) -> _Document:
+    # feedparser gets bytes only: it must never fetch anything itself.
+    parsed = feedparser.parse(payload, sanitize_html=False, resolve_relative_uris=False)
+    warnings = []
+    if parsed.bozo:
+        problem = parsed.get("bozo_exception")
+        if not parsed.entries:
+            raise ParseError(f"the feed cannot be read: {problem}",
+                             hint="open the feed URL in a browser or a feed validator to see the error")
+        warnings.append(f"the feed is malformed ({problem}); read {len(parsed.entries)} entries anyway")
+    if not parsed.version and not parsed.entries:
+        raise ParseError("the response is XML but not RSS or Atom",
+                         hint="check that the url points at the feed itself")
+    entries = [_from_feedparser(e) for e in parsed.entries]
+    return _Document(entries, parsed.feed.get("language"), warnings, _ttl(payload))
+
+
+def _from_feedparser(entry: Any) -> dict:
+    """feedparser's entry in the shape fastfeedparser uses (ISO dates, content list)."""
+    out = dict(entry)
+    for name in ("published", "updated"):
+        parsed = dict.get(entry, f"{name}_parsed")  # entry.get("updated_parsed") falls back to published
+        out[name] = (datetime.fromtimestamp(calendar.timegm(parsed), timezone.utc).isoformat()
+                     if parsed else None)
+    if entry.get("guidislink") and not str(out.get("link", "")).startswith(("http://", "https://")):
+        out.pop("link", None)  # a guid like "42" is not a link, whatever isPermaLink says
+    if "summary" in entry and "description" not in out:
+        out["description"] = entry["summary"]
+    return out
+
+
+def _parse_json_feed(payload: bytes) -> _Document:
+    try:
+        feed = json.loads(payload)
+    except ValueError as exc:
+        raise ParseError(f"the JSON feed is not valid JSON: {exc}") from exc
+    if not isinstance(feed, dict) or "jsonfeed.org/version/" not in str(feed.get("version", "")):
+        raise ParseError("the response is JSON but not a JSON Feed (no jsonfeed.org version)",
+                         hint="the hub reads JSON Feed 1.0 and 1.1; check the url")
+    raw_items = feed.get("items")
+    if not isinstance(raw_items, list):
+        raise ParseError("the JSON feed has no 'items' list")
+    entries, warnings = [], []
+    for raw in raw_items:
+        if isinstance(raw, dict):
+            entries.append(_from_json_item(raw, feed))
+        else:
+            warnings.append("skipped a JSON feed item that is not an object")
+    return _Document(entries, feed.get("language"), warnings)
+
+
+def _from_json_item(raw: dict, feed: dict) -> dict:
+    content = [{"type": "text/html", "value": raw["content_html"]}] if raw.get("content_html") else []
+    if not content and raw.get("content_text"):
+        content = [{"type": "text/html", "value": "<p>" + _escape(raw["content_text"]) + "</p>"}]
+    attachments = [{"url": a.get("url"), "type": a.get("mime_type")}
+                   for a in raw.get("attachments") or () if isinstance(a, dict)]
+    return {
+        "id": None if raw.get("id") is None else str(raw["id"]),
+        "title": raw.get("title") or "",
+        "link": raw.get("url") or raw.get("external_url"),
+        "content": content,
+        "description": raw.get("summary") or "",
+        "published": raw.get("date_published"),
+        "updated": raw.get("date_modified"),
+        "image": raw.get("image") or raw.get("banner_image"),
+        "enclosures": attachments,
+        "tags": [{"term": t} for t in raw.get("tags") or () if isinstance(t, str)],
+        "language": raw.get("language") or feed.get("language"),
+    }
+
+
+# --- entries -----------------------------------------------------------------------------
+
+def _entry_to_item(entry: dict, source: SourceRef, base_url: str, key: str,
+                   feed_language: str | None) -> Item | None:
+    link = absolute_url(_link_of(entry), base_url)
+    title = text_only(entry.get("title") or "")
+    published = _date(entry.get("published")) or _date(entry.get("updated"))
+    external_id = _external_id(entry, link, title, key)
+    if external_id is None:
+        return None
+    body_raw = _content_of(entry)
+    body = clean_html(body_raw, base_url).strip()
+    summary_raw = entry.get("description") or entry.get("summary") or ""
+    summary = _summary(summary_raw if summary_raw != body_raw else "", body)
+    return Item(
+        source_id=source.id,
+        external_id=external_id,
+        merchant_id=source.merchant_id,
+        title=title or _first_words(plain_text(body)),
+        summary=summary,
+        content_html=body,
+        content_text=plain_text(body),
+        url=link,
+        media=tuple(_media_of(entry, body, base_url)),
+        tags=tuple(_tags_of(entry)),
+        language=entry.get("language") or source.language or feed_language,
+        published=published,
+        updated=_date(entry.get("updated")),
+        origin_url=strip_tracking(base_url) if not base_url.startswith("file:") else base_url,
+    )
+
+
+def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | None:
+    """guid, else the normalized link, else a hash of title and date. Never the body: an
+    edited entry must stay the same item."""
+    guid = (entry.get("id") or "").strip()
+    if guid and guid == (entry.get("link") or "").strip():
+        guid = ""  # fastfeedparser copies the link into a missing id; feedparser does not
+    if key == "guid" and guid:
+        return guid
+    if link:
+        return link.split("#", 1)[0]
+    if guid:
+        return guid
+    if title:
+        raw = f"{title}|{entry.get('published') or entry.get('updated') or ''}"
+        return "sha1:" + hashlib.sha1(raw.encode()).hexdigest()
+    return None
+
+
+def _link_of(entry: dict) -> str | None:
+    if entry.get("link"):
+        return entry["link"]
+    for link in entry.get("links") or ():
+        if link.get("rel", "alternate") == "alternate" and link.get("href"):
+            return link["href"]
+    return None
+
+
+def _content_of(entry: dict) -> str:
+    contents = entry.get("content") or []
+    html_parts = [c.get("value", "") for c in contents if "html" in (c.get("type") or "")]
+    if html_parts:
+        return max(html_parts, key=len)
+    if contents:
+        return "<p>" + _escape(contents[0].get("value", "")) + "</p>"
+    return entry.get("description") or entry.get("summary") or ""
+
+
+def _summary(summary_raw: str, body_html: str) -> str:
+    text = plain_text(summary_raw) if summary_raw else plain_text(body_html)
+    text = " ".join(text.split())
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    cut = text[:SUMMARY_CHARS].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def _first_words(text: str, n: int = 10) -> str:
+    words = text.split()
+    return " ".join(words[:n]) + (" …" if len(words) > n else "")
+
+
+def _media_of(entry: dict, body_html: str, base_url: str) -> list[Media]:
+    found: dict[str, Media] = {}
+
+    def add(url: str | None, mime: str | None = None, width: Any = None, height: Any = None,
+            alt: str | None = None, medium: str | None = None) -> None:
+        url = absolute_url(url, base_url)
+        if not url or url in found:
+            return
+        kind = medium or _kind_of(mime, url)
+        if kind is None:
+            return
+        found[url] = Media(url=url, type=kind, mime_type=mime, width=_int(width),
+                           height=_int(height), alt=alt or None)
+
+    for m in entry.get("media_content") or ():
+        add(m.get("url"), m.get("type"), m.get("width"), m.get("height"), medium=m.get("medium"))
+    if entry.get("image"):
+        image = entry["image"]
+        add(image.get("href") if isinstance(image, dict) else image, medium="image")
+    for enc in entry.get("enclosures") or ():
+        add(enc.get("url") or enc.get("href"), enc.get("type"))
+    for link in entry.get("links") or ():
+        if link.get("rel") == "enclosure":
+            add(link.get("href"), link.get("type"))
+    for m in entry.get("media_thumbnail") or ():
+        add(m.get("url"), None, m.get("width"), m.get("height"), medium="image")
+    for src, alt in _images_in(body_html):
+        add(src, alt=alt, medium="image")
+    return list(found.values())
+
+
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ATTR = re.compile(r'(src|alt)="([^"]*)"')
+
+
+def _images_in(body_html: str) -> list[tuple[str, str | None]]:
+    """Images in already sanitized HTML (nh3 writes attributes in double quotes)."""
+    out = []
+    for tag in _IMG.findall(body_html):
+        attrs = dict(_ATTR.findall(tag))
+        if attrs.get("src"):
+            out.append((_unescape_attr(attrs["src"]), _unescape_attr(attrs.get("alt", "")) or None))
+    return out
+
+
+def _kind_of(mime: str | None, url: str) -> str | None:
+    if mime:
+        major = mime.split("/", 1)[0].lower()
+        if major in ("image", "video", "audio"):
+            return major
+        return "file" if mime not in ("text/html",) else None
+    return "image" if _IMAGE_EXT.search(url) else "file"
+
+
+def _tags_of(entry: dict) -> list[str]:
+    tags: list[str] = []
+    for tag in entry.get("tags") or ():
+        term = (tag.get("term") or tag.get("label") or "").strip() if isinstance(tag, dict) else ""
+        for part in (p.strip() for p in term.split(",")):
+            if part and part not in tags:
+                tags.append(part)
+    return tags
+
+
+def _date(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = str(value).strip()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                dt = parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+_XML_BASE = re.compile(rb"<(?:\w+:)?(?:feed|rss|RDF)\b[^>]*?\sxml:base=[\"']([^\"']+)[\"']")
+
+
+def _xml_base(payload: bytes, url: str) -> str:
+    """Relative links resolve against the root's xml:base (Atom), else the feed's URL."""
+    match = _XML_BASE.search(payload[:4096])
+    if not match:
+        return url
+    return urljoin(url, match.group(1).decode("utf-8", "replace"))
+
+
+def _ttl(payload: bytes) -> int | None:
+    match = re.search(rb"<ttl>\s*(\d{1,6})\s*</ttl>", payload[:20000])
+    return int(match.group(1)) * 60 if match else None
+
+
+def _has_entries(payload: bytes) -> bool:
+    return re.search(rb"<(?:\w+:)?(?:item|entry)[\s>]", payload) is not None
+
+
+def _looks_like_html(head: bytes) -> bool:
+    head = re.sub(rb"<\?xml[^>]*>\s*|<!--.*?-->\s*", b"", head, flags=re.S)
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _feed_link_hint(page: bytes) -> str:
+    """Point the project manager at the feed the page itself advertises, if any."""
+    text = page[:200_000].decode("utf-8", "replace")
+    for tag in _FEED_LINK.findall(text):
+        href = _HREF.search(tag)
+        if href:
+            return f"the page names its feed: {href.group(1)}; use that as the url"
+    return "the url must point at the RSS/Atom/JSON feed, not at a web page"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
+
+
+def _unescape_attr(value: str) -> str:
+    return value.replace("&amp;", "&").replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

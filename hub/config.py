@@ -1,0 +1,313 @@
+"""The hub's configuration: one YAML file, validated by pydantic models.
+
+Every plugin declares its own options model; the core checks each source and channel block
+against its plugin's model. All problems are reported at once, each as `file:line: message`
+with a hint (a did-you-mean for a misspelled key, the allowed values for an enum).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, field_validator)
+
+from hub import plugins, yamlsrc
+from hub.errors import ConfigError
+
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `5m`, `2h`, `1d` (or a number of seconds) as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a duration; write it like 90s, 5m, 2h or 1d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{name}'; use an IANA name such as Europe/Berlin") from None
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlatformConfig(Strict):
+    name: str = "Unsere Stadt"
+    base_url: str = "http://127.0.0.1:8000"
+    timezone: TimeZone = "Europe/Berlin"
+    language: str = "de"
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///data/hub.db"
+    # Files the hub keeps besides the database (image cache, keys); relative to the config.
+    data_dir: Path = Path("data")
+
+
+class FetcherConfig(Strict):
+    contact_url: str | None = None
+    allow_private_networks: bool = False
+    # Exceptions to the private-network guard, e.g. an intranet CMS: ["10.1.2.3/32"].
+    allowed_networks: list[str] = []
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_in_flight: int = 16
+    retries: int = 2
+    max_redirects: int = 5
+
+
+class SourceConfig(Strict):
+    """The keys every source has; the rest belongs to the connector's own options."""
+
+    connector: str
+    id: Annotated[str, Field(pattern=SLUG)] | None = None
+    every: Duration | None = None
+    language: str | None = None
+    options: Any = None  # the connector's validated options, filled in by `load`
+
+
+class MerchantConfig(Strict):
+    id: Annotated[str, Field(pattern=SLUG)]
+    name: str
+    category: str | None = None
+    website: str | None = None
+    language: str | None = None
+    sources: list[dict[str, Any]] = []
+
+
+class IncludeRule(Strict):
+    kinds: list[Literal["post", "event", "offer"]] = []
+    merchants: list[str] = []
+    categories: list[str] = []
+    tags: list[str] = []
+
+
+class ChannelConfig(Strict):
+    id: Annotated[str, Field(pattern=SLUG)]
+    renderer: str
+    schedule: str | None = None
+    include: IncludeRule = IncludeRule()
+    options: Any = None
+
+
+class Settings(Strict):
+    platform: PlatformConfig = PlatformConfig()
+    store: StoreConfig = StoreConfig()
+    fetcher: FetcherConfig = FetcherConfig()
+    merchants: list[MerchantConfig] = []
+    channels: list[dict[str, Any]] = []
+    path: Path | None = None  # the file this came from; relative paths resolve against it
+
+    @field_validator("merchants")
+    @classmethod
+    def _unique_merchants(cls, merchants: list[MerchantConfig]) -> list[MerchantConfig]:
+        seen = set()
+        for m in merchants:
+            if m.id in seen:
+                raise ValueError(f"merchant id '{m.id}' is used twice")
+            seen.add(m.id)
+        return merchants
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / self.store.data_dir
+
+    def sources(self) -> list[tuple[MerchantConfig, SourceConfig]]:
+        """Every source with its merchant, options validated (see `load`)."""
+        return [(m, s) for m in self.merchants for s in m.sources]  # type: ignore[misc]
+
+    def channel_list(self) -> list[ChannelConfig]:
+        return self.channels  # type: ignore[return-value]
+
+    def merchant(self, merchant_id: str) -> MerchantConfig | None:
+        return next((m for m in self.merchants if m.id == merchant_id), None)
+
+
+def load(path: str | Path, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate a config file. Raises ConfigError listing every problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"{path}: config file not found "
+                           "(hint: copy config.example.yaml to config.yaml, or pass -c FILE)"])
+    src = yamlsrc.load(path, env)
+    problems = list(src.problems)
+    if not isinstance(src.data, dict):
+        if src.data is not None:
+            problems.append(src.error((), "the config must be a mapping of sections (platform, merchants, ...)"))
+        raise ConfigError(problems)
+    settings = _validate(Settings, {**src.data, "path": path}, (), src, problems)
+    # Plugin blocks are checked even when the rest failed, so one run shows every problem.
+    sources = _plugin_sources(src.data.get("merchants"), src, problems)
+    channels = _plugin_channels(src.data.get("channels"), src, problems)
+    if problems:
+        raise ConfigError(sorted(problems, key=_line_number))
+    merchants = [m.model_copy(update={"sources": sources[i]}) for i, m in enumerate(settings.merchants)]
+    return settings.model_copy(update={"merchants": merchants, "channels": channels})
+
+
+def _line_number(problem: str) -> int:
+    match = re.match(r"^.*?:(\d+): ", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _plugin_sources(raw_merchants: Any, src: yamlsrc.Located, problems: list[str]) -> list[list[SourceConfig]]:
+    """Each merchant's sources, checked against their connector's options model."""
+    result: list[list[SourceConfig]] = []
+    taken: set[str] = set()
+    for mi, merchant in enumerate(raw_merchants if isinstance(raw_merchants, list) else []):
+        merchant = merchant if isinstance(merchant, dict) else {}
+        merchant_id = str(merchant.get("id", f"merchant{mi}"))
+        sources = []
+        raw_sources = merchant.get("sources") or []
+        for si, raw in enumerate(raw_sources if isinstance(raw_sources, list) else []):
+            loc = ("merchants", mi, "sources", si)
+            source = _plugin_block(SourceConfig, "connector", "hub.connectors", raw, loc, src, problems)
+            if source is None:
+                continue
+            source_id = source.id or _default_source_id(merchant_id, source.connector, taken)
+            if source_id in taken:
+                problems.append(src.error(loc + ("id",), f"source id '{source_id}' is used twice "
+                                          "(hint: give each source a unique `id:`)"))
+            taken.add(source_id)
+            sources.append(source.model_copy(update={"id": source_id}))
+        result.append(sources)
+    return result
+
+
+def _plugin_channels(raw_channels: Any, src: yamlsrc.Located, problems: list[str]) -> list[ChannelConfig]:
+    channels = []
+    for ci, raw in enumerate(raw_channels if isinstance(raw_channels, list) else []):
+        channel = _plugin_block(ChannelConfig, "renderer", "hub.renderers", raw, ("channels", ci), src, problems)
+        if channel is not None:
+            channels.append(channel)
+    return channels
+
+
+def _default_source_id(merchant_id: str, connector: str, taken: set[str]) -> str:
+    base = f"{merchant_id}-{connector}"
+    n, candidate = 2, base
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def _plugin_block(model: type[Strict], kind_key: str, group: str, raw: Any, loc: tuple,
+                  src: yamlsrc.Located, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(src.error(loc, "expected a mapping such as {connector: rss, url: ...}"))
+        return None
+    kind = raw.get(kind_key)
+    if kind is None:
+        problems.append(src.error(loc, f"missing '{kind_key}' (allowed: {', '.join(plugins.names(group))})"))
+        return None
+    if kind not in plugins.names(group):
+        problems.append(src.error(loc + (kind_key,), f"unknown {kind_key} '{kind}'"
+                                  f"{_did_you_mean(str(kind), plugins.names(group))} "
+                                  f"(allowed: {', '.join(plugins.names(group))})"))
+        return None
+    try:
+        plugin = plugins.load(group, kind)
+    except Exception as exc:  # a broken third-party plugin is a config problem, not a crash
+        problems.append(src.error(loc + (kind_key,), f"{kind_key} '{kind}' cannot be loaded: {exc!r}"))
+        return None
+    own = set(model.model_fields) - {"options"}
+    common = {k: v for k, v in raw.items() if k in own}
+    specific = {k: v for k, v in raw.items() if k not in own}
+    options = _validate(plugin.Options, specific, loc, src, problems, also_allowed=own)
+    block = _validate(model, common, loc, src, problems)
+    if block is None or options is None:
+        return None
+    return block.model_copy(update={"options": options})
+
+
+def _validate(model: type[BaseModel], data: dict, loc: tuple, src: yamlsrc.Located,
+              problems: list[str], also_allowed: set[str] = frozenset()) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in _without_echoes(exc.errors()):
+            err_loc = loc + tuple(err["loc"])
+            problems.append(src.error(err_loc, _describe(err, model, also_allowed)))
+        return None
+
+
+def _without_echoes(errors: list[dict]) -> list[dict]:
+    """A misspelled required key shows up twice, as unknown and as missing; the
+    did-you-mean of the unknown key says it all, so the missing one is dropped."""
+    unknown = {(tuple(e["loc"][:-1]), str(e["loc"][-1])) for e in errors if e["type"] == "extra_forbidden"}
+
+    def echoed(e: dict) -> bool:
+        parent, name = tuple(e["loc"][:-1]), str(e["loc"][-1])
+        return e["type"] == "missing" and any(
+            p == parent and difflib.get_close_matches(name, [k], cutoff=0.6) for p, k in unknown)
+
+    return [e for e in errors if not echoed(e)]
+
+
+def _describe(err: dict, model: type[BaseModel], also_allowed: set[str]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or model.__name__
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        allowed = _fields_at(model, err["loc"][:-1]) | set(also_allowed)
+        return f"unknown key '{key}'{_did_you_mean(key, sorted(allowed))}"
+    if err["type"] == "missing":
+        return f"missing required key '{where}'"
+    if err["type"] == "string_pattern_mismatch":
+        return (f"'{where}': {err['input']!r} is not a valid id; use lowercase letters, digits, '-' and '_' "
+                "(like baeckerei-schmitz)")
+    if err["type"] == "literal_error":
+        return f"'{where}': {err['msg'].lower()}, got {err['input']!r}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"'{where}': {message}, got {err['input']!r}" if "input" in err else f"'{where}': {message}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:
+    """The field names of the (nested) model at `loc`, for did-you-mean hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return set()
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return set()
+    return set(getattr(current, "model_fields", {})) - {"path", "options"}
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,78 @@
+"""One error tree for the hub. Every error a project manager may see has a stable `code`
+and a message that says what is wrong and what to do; causes are chained."""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    code = "hub_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(HubError):
+    """The configuration is invalid. `problems` holds every problem found, not just the first."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StoreError(HubError):
+    code = "store_error"
+
+
+class ConnectorError(HubError):
+    """A source could not be read. Carries the source id once the pipeline knows it."""
+
+    code = "connector_error"
+    transient = False  # worth retrying soon?
+
+    def __init__(self, message: str, *, hint: str | None = None, source_id: str | None = None):
+        super().__init__(message, hint=hint)
+        self.source_id = source_id
+
+
+class FetchError(ConnectorError):
+    """The network fetch failed (DNS, connect, TLS, timeout, HTTP error status)."""
+
+    code = "fetch_failed"
+
+    def __init__(self, message: str, *, hint: str | None = None, transient: bool = False,
+                 status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, hint=hint)
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+
+
+class BlockedAddress(FetchError):
+    """The URL resolves to an address the fetcher must not talk to (SSRF guard)."""
+
+    code = "address_blocked"
+
+
+class TooLarge(FetchError):
+    code = "response_too_large"
+
+
+class NotModified(ConnectorError):
+    """The source answered 304: nothing to parse. Not a failure."""
+
+    code = "not_modified"
+
+
+class ParseError(ConnectorError):
+    code = "parse_failed"
+
+
+class RenderError(HubError):
+    code = "render_failed"

@@ -1,0 +1,187 @@
+"""Domain value types that cross every boundary of the hub.
+
+Everything here is frozen and free of I/O. Connectors produce `Item`s, the store keeps
+them, renderers and the web app read them. Native payloads (feedparser dicts, Graph API
+JSON) never leave `connectors/`; table rows never leave `hub/store/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any, Mapping, NamedTuple
+
+
+class Kind(str, Enum):
+    """What an item is about; decides where residents see it."""
+
+    POST = "post"
+    EVENT = "event"
+    OFFER = "offer"
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    url: str
+    type: str = "image"  # image | video | audio | file
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    alt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """When and where an event happens. Times are timezone-aware; `timezone` is the IANA
+    name the organiser used, so an all-day event or a local time survives a UTC round trip."""
+
+    start: datetime
+    end: datetime | None = None
+    timezone: str | None = None
+    all_day: bool = False
+    location: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    price: str | None = None  # decimal as text: "2.50"; text keeps "ab 9,90" style prices exact
+    currency: str | None = None  # ISO 4217
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+# Fields that change without the content changing (or that identify rather than describe
+# the item); they are left out of the content hash so a re-fetch is not an edit.
+_VOLATILE = frozenset({"source_id", "external_id", "merchant_id", "updated", "origin_url"})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One normalized post, event or offer, as one source saw it.
+
+    `content_html` is already sanitized (see `hub.sanitize`); `content_text` is its plain
+    text, for search and newsletters. All datetimes are timezone-aware UTC, except inside
+    `event`, which keeps the organiser's zone.
+    """
+
+    source_id: str
+    external_id: str
+    merchant_id: str
+    title: str = ""
+    summary: str = ""
+    content_html: str = ""
+    content_text: str = ""
+    url: str | None = None
+    kind: Kind = Kind.POST
+    media: tuple[Media, ...] = ()
+    tags: tuple[str, ...] = ()
+    language: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    event: Event | None = None
+    offer: Offer | None = None
+    origin_url: str | None = None  # where the item was read from (the feed, the page)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source_id, self.external_id)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of everything a resident would see; stable across re-fetches."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in _VOLATILE}
+        raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO 8601 strings)."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Item:
+        """The inverse of `to_dict`; used by the store and by recorded test cases."""
+        d = dict(data)
+        d["kind"] = Kind(d.get("kind", "post"))
+        d["media"] = tuple(Media(**m) for m in d.get("media") or ())
+        d["tags"] = tuple(d.get("tags") or ())
+        for name in ("published", "updated"):
+            d[name] = _parse_dt(d.get(name))
+        if d.get("event"):
+            ev = dict(d["event"])
+            ev["start"] = _parse_dt(ev["start"])
+            ev["end"] = _parse_dt(ev.get("end"))
+            d["event"] = Event(**ev)
+        if d.get("offer"):
+            of = dict(d["offer"])
+            of["valid_from"] = _parse_dt(of.get("valid_from"))
+            of["valid_until"] = _parse_dt(of.get("valid_until"))
+            d["offer"] = Offer(**of)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def evolve(self, **changes: Any) -> Item:
+        return replace(self, **changes)
+
+
+def _parse_dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class FetchState(NamedTuple):
+    """Caching state of one source. Opaque to the core: the store keeps it, the connector
+    reads it on the next fetch. Saved only after a successful parse."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    cursor: str | None = None
+
+
+class Retrieved(NamedTuple):
+    """What a connector's `retrieve` hands to its `parse`."""
+
+    payload: bytes
+    state: FetchState
+    url: str  # the final URL after redirects: the base for relative links
+    content_type: str = ""
+    fresh_until: datetime | None = None  # from Retry-After / Cache-Control / Expires
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A connector's parse result: the items plus what went wrong without being fatal."""
+
+    items: tuple[Item, ...]
+    warnings: tuple[str, ...] = ()
+    # True when the payload is the source's whole current window (a feed), so an entry
+    # missing from inside that window was deleted by the merchant.
+    complete: bool = True
+    ttl_seconds: int | None = None  # the feed's own <ttl>, a lower bound for polling
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """What a connector is told about the source it reads for."""
+
+    id: str
+    merchant_id: str
+    language: str | None = None
+    timezone: str = "Europe/Berlin"
+    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,169 @@
+"""retrieve -> parse -> store, for a set of sources at once.
+
+Each source is fetched and parsed on its own, so one broken source never stops the others.
+Writes go through one writer task that batches several sources into one transaction: with
+SQLite, the commit (not the insert) is the expensive part of a small write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+from hub import plugins
+from hub.config import MerchantConfig, Settings, SourceConfig
+from hub.errors import ConnectorError, HubError, NotModified
+from hub.http import Fetcher
+from hub.models import FetchState, SourceRef
+from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
+
+log = logging.getLogger("hub.pipeline")
+WRITE_BATCH = 100
+
+
+@dataclass
+class SourceReport:
+    """One line of `hub fetch`'s summary."""
+
+    source_id: str
+    merchant_id: str
+    status: Literal["ok", "not_modified", "failed"]
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    gone: int = 0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def source_specs(settings: Settings) -> list[SourceSpec]:
+    return [SourceSpec(s.id, m.id, s.connector) for m, s in settings.sources()]  # type: ignore[arg-type]
+
+
+def select_sources(settings: Settings, source_ids: Sequence[str] | None = None,
+                   merchant_ids: Sequence[str] | None = None) -> list[tuple[MerchantConfig, SourceConfig]]:
+    chosen = settings.sources()
+    if source_ids:
+        chosen = [(m, s) for m, s in chosen if s.id in source_ids]
+    if merchant_ids:
+        chosen = [(m, s) for m, s in chosen if m.id in merchant_ids]
+    return chosen
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: Store, fetcher: Fetcher) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self._limit = asyncio.Semaphore(settings.fetcher.max_in_flight)
+
+    async def run(self, sources: Sequence[tuple[MerchantConfig, SourceConfig]],
+                  on_done: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
+        """Fetch, parse and store `sources`; returns one report per source."""
+        states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
+        writer = _Writer(self.store)
+        writer_task = asyncio.create_task(writer.run())
+
+        async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport:
+            report = await self._fetch_one(merchant, source, states.get(source.id, FetchState()), writer)
+            if on_done:
+                on_done(report)
+            return report
+
+        try:
+            reports = await asyncio.gather(*(one(m, s) for m, s in sources))
+        finally:
+            await writer.close()
+            await writer_task
+        return list(reports)
+
+    async def _fetch_one(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
+                         writer: _Writer) -> SourceReport:
+        started = time.perf_counter()
+        outcome = await self._read(merchant, source, state)
+        report = SourceReport(source.id, merchant.id, outcome.status, error=outcome.error)  # type: ignore[arg-type]
+        try:
+            result = await writer.write(outcome)
+        except HubError as exc:
+            report.status, report.error = "failed", f"could not be stored: {exc}"
+            result = None
+        if result is not None:
+            report.new, report.changed, report.gone = len(result.new), len(result.changed), len(result.gone)
+            report.unchanged = result.unchanged
+        if outcome.parsed is not None:
+            report.warnings = list(outcome.parsed.warnings)
+        report.seconds = time.perf_counter() - started
+        if report.status == "failed":
+            log.warning("source %s failed: %s", source.id, report.error)
+        return report
+
+    async def _read(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState) -> FetchOutcome:
+        """Retrieve and parse one source; every failure becomes a recorded outcome."""
+        connector = plugins.connector(source.connector)()
+        ref = SourceRef(id=source.id, merchant_id=merchant.id,  # type: ignore[arg-type]
+                        language=source.language or merchant.language or self.settings.platform.language,
+                        timezone=self.settings.platform.timezone)
+        try:
+            async with self._limit:
+                got = await connector.retrieve(source.options, state, self.fetcher)
+            parsed = connector.parse(source.options, ref, got)
+        except NotModified:
+            return FetchOutcome(source.id, utcnow(), "not_modified")
+        except ConnectorError as exc:
+            return _failed(source.id, str(exc), exc.code)
+        except Exception as exc:  # a connector bug must not take the other sources down
+            log.exception("connector %s crashed on source %s", source.connector, source.id)
+            return _failed(source.id, f"unexpected error in the {source.connector} connector: {exc!r} "
+                           "(this is a bug; please report it with the log)", "connector_crashed")
+        return FetchOutcome(source.id, utcnow(), "ok", parsed=parsed, state=got.state, fresh_until=got.fresh_until)
+
+
+def _failed(source_id: str, message: str, code: str) -> FetchOutcome:
+    return FetchOutcome(source_id, utcnow(), "failed", error=message, error_code=code)
+
+
+class _Writer:
+    """Collects outcomes from many concurrent fetches and writes them in batches."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: asyncio.Queue[tuple[FetchOutcome, asyncio.Future] | None] = asyncio.Queue()
+
+    async def write(self, outcome: FetchOutcome) -> UpsertResult | None:
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put((outcome, done))
+        return await done
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+
+    async def run(self) -> None:
+        closing = False
+        while not closing:
+            first = await self.queue.get()
+            batch = [] if first is None else [first]
+            closing = first is None
+            while not closing and len(batch) < WRITE_BATCH and not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                if nxt is None:
+                    closing = True
+                else:
+                    batch.append(nxt)
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[FetchOutcome, asyncio.Future]]) -> None:
+        try:
+            results = await asyncio.to_thread(self.store.apply, [o for o, _ in batch])
+        except Exception as exc:  # nothing of this batch was committed; say so to each source
+            log.exception("writing %d sources failed", len(batch))
+            for _, done in batch:
+                done.set_exception(HubError(f"database write failed: {exc}"))
+            return
+        by_source = {r.source_id: r for r in results}
+        for outcome, done in batch:
+            done.set_result(by_source.get(outcome.source_id))

@@ -1,0 +1,374 @@
+"""The store: the only owner of database sessions.
+
+SQLite by default (WAL, `synchronous=FULL`, busy timeout), PostgreSQL by URL. Schema changes
+are alembic migrations, applied on open. Table classes are SQLModel; the hot paths (item
+upserts) use SQLAlchemy Core on the same tables, because the ORM is about 5x slower for
+bulk writes (see ../shared/reference/ingest-performance.md).
+
+The store decides what is new, changed and gone: `apply` takes what connectors read and
+returns, per source, the keys that were inserted, changed and deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+from zoneinfo import ZoneInfo
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from hub.errors import StoreError
+from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
+from hub.store.tables import ItemRow, SourceRow
+
+ITEMS = ItemRow.__table__
+SOURCES = SourceRow.__table__
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A configured source, as the store needs to know it."""
+
+    id: str
+    merchant_id: str
+    connector: str
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What happened when one source was fetched; `Store.apply` records it."""
+
+    source_id: str
+    at: datetime
+    status: Literal["ok", "not_modified", "failed"]
+    parsed: Parsed | None = None
+    state: FetchState | None = None
+    error: str | None = None
+    error_code: str | None = None
+    fresh_until: datetime | None = None
+
+
+@dataclass
+class UpsertResult:
+    source_id: str
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as residents and the project manager see it, with its store metadata."""
+
+    id: int
+    item: Item
+    sort_at: datetime | None
+    first_seen_at: datetime | None
+    changed_at: datetime | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    id: str
+    merchant_id: str
+    connector: str
+    status: str
+    last_fetch_at: datetime | None
+    last_ok_at: datetime | None
+    last_error: str | None
+    error_count: int
+    warnings: list[str]
+    next_fetch_at: datetime | None
+    items: int
+
+
+class Store:
+    def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True) -> None:
+        self.url = _resolve_sqlite_path(url, base_dir)
+        self.engine = _make_engine(self.url)
+        if migrate:
+            self.migrate()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except Exception as exc:
+            raise StoreError(f"cannot prepare the database at {self.engine.url!r}: {exc}",
+                             hint="check store.url in the config and that the database is reachable") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- sources ---------------------------------------------------------------------
+
+    def sync_sources(self, specs: Iterable[SourceSpec]) -> None:
+        """Make sure every configured source has a row (its state survives restarts)."""
+        specs = list(specs)
+        with self.engine.begin() as conn:
+            known = {r.id: r for r in conn.execute(select(SOURCES.c.id, SOURCES.c.merchant_id, SOURCES.c.connector))}
+            for spec in specs:
+                row = known.get(spec.id)
+                if row is None:
+                    conn.execute(SOURCES.insert().values(id=spec.id, merchant_id=spec.merchant_id,
+                                                         connector=spec.connector, status="new", error_count=0))
+                elif (row.merchant_id, row.connector) != (spec.merchant_id, spec.connector):
+                    conn.execute(update(SOURCES).where(SOURCES.c.id == spec.id).values(
+                        merchant_id=spec.merchant_id, connector=spec.connector))
+
+    def fetch_states(self, source_ids: Sequence[str]) -> dict[str, FetchState]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(SOURCES.c.id, SOURCES.c.etag, SOURCES.c.last_modified, SOURCES.c.cursor)
+                                .where(SOURCES.c.id.in_(list(source_ids))))
+            return {r.id: FetchState(r.etag, r.last_modified, r.cursor) for r in rows}
+
+    def source_statuses(self) -> list[SourceStatus]:
+        counts = (select(ITEMS.c.source_id, func.count().label("n")).where(ITEMS.c.deleted_at.is_(None))
+                  .group_by(ITEMS.c.source_id).subquery())
+        query = (select(SOURCES, func.coalesce(counts.c.n, 0).label("items"))
+                 .select_from(SOURCES.outerjoin(counts, counts.c.source_id == SOURCES.c.id))
+                 .order_by(SOURCES.c.merchant_id, SOURCES.c.id))
+        with self.engine.connect() as conn:
+            return [SourceStatus(id=r.id, merchant_id=r.merchant_id, connector=r.connector, status=r.status,
+                                 last_fetch_at=r.last_fetch_at, last_ok_at=r.last_ok_at, last_error=r.last_error,
+                                 error_count=r.error_count, warnings=json.loads(r.warnings or "[]"),
+                                 next_fetch_at=r.next_fetch_at, items=r.items)
+                    for r in conn.execute(query)]
+
+    # --- writing what connectors read ------------------------------------------------
+
+    def apply(self, outcomes: Sequence[FetchOutcome]) -> list[UpsertResult]:
+        """Record a batch of fetch outcomes in one transaction. For each successful parse,
+        returns what was new, changed and gone."""
+        results = []
+        with self.engine.begin() as conn:
+            for outcome in outcomes:
+                if outcome.status == "ok" and outcome.parsed is not None:
+                    results.append(self._upsert(conn, outcome))
+                self._record_source(conn, outcome)
+        return results
+
+    def _upsert(self, conn: Connection, outcome: FetchOutcome) -> UpsertResult:
+        assert outcome.parsed is not None
+        result = UpsertResult(outcome.source_id)
+        existing = {r.external_id: r for r in conn.execute(
+            select(ITEMS.c.id, ITEMS.c.external_id, ITEMS.c.content_hash, ITEMS.c.deleted_at, ITEMS.c.published)
+            .where(ITEMS.c.source_id == outcome.source_id))}
+        inserts, updates = [], []
+        for item in outcome.parsed.items:
+            row = existing.get(item.external_id)
+            digest = item.content_hash
+            if row is None:
+                inserts.append(_to_row(item, digest, outcome.at))
+                result.new.append(item.external_id)
+            elif row.content_hash == digest:
+                result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone
+            else:
+                values = _to_row(item, digest, outcome.at)
+                del values["first_seen_at"]
+                values.update(row_id=row.id, deleted_at=None)
+                updates.append(values)
+                result.changed.append(item.external_id)
+        if inserts:
+            conn.execute(_insert_ignoring_duplicates(self.dialect), inserts)
+        if updates:
+            conn.execute(update(ITEMS).where(ITEMS.c.id == bindparam("row_id")), updates)
+        if outcome.parsed.complete:
+            result.gone = self._tombstone_missing(conn, outcome, existing)
+        return result
+
+    def _tombstone_missing(self, conn: Connection, outcome: FetchOutcome, existing: dict) -> list[str]:
+        """An entry missing from inside the feed's current window was deleted by the
+        merchant; one older than everything the feed still carries merely slid out of
+        the window and stays. Entries without dates are never judged."""
+        assert outcome.parsed is not None
+        dates = [i.published for i in outcome.parsed.items if i.published]
+        if not dates:
+            return []
+        window_start = min(dates)
+        present = {i.external_id for i in outcome.parsed.items}
+        gone = [r for ext, r in existing.items()
+                if ext not in present and r.deleted_at is None and r.published and r.published >= window_start]
+        if gone:
+            conn.execute(update(ITEMS).where(ITEMS.c.id.in_([r.id for r in gone]))
+                         .values(deleted_at=outcome.at, changed_at=outcome.at))
+        return [r.external_id for r in gone]
+
+    def _record_source(self, conn: Connection, outcome: FetchOutcome) -> None:
+        values: dict[str, Any] = {"last_fetch_at": outcome.at}
+        if outcome.fresh_until:
+            values["fresh_until"] = outcome.fresh_until
+        if outcome.status == "failed":
+            values.update(status="failing", last_error=outcome.error, last_error_code=outcome.error_code,
+                          error_count=SOURCES.c.error_count + 1)
+        else:
+            values.update(status="ok", last_ok_at=outcome.at, last_error=None, last_error_code=None, error_count=0)
+        if outcome.state is not None:
+            values.update(etag=outcome.state.etag, last_modified=outcome.state.last_modified,
+                          cursor=outcome.state.cursor)
+        if outcome.parsed is not None:
+            values["warnings"] = json.dumps(list(outcome.parsed.warnings), ensure_ascii=False)
+        conn.execute(update(SOURCES).where(SOURCES.c.id == outcome.source_id).values(**values))
+
+    # --- reading ---------------------------------------------------------------------
+
+    def items(self, *, limit: int = 50, offset: int = 0, merchant_id: str | None = None,
+              source_id: str | None = None, kind: str | None = None, q: str | None = None,
+              include_deleted: bool = False) -> list[StoredItem]:
+        """Items newest first. `q` matches every word in title, summary or text."""
+        query = select(ITEMS)
+        conditions = _filters(merchant_id, source_id, kind, q, include_deleted)
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(ITEMS.c.sort_at.desc(), ITEMS.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query)]
+
+    def count_items(self, *, merchant_id: str | None = None, kind: str | None = None, q: str | None = None,
+                    include_deleted: bool = False) -> int:
+        query = select(func.count()).select_from(ITEMS)
+        conditions = _filters(merchant_id, None, kind, q, include_deleted)
+        if conditions:
+            query = query.where(and_(*conditions))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def item(self, item_id: int) -> StoredItem | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()
+        return _from_row(row) if row else None
+
+    def iter_all_items(self) -> Iterator[StoredItem]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(ITEMS).order_by(ITEMS.c.id)):
+                yield _from_row(row)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
+    """`sqlite:///data/hub.db` is relative to the config file's folder, and its folder is
+    created, so the embedded default works from a fresh clone."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return url
+    path = Path(url[len(prefix):])
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss; a lost "sent" mark would mean a duplicate.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _insert_ignoring_duplicates(dialect: str):
+    # Two writers may race on the same new entry; the unique key decides, quietly.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(ITEMS).on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+
+
+def _filters(merchant_id, source_id, kind, q, include_deleted) -> list:
+    conditions = []
+    if not include_deleted:
+        conditions.append(ITEMS.c.deleted_at.is_(None))
+    if merchant_id:
+        conditions.append(ITEMS.c.merchant_id == merchant_id)
+    if source_id:
+        conditions.append(ITEMS.c.source_id == source_id)
+    if kind:
+        conditions.append(ITEMS.c.kind == kind)
+    for word in (q or "").split():
+        pattern = f"%{word}%"
+        conditions.append(or_(ITEMS.c.title.ilike(pattern), ITEMS.c.summary.ilike(pattern),
+                              ITEMS.c.content_text.ilike(pattern)))
+    return conditions
+
+
+def _to_row(item: Item, digest: str, at: datetime) -> dict[str, Any]:
+    event, offer = item.event, item.offer
+    return {
+        "source_id": item.source_id, "external_id": item.external_id, "merchant_id": item.merchant_id,
+        "kind": item.kind.value, "title": item.title, "summary": item.summary,
+        "content_html": item.content_html, "content_text": item.content_text, "url": item.url,
+        "origin_url": item.origin_url,
+        "media": json.dumps([_media_dict(m) for m in item.media], ensure_ascii=False),
+        "tags": json.dumps(list(item.tags), ensure_ascii=False),
+        "language": item.language, "published": item.published, "updated": item.updated,
+        "sort_at": item.published or at,
+        "event_start": event.start if event else None, "event_end": event.end if event else None,
+        "event_timezone": event.timezone if event else None, "event_all_day": bool(event and event.all_day),
+        "event_location": event.location if event else None, "event_cancelled": bool(event and event.cancelled),
+        "offer_price": offer.price if offer else None, "offer_currency": offer.currency if offer else None,
+        "offer_valid_from": offer.valid_from if offer else None,
+        "offer_valid_until": offer.valid_until if offer else None,
+        "content_hash": digest, "first_seen_at": at, "changed_at": at, "deleted_at": None,
+    }
+
+
+def _media_dict(m: Media) -> dict[str, Any]:
+    return {k: v for k, v in (("url", m.url), ("type", m.type), ("mime_type", m.mime_type), ("width", m.width),
+                              ("height", m.height), ("alt", m.alt)) if v is not None}
+
+
+def _from_row(r: Any) -> StoredItem:
+    event = None
+    if r.event_start:
+        event = Event(start=_in_zone(r.event_start, r.event_timezone), end=_in_zone(r.event_end, r.event_timezone),
+                      timezone=r.event_timezone, all_day=r.event_all_day, location=r.event_location,
+                      cancelled=r.event_cancelled)
+    offer = None
+    if r.offer_price or r.offer_currency or r.offer_valid_from or r.offer_valid_until:
+        offer = Offer(price=r.offer_price, currency=r.offer_currency, valid_from=r.offer_valid_from,
+                      valid_until=r.offer_valid_until)
+    item = Item(source_id=r.source_id, external_id=r.external_id, merchant_id=r.merchant_id, title=r.title,
+                summary=r.summary, content_html=r.content_html, content_text=r.content_text, url=r.url,
+                kind=Kind(r.kind), media=tuple(Media(**m) for m in json.loads(r.media)),
+                tags=tuple(json.loads(r.tags)), language=r.language, published=r.published, updated=r.updated,
+                event=event, offer=offer, origin_url=r.origin_url)
+    return StoredItem(id=r.id, item=item, sort_at=r.sort_at, first_seen_at=r.first_seen_at,
+                      changed_at=r.changed_at, deleted_at=r.deleted_at)
+
+
+def _in_zone(value: datetime | None, zone: str | None) -> datetime | None:
+    if value is None or not zone:
+        return value
+    return value.astimezone(ZoneInfo(zone))

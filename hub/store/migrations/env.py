@@ -1,0 +1,12 @@
+"""Alembic environment. The hub runs migrations itself on start (`Store.migrate`), handing
+over its own connection, so there is no alembic.ini and no URL here."""
+
+from alembic import context
+
+from hub.store.tables import SQLModel
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=SQLModel.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,134 @@
+"""The hub's web app: resident pages and health, from one `create_app` factory.
+
+Resident pages are server-rendered, German by default, set no cookies and load nothing
+from a third party: styles are ours, images go through `hub.media`. A strict
+Content-Security-Policy makes the browser enforce that.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+from html import unescape
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from hub.config import Settings
+from hub.errors import HubError
+from hub.http import Fetcher
+from hub.media import MediaProxy
+from hub.store import Store
+from hub.web import formatting
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 20
+CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; font-src 'self'; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+_IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
+
+
+def create_app(settings: Settings, store: Store) -> FastAPI:
+    """The web app for `settings`, reading from `store`."""
+    media = MediaProxy(settings.data_dir, settings.base_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+            media.fetcher = fetcher
+            yield
+
+    app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    templates = _templates(settings, store, media)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request, seite: Annotated[int, Query(ge=1)] = 1):
+        return _listing(request, templates, store, page=seite)
+
+    @app.get("/m/{merchant_id}", response_class=HTMLResponse)
+    def merchant_page(request: Request, merchant_id: str, seite: Annotated[int, Query(ge=1)] = 1):
+        merchant = settings.merchant(merchant_id)
+        if merchant is None:
+            raise HTTPException(404, "Diesen Teilnehmer gibt es nicht.")
+        return _listing(request, templates, store, page=seite, merchant=merchant)
+
+    @app.get("/items/{item_id}", response_class=HTMLResponse)
+    def item_page(request: Request, item_id: int):
+        stored = store.item(item_id)
+        if stored is None or stored.deleted_at is not None:
+            raise HTTPException(404, "Diesen Beitrag gibt es nicht (mehr).")
+        return templates.TemplateResponse(request, "item.html", {"entry": stored})
+
+    @app.get("/healthz")
+    def healthz():
+        statuses = store.source_statuses()
+        configured = {s.id for _, s in settings.sources()}
+        mine = [s for s in statuses if s.id in configured]
+        failing = [s.id for s in mine if s.status == "failing"]
+        body = {"status": "degraded" if failing else "ok", "items": store.count_items(),
+                "sources": {"total": len(configured), "healthy": sum(s.status == "ok" for s in mine),
+                            "failing": len(failing), "never_fetched": sum(s.status == "new" for s in mine)},
+                "failing_sources": failing}
+        return JSONResponse(body)
+
+    @app.get("/media/{signature}/{encoded}")
+    async def media_file(signature: str, encoded: str):
+        url = media.url_from(signature, encoded)
+        if url is None:
+            raise HTTPException(404)
+        try:
+            image = await media.get(url)
+        except HubError:
+            raise HTTPException(404, "Bild nicht verfügbar") from None
+        return Response(image.body, media_type=image.media_type,
+                        headers={"Cache-Control": "public, max-age=86400, immutable"})
+
+    @app.exception_handler(HTTPException)
+    async def friendly_errors(request: Request, exc: HTTPException):
+        if request.url.path.startswith(("/healthz", "/media", "/api")):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
+                                          status_code=exc.status_code)
+
+    return app
+
+
+def _listing(request: Request, templates: Jinja2Templates, store: Store, *, page: int, merchant=None):
+    merchant_id = merchant.id if merchant else None
+    total = store.count_items(merchant_id=merchant_id)
+    entries = store.items(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, merchant_id=merchant_id)
+    pages = max(1, -(-total // PAGE_SIZE))
+    return templates.TemplateResponse(request, "index.html", {
+        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total})
+
+
+def _templates(settings: Settings, store: Store, media: MediaProxy) -> Jinja2Templates:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    env = templates.env
+    merchants = {m.id: m for m in settings.merchants}
+
+    def proxied_html(html: str) -> Markup:
+        # `html` was sanitized before it was stored; only image sources are rewritten here.
+        return Markup(_IMG_SRC.sub(lambda m: m.group(1) + media.path_for(unescape(m.group(2))) + m.group(3), html))
+
+    env.globals.update(platform=settings.platform, merchants=merchants, media_path=media.path_for)
+    def datum(dt, with_time: bool = True) -> str:
+        return formatting.datum(dt, settings.platform.timezone, with_time)
+
+    env.filters.update(proxied_html=proxied_html, datum=datum, relativ=formatting.relativ,
+                       merchant_name=lambda mid: merchants[mid].name if mid in merchants else mid)
+    return templates

@@ -1,0 +1,1 @@
+"""Output renderers: one module per kind of channel. See `renderers.base`."""
