@@ -107,7 +107,7 @@ def _parse_document(payload: bytes) -> _Document:
                          hint="check that the url points at the feed itself, not a web page")
     if _looks_like_html(head):
         raise ParseError("the response is an HTML page, not a feed", hint=_feed_link_hint(payload))
-    if _well_formed(payload):
+    if _well_formed(payload) and not _is_rss10(head):
         try:
             parsed = fastfeedparser_parse(payload)
         except ValueError:  # not a feed fastfeedparser knows (RSS 0.90, odd roots): fall back
@@ -119,6 +119,11 @@ def _parse_document(payload: bytes) -> _Document:
 
 
 _STRICT = etree.XMLParser(recover=False, resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _is_rss10(head: bytes) -> bool:
+    """RSS 1.0 goes to feedparser: fastfeedparser drops its content:encoded bodies."""
+    return b"<rdf:rdf" in head
 
 
 def _well_formed(payload: bytes) -> bool:
@@ -357,7 +362,8 @@ def _kind_of(mime: str | None, url: str) -> str | None:
 def _tags_of(entry: dict) -> list[str]:
     tags: list[str] = []
     for tag in entry.get("tags") or ():
-        term = (tag.get("term") or tag.get("label") or "").strip() if isinstance(tag, dict) else ""
+        # Atom's label is the human-readable name ("Öffnungszeiten"); term may be a slug.
+        term = (tag.get("label") or tag.get("term") or "").strip() if isinstance(tag, dict) else ""
         for part in (p.strip() for p in term.split(",")):
             if part and part not in tags:
                 tags.append(part)

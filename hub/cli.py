@@ -104,11 +104,12 @@ async def _fetch_with_progress(settings: Settings, store: Store, chosen) -> list
 def _report_table(reports: list[SourceReport]) -> Table:
     table = Table(title="Fetch summary", show_lines=False)
     for name in ("source", "status", "new", "changed", "unchanged", "gone", "detail"):
-        table.add_column(name, justify="right" if name in ("new", "changed", "unchanged", "gone") else "left")
+        numeric = name in ("new", "changed", "unchanged", "gone")
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
     styles = {"ok": "green", "not_modified": "cyan", "failed": "red"}
     for r in sorted(reports, key=lambda r: (r.status != "failed", r.source_id)):
         detail = r.error or "; ".join(r.warnings)
-        status = "unchanged (304)" if r.status == "not_modified" else r.status
+        status = "304" if r.status == "not_modified" else r.status
         table.add_row(r.source_id, f"[{styles[r.status]}]{status}[/]", str(r.new), str(r.changed),
                       str(r.unchanged), str(r.gone), detail)
     totals = [sum(getattr(r, k) for r in reports) for k in ("new", "changed", "unchanged", "gone")]

@@ -27,6 +27,8 @@ CONTENT_DROPPED = frozenset({"script", "style", "iframe", "object", "embed", "no
 TRACKING_PARAMS = re.compile(r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|_hsenc|_hsmi|igshid|yclid)$",
                              re.IGNORECASE)
 _URL_ATTRS = {"href", "src"}
+# Tracking pixels: images of at most 2x2 pixels say nothing to a reader.
+_PIXEL = re.compile(r'<img\b(?=[^>]*\bwidth="[0-2]")(?=[^>]*\bheight="[0-2]")[^>]*>', re.IGNORECASE)
 _BLOCK_END = re.compile(r"<br\s*/?>|</(?:p|div|li|h[1-6]|blockquote|tr|figure|pre)\s*>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _NEWLINES = re.compile(r"\s*\n\s*")
@@ -39,7 +41,7 @@ def clean_html(raw: str, base_url: str | None = None) -> str:
     town); from the network they are dropped like any other unknown scheme."""
     if not raw:
         return ""
-    return _cleaner(_is_file(base_url)).clean_with_base(raw, base_url)
+    return _PIXEL.sub("", _cleaner(_is_file(base_url)).clean_with_base(raw, base_url))
 
 
 def plain_text(fragment: str) -> str:

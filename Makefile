@@ -1,0 +1,39 @@
+# Two commands: `make run` (set up, then run the demo town) and `make test` (set up, then test).
+# Everything lands in .venv; versions come from requirements.lock, so a fresh clone installs
+# exactly what was tested.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: setup run test bench lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: setup
+	$(BIN)/hub run -c $(CONFIG) --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+# On demand, never part of `make test`: prints the figures the issues ask for.
+bench: setup
+	$(BIN)/python tests/benchmarks/bench_ingest.py
+
+# Refresh the pins after changing dependencies in pyproject.toml.
+lock:
+	rm -rf /tmp/hub-lock && $(PYTHON) -m venv /tmp/hub-lock
+	/tmp/hub-lock/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	/tmp/hub-lock/bin/pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,134 @@
+"""The store decides what is new, changed and gone; on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hub.models import FetchState, Item, Media, Parsed
+from hub.store import FetchOutcome, SourceSpec, Store
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+
+
+def entry(n: int, *, title: str | None = None, day: int | None = None, source: str = "laden-rss") -> Item:
+    published = T0 - timedelta(days=day if day is not None else n)
+    return Item(source_id=source, external_id=f"e{n}", merchant_id="laden", title=title or f"Beitrag {n}",
+                summary=f"Text {n}", content_html=f"<p>Text {n}</p>", content_text=f"Text {n}",
+                url=f"https://laden.example/{n}", published=published, tags=("Angebot",),
+                media=(Media(url=f"https://laden.example/{n}.jpg", width=800, height=600),))
+
+
+def fetched(items, *, source="laden-rss", at=T0, complete=True, state=FetchState('"v1"', None)) -> FetchOutcome:
+    return FetchOutcome(source, at, "ok", parsed=Parsed(tuple(items), complete=complete), state=state)
+
+
+def prepared(store: Store) -> Store:
+    store.sync_sources([SourceSpec("laden-rss", "laden", "rss"), SourceSpec("verein-rss", "verein", "rss")])
+    return store
+
+
+def test_first_fetch_is_new_and_the_second_adds_nothing(store):
+    prepared(store)
+    [first] = store.apply([fetched([entry(1), entry(2), entry(3)])])
+    assert sorted(first.new) == ["e1", "e2", "e3"]
+    [second] = store.apply([fetched([entry(1), entry(2), entry(3)])])
+    assert (second.new, second.changed, second.gone, second.unchanged) == ([], [], [], 3)
+    assert store.count_items() == 3
+
+
+def test_an_edit_updates_the_item_in_place(store):
+    prepared(store)
+    store.apply([fetched([entry(1), entry(2)])])
+    before = {s.item.external_id: s.id for s in store.items()}
+    [result] = store.apply([fetched([entry(1, title="Beitrag 1 (korrigiert)"), entry(2)])])
+    assert result.changed == ["e1"] and result.new == []
+    after = {s.item.external_id: s for s in store.items()}
+    assert after["e1"].id == before["e1"]
+    assert after["e1"].item.title == "Beitrag 1 (korrigiert)"
+    assert store.count_items() == 2
+
+
+def test_deleted_from_the_middle_is_gone_but_sliding_out_of_the_window_is_not(store):
+    prepared(store)
+    store.apply([fetched([entry(n) for n in range(1, 6)])])  # e1 newest ... e5 oldest
+    # e3 deleted by the merchant; e5 slid out of the end of the window.
+    [result] = store.apply([fetched([entry(1), entry(2), entry(4)])])
+    assert result.gone == ["e3"]
+    visible = {s.item.external_id for s in store.items()}
+    assert visible == {"e1", "e2", "e4", "e5"}
+    deleted = [s for s in store.items(include_deleted=True) if s.deleted_at]
+    assert [s.item.external_id for s in deleted] == ["e3"]
+
+
+def test_a_tombstone_keeps_a_stale_copy_from_resurrecting_the_item(store):
+    prepared(store)
+    store.apply([fetched([entry(1), entry(2), entry(3)])])
+    store.apply([fetched([entry(1), entry(3)])])  # e2 deleted
+    [stale] = store.apply([fetched([entry(1), entry(2), entry(3)])])  # an old cached copy
+    assert stale.new == [] and stale.changed == []
+    assert "e2" not in {s.item.external_id for s in store.items()}
+    [edited] = store.apply([fetched([entry(1), entry(2, title="Wieder da, neu"), entry(3)])])
+    assert edited.changed == ["e2"]
+    assert "e2" in {s.item.external_id for s in store.items()}
+
+
+def test_an_empty_or_undated_feed_deletes_nothing(store):
+    prepared(store)
+    store.apply([fetched([entry(1), entry(2)])])
+    [empty] = store.apply([fetched([])])
+    assert empty.gone == []
+    undated = Item(source_id="laden-rss", external_id="x", merchant_id="laden", title="ohne Datum")
+    [result] = store.apply([fetched([undated])])
+    assert result.gone == [] and store.count_items() == 3
+
+
+def test_partial_payloads_never_delete(store):
+    prepared(store)
+    store.apply([fetched([entry(1), entry(2), entry(3)])])
+    [result] = store.apply([fetched([entry(1), entry(3)], complete=False)])
+    assert result.gone == [] and store.count_items() == 3
+
+
+def test_sources_are_independent_and_a_batch_is_one_transaction(store):
+    prepared(store)
+    results = store.apply([fetched([entry(1)]), fetched([entry(1, source="verein-rss")], source="verein-rss")])
+    assert [r.new for r in results] == [["e1"], ["e1"]]
+    assert store.count_items() == 2
+    assert store.count_items(merchant_id="laden") == 2  # both items carry merchant "laden" here
+
+
+def test_item_round_trip_keeps_every_field(store):
+    prepared(store)
+    original = entry(7)
+    store.apply([fetched([original])])
+    [stored] = store.items()
+    assert stored.item == original
+    assert stored.item.content_hash == original.content_hash
+
+
+def test_fetch_state_and_health_are_recorded(store):
+    prepared(store)
+    store.apply([fetched([entry(1)], state=FetchState('"abc"', "Sat, 21 Nov 2026 10:00:00 GMT"))])
+    assert store.fetch_states(["laden-rss"])["laden-rss"] == FetchState('"abc"', "Sat, 21 Nov 2026 10:00:00 GMT")
+    failure = FetchOutcome("laden-rss", T0, "failed", error="HTTP 404", error_code="fetch_failed")
+    store.apply([failure])
+    store.apply([failure])
+    status = {s.id: s for s in store.source_statuses()}["laden-rss"]
+    assert (status.status, status.error_count, status.last_error, status.items) == ("failing", 2, "HTTP 404", 1)
+    # a failure keeps the caching state, so the next success is still a conditional GET
+    assert store.fetch_states(["laden-rss"])["laden-rss"].etag == '"abc"'
+    store.apply([FetchOutcome("laden-rss", T0, "not_modified")])
+    status = {s.id: s for s in store.source_statuses()}["laden-rss"]
+    assert (status.status, status.error_count, status.last_error) == ("ok", 0, None)
+
+
+def test_search_matches_every_word(store):
+    prepared(store)
+    store.apply([fetched([entry(1, title="Frische Brötchen am Samstag"), entry(2, title="Stollen")])])
+    assert [s.item.title for s in store.items(q="brötchen samstag")] == ["Frische Brötchen am Samstag"]
+    assert store.items(q="brötchen sonntag") == []
+
+
+def test_migrations_are_idempotent(store):
+    store.migrate()
+    Store(store.url).close()
