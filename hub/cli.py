@@ -61,7 +61,11 @@ def _store(settings: Settings) -> Store:
 @asynccontextmanager
 async def _pipeline(settings: Settings, store: Store) -> AsyncIterator[Pipeline]:
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
-        yield Pipeline(settings, store, fetcher)
+        pipeline = Pipeline(settings, store, fetcher)
+        try:
+            yield pipeline
+        finally:
+            pipeline.close()
 
 
 @app.command()

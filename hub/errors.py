@@ -15,6 +15,18 @@ class HubError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self):
+        # Errors cross process boundaries (parsing runs in worker processes); the default
+        # pickling would call __init__ with `args` only and lose hint, status, etc.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type, args: tuple, state: dict) -> HubError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(HubError):
     """The configuration is invalid. `problems` holds every problem found, not just the first."""

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -17,11 +21,14 @@ from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
 from hub.errors import ConnectorError, HubError, NotModified
 from hub.http import Fetcher
-from hub.models import FetchState, SourceRef
+from hub.models import FetchState, Parsed, Retrieved, SourceRef
 from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
 
 log = logging.getLogger("hub.pipeline")
 WRITE_BATCH = 100
+# Parsing is CPU work; from this many sources in one run on, it moves to worker processes
+# so it uses every core and the event loop keeps fetching meanwhile.
+POOL_FROM_SOURCES = 50
 
 
 @dataclass
@@ -55,16 +62,27 @@ def select_sources(settings: Settings, source_ids: Sequence[str] | None = None,
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: Store, fetcher: Fetcher) -> None:
+    def __init__(self, settings: Settings, store: Store, fetcher: Fetcher,
+                 parse_workers: int | None = None) -> None:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
         self._limit = asyncio.Semaphore(settings.fetcher.max_in_flight)
+        self._workers = (os.cpu_count() or 1) if parse_workers is None else parse_workers
+        self._pool: Executor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     async def run(self, sources: Sequence[tuple[MerchantConfig, SourceConfig]],
                   on_done: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
         """Fetch, parse and store `sources`; returns one report per source."""
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
+        if len(sources) >= POOL_FROM_SOURCES and self._workers > 1 and self._pool is None:
+            # spawn, not fork: this process runs threads (resolver, writer) that fork would copy mid-flight
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
         writer = _Writer(self.store)
         writer_task = asyncio.create_task(writer.run())
 
@@ -110,7 +128,7 @@ class Pipeline:
         try:
             async with self._limit:
                 got = await connector.retrieve(source.options, state, self.fetcher)
-            parsed = connector.parse(source.options, ref, got)
+            parsed = await self._parse(source, ref, got)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
         except ConnectorError as exc:
@@ -120,6 +138,22 @@ class Pipeline:
             return _failed(source.id, f"unexpected error in the {source.connector} connector: {exc!r} "
                            "(this is a bug; please report it with the log)", "connector_crashed")
         return FetchOutcome(source.id, utcnow(), "ok", parsed=parsed, state=got.state, fresh_until=got.fresh_until)
+
+
+    async def _parse(self, source: SourceConfig, ref: SourceRef, got: Retrieved) -> Parsed:
+        if self._pool is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(self._pool, parse_payload, source.connector, source.options, ref, got)
+            except BrokenProcessPool:
+                log.warning("the parse worker pool broke; parsing in this process from now on")
+                self.close()
+        return parse_payload(source.connector, source.options, ref, got)
+
+
+def parse_payload(connector: str, options, ref: SourceRef, got: Retrieved) -> Parsed:
+    """A connector's pure parse step; module-level so worker processes can run it."""
+    return plugins.connector(connector)().parse(options, ref, got)
 
 
 def _failed(source_id: str, message: str, code: str) -> FetchOutcome:

@@ -114,7 +114,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, "heads")  # parallel branches of migrations are fine
         except Exception as exc:
             raise StoreError(f"cannot prepare the database at {self.engine.url!r}: {exc}",
                              hint="check store.url in the config and that the database is reachable") from exc

@@ -1,0 +1,103 @@
+"""Ingest benchmark: N generated feeds on loopback, through the real fetch -> parse -> store path.
+
+    .venv/bin/python tests/benchmarks/bench_ingest.py [--feeds 1000] [--runs 1]
+
+Prints the wall time and entries/s of a first full ingest into an empty SQLite store, the
+wall time of a re-poll in which every feed answers 304, and the peak memory (max RSS) of
+the ingesting process. The feeds are served by a separate process (tests/feedserver.py), so
+the server's CPU does not count as ours, as with real merchants' servers.
+
+Targets on a 2-core machine (issue 2): ~35,000 entries in under 5 s, 1,000 x 304 in under
+0.5 s, peak memory under 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from hub import config  # noqa: E402
+from hub.http import Fetcher  # noqa: E402
+from hub.pipeline import Pipeline, source_specs  # noqa: E402
+from hub.store import Store  # noqa: E402
+
+SERVER = """
+import sys
+from tests.benchmarks.corpus import feed
+from tests.feedserver import FeedServer
+srv = FeedServer(files={f"f{i}.xml": feed(i) for i in range(int(sys.argv[1]))}).start()
+print(srv.port, flush=True)
+sys.stdin.read()
+"""
+
+
+def start_server(n: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(n)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def write_config(folder: Path, port: int, n: int) -> Path:
+    lines = ["platform: {name: Bench}", "store: {url: 'sqlite:///bench.db'}",
+             "fetcher: {allow_private_networks: true}", "merchants:"]
+    for i in range(n):
+        lines += [f"  - id: m{i}", f"    name: Händler {i}", "    sources:",
+                  f"      - {{connector: rss, id: s{i}, url: 'http://127.0.0.1:{port}/files/f{i}.xml'}}"]
+    path = folder / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def ingest(path: Path) -> tuple[float, int, float]:
+    settings = config.load(path)
+    store = Store(settings.store.url, base_dir=settings.base_dir)
+    store.sync_sources(source_specs(settings))
+    sources = settings.sources()
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        pipeline = Pipeline(settings, store, fetcher, parse_workers=int(__import__("os").environ.get("PW", "2")))
+        started = time.perf_counter()
+        first = await pipeline.run(sources)
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        again = await pipeline.run(sources)
+        again_s = time.perf_counter() - started
+        pipeline.close()
+    failed = [r for r in first + again if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} fetches failed, e.g. {failed[0].source_id}: {failed[0].error}")
+    if any(r.status != "not_modified" for r in again):
+        raise SystemExit("the re-poll was not all 304")
+    store.close()
+    return first_s, sum(r.new for r in first), again_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", type=int, default=1000)
+    args = parser.parse_args()
+    proc, port = start_server(args.feeds)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_config(Path(tmp), port, args.feeds)
+            first_s, entries, again_s = asyncio.run(ingest(path))
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"feeds:                  {args.feeds}")
+    print(f"first ingest:           {first_s:.2f} s, {entries} entries, {entries / first_s:,.0f} entries/s")
+    print(f"re-poll, all 304:       {again_s:.3f} s")
+    print(f"peak memory (max RSS):  {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

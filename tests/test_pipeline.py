@@ -1,0 +1,147 @@
+"""The whole path, merchant feed -> store, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hub import config
+from hub.http import Fetcher
+from hub.pipeline import Pipeline, source_specs
+from hub.store import Store
+from tests.feedserver import FeedServer
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
+
+
+def rss(entries: list[tuple[str, str, int]]) -> bytes:
+    """A feed of (guid, title, days ago) entries, newest first."""
+    items = "".join(
+        f"<item><title>{title}</title><guid>{guid}</guid><link>https://laden.example/{guid}</link>"
+        f"<pubDate>{format_datetime(T0 - timedelta(days=age))}</pubDate>"
+        f"<description>&lt;p&gt;Text zu {title}&lt;/p&gt;</description></item>"
+        for guid, title, age in entries)
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Laden</title>'
+            f"<link>https://laden.example/</link>{items}</channel></rss>").encode()
+
+
+FIVE = [(f"e{n}", f"Beitrag {n}", n) for n in range(1, 6)]
+
+
+def write_config(tmp_path: Path, sources: dict[str, str], *, allowed: str | None = None, timeout: float = 5) -> Path:
+    fetcher = (f"fetcher: {{allow_private_networks: false, allowed_networks: ['{allowed}'], total_timeout: {timeout}, retries: 0}}"
+               if allowed else f"fetcher: {{allow_private_networks: true, total_timeout: {timeout}, retries: 0}}")
+    lines = ["platform: {name: Teststadt}", f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}", fetcher, "merchants:"]
+    for sid, url in sources.items():
+        lines += [f"  - id: {sid}", f"    name: {sid}", "    sources:", f"      - {{connector: rss, id: {sid}, url: '{url}'}}"]
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def fetch_all(path: Path):
+    settings = config.load(path)
+    store = Store(settings.store.url, base_dir=settings.base_dir)
+    store.sync_sources(source_specs(settings))
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        reports = await Pipeline(settings, store, fetcher).run(settings.sources())
+    return {r.source_id: r for r in reports}, store
+
+
+@pytest.fixture
+def server():
+    with FeedServer(files={"laden.xml": rss(FIVE)}) as srv:
+        yield srv
+
+
+async def test_refetch_adds_nothing_edit_updates_and_deletion_is_detected(server, tmp_path):
+    path = write_config(tmp_path, {"laden": server.url("/files/laden.xml")})
+    reports, store = await fetch_all(path)
+    assert (reports["laden"].status, reports["laden"].new) == ("ok", 5)
+    ids = {s.item.external_id: s.id for s in store.items()}
+
+    reports, _ = await fetch_all(path)
+    assert reports["laden"].status == "not_modified"  # conditional GET: no parse, no write
+    assert server.requests[-1].headers.get("if-none-match")
+
+    edited = [("e1", "Beitrag 1 (neu)", 1)] + FIVE[1:]
+    server.files["laden.xml"] = rss(edited)
+    reports, store = await fetch_all(path)
+    assert (reports["laden"].new, reports["laden"].changed, reports["laden"].unchanged) == (0, 1, 4)
+    after = {s.item.external_id: s for s in store.items()}
+    assert after["e1"].id == ids["e1"] and after["e1"].item.title == "Beitrag 1 (neu)"
+
+    # e3 deleted from the middle; e5 slides out of the end of the window
+    server.files["laden.xml"] = rss([edited[0], FIVE[1], FIVE[3]])
+    reports, store = await fetch_all(path)
+    assert reports["laden"].gone == 1
+    assert {s.item.external_id for s in store.items()} == {"e1", "e2", "e4", "e5"}
+    assert store.count_items(include_deleted=True) == 5
+
+
+async def test_hostile_sources_fail_clearly_while_the_others_succeed(tmp_path):
+    canary = socket.socket()
+    canary.bind(("127.0.0.1", 0))
+    canary.listen(5)
+    canary.setblocking(False)
+    with FeedServer(host="127.0.0.2", files={"laden.xml": rss(FIVE), "html.xml": b"<!doctype html><p>Hallo"}) as srv:
+        sources = {
+            "gut": srv.url("/files/laden.xml"),
+            "riesig": srv.url("/huge?mb=20"),
+            "bombe": srv.url("/gzipbomb?gb=10"),
+            "kein-xml": srv.url("/notxml"),
+            "umleitung": srv.url(f"/redirect?to=http://127.0.0.1:{canary.getsockname()[1]}/feed.xml"),
+            "stumm": srv.url("/hang"),
+            "fehlt": srv.url("/status/404"),
+        }
+        path = write_config(tmp_path, sources, allowed="127.0.0.2/32", timeout=2)
+        reports, store = await fetch_all(path)
+    with pytest.raises(BlockingIOError):
+        canary.accept()  # nobody ever connected to the internal address
+    canary.close()
+
+    assert (reports["gut"].status, reports["gut"].new) == ("ok", 5)
+    expected = {"riesig": "larger than 10 MiB", "bombe": "larger than 10 MiB", "kein-xml": "HTML page",
+                "umleitung": "127.0.0.1", "stumm": "2 s", "fehlt": "404"}
+    for sid, fragment in expected.items():
+        assert reports[sid].status == "failed", sid
+        assert fragment in reports[sid].error, (sid, reports[sid].error)
+    statuses = {s.id: s for s in store.source_statuses()}
+    assert statuses["gut"].status == "ok"
+    assert all(statuses[sid].status == "failing" and statuses[sid].last_error for sid in expected)
+
+
+def hub(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hub", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_fetch_items_sources_and_check(server, tmp_path):
+    path = write_config(tmp_path, {"laden": server.url("/files/laden.xml"), "kaputt": server.url("/status/500")})
+    done = hub("fetch", "-c", str(path), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "laden" in done.stdout and "kaputt" in done.stdout and "HTTP 500" in done.stdout
+    assert "1 of 2 sources failed" in done.stderr
+
+    done = hub("items", "-c", str(path), "--format", "json", cwd=tmp_path)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["title"] for r in records] == [f"Beitrag {n}" for n in range(1, 6)]
+    assert records[0]["origins"][0]["source_id"] == "laden"
+
+    done = hub("items", "-c", str(path), "-q", "Beitrag 3", "--format", "json", cwd=tmp_path)
+    assert [json.loads(line)["title"] for line in done.stdout.splitlines()] == ["Beitrag 3"]
+
+    done = hub("sources", "-c", str(path), cwd=tmp_path)
+    assert "failing" in done.stdout and "HTTP 500" in done.stdout
+
+    bad = Path(__file__).parent / "data" / "config" / "three_errors.yaml"
+    done = hub("check", "-c", str(bad), cwd=tmp_path)
+    assert done.returncode == 2
+    located = [line for line in done.stderr.splitlines() if line.startswith(str(bad) + ":")]
+    assert len(located) == 3
