@@ -80,6 +80,8 @@ class Item:
     event: Event | None = None
     offer: Offer | None = None
     origin_url: str | None = None  # where the item was read from (the feed, the page)
+    # Memo of `content_hash`: computed once (in the parse worker) and pickled along with the item.
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -90,11 +92,13 @@ class Item:
         """Hash of everything a resident would see; stable across re-fetches. Leaves out
         the ids, `updated`, `origin_url` and `content_text` (derived from `content_html`).
         Built by hand rather than via `asdict`: it runs for every entry of every fetch."""
-        h = hashlib.blake2b(digest_size=16)
-        for part in self._hashed_parts():
-            h.update(part.encode())
-            h.update(b"\x1f")
-        return h.hexdigest()
+        if self._hash is None:
+            h = hashlib.blake2b(digest_size=16)
+            for part in self._hashed_parts():
+                h.update(part.encode())
+                h.update(b"\x1f")
+            object.__setattr__(self, "_hash", h.hexdigest())
+        return self._hash  # type: ignore[return-value]
 
     def _hashed_parts(self) -> Iterator[str]:
         yield from (self.kind.value, self.title, self.summary, self.content_html, self.url or "",
@@ -112,7 +116,9 @@ class Item:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return _jsonable(asdict(self))
+        data = _jsonable(asdict(self))
+        del data["_hash"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Item:

@@ -26,6 +26,9 @@ from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
 
 log = logging.getLogger("hub.pipeline")
 WRITE_BATCH = 100
+# A commit costs an fsync (synchronous=FULL); waiting this long for more outcomes turns
+# many small transactions into a few large ones.
+WRITE_LINGER = 0.05
 # Parsing is CPU work; from this many sources in one run on, it moves to worker processes
 # so it uses every core and the event loop keeps fetching meanwhile.
 POOL_FROM_SOURCES = 50
@@ -71,6 +74,16 @@ class Pipeline:
         self._workers = (os.cpu_count() or 1) if parse_workers is None else parse_workers
         self._pool: Executor | None = None
 
+    async def start_workers(self) -> None:
+        """Start the parse worker processes (once) and wait until each has imported the
+        connectors, so the first real batch does not pay for interpreter start-up."""
+        if self._pool is not None or self._workers < 2:
+            return
+        # spawn, not fork: this process runs threads (resolver, writer) that fork would copy mid-flight
+        self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, _warm_up) for _ in range(self._workers)))
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
@@ -80,9 +93,8 @@ class Pipeline:
                   on_done: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
         """Fetch, parse and store `sources`; returns one report per source."""
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
-        if len(sources) >= POOL_FROM_SOURCES and self._workers > 1 and self._pool is None:
-            # spawn, not fork: this process runs threads (resolver, writer) that fork would copy mid-flight
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        if len(sources) >= POOL_FROM_SOURCES:
+            await self.start_workers()
         writer = _Writer(self.store)
         writer_task = asyncio.create_task(writer.run())
 
@@ -151,9 +163,18 @@ class Pipeline:
         return parse_payload(source.connector, source.options, ref, got)
 
 
+def _warm_up() -> None:
+    for name in plugins.names("hub.connectors"):
+        plugins.connector(name)
+
+
 def parse_payload(connector: str, options, ref: SourceRef, got: Retrieved) -> Parsed:
-    """A connector's pure parse step; module-level so worker processes can run it."""
-    return plugins.connector(connector)().parse(options, ref, got)
+    """A connector's pure parse step; module-level so worker processes can run it.
+    Content hashes are computed here too, so a worker, not the writer, pays for them."""
+    parsed = plugins.connector(connector)().parse(options, ref, got)
+    for item in parsed.items:
+        item.content_hash
+    return parsed
 
 
 def _failed(source_id: str, message: str, code: str) -> FetchOutcome:
@@ -181,8 +202,12 @@ class _Writer:
             first = await self.queue.get()
             batch = [] if first is None else [first]
             closing = first is None
-            while not closing and len(batch) < WRITE_BATCH and not self.queue.empty():
-                nxt = self.queue.get_nowait()
+            deadline = time.monotonic() + WRITE_LINGER
+            while not closing and len(batch) < WRITE_BATCH:
+                try:
+                    nxt = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
                 if nxt is None:
                     closing = True
                 else:

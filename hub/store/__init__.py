@@ -20,13 +20,12 @@ from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub.errors import StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
-from hub.store.tables import ItemRow, SourceRow
+from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
 ITEMS = ItemRow.__table__
 SOURCES = SourceRow.__table__
@@ -163,25 +162,23 @@ class Store:
         """Record a batch of fetch outcomes in one transaction. For each successful parse,
         returns what was new, changed and gone."""
         results = []
+        parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
         with self.engine.begin() as conn:
-            for outcome in outcomes:
-                if outcome.status == "ok" and outcome.parsed is not None:
-                    results.append(self._upsert(conn, outcome))
-                self._record_source(conn, outcome)
+            known = _known_items(conn, [o.source_id for o in parsed])
+            for outcome in parsed:
+                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {})))
+            self._record_sources(conn, outcomes)
         return results
 
-    def _upsert(self, conn: Connection, outcome: FetchOutcome) -> UpsertResult:
+    def _upsert(self, conn: Connection, outcome: FetchOutcome, existing: dict[str, Any]) -> UpsertResult:
         assert outcome.parsed is not None
         result = UpsertResult(outcome.source_id)
-        existing = {r.external_id: r for r in conn.execute(
-            select(ITEMS.c.id, ITEMS.c.external_id, ITEMS.c.content_hash, ITEMS.c.deleted_at, ITEMS.c.published)
-            .where(ITEMS.c.source_id == outcome.source_id))}
         inserts, updates = [], []
         for item in outcome.parsed.items:
             row = existing.get(item.external_id)
             digest = item.content_hash
             if row is None:
-                inserts.append(_to_row(item, digest, outcome.at))
+                inserts.append(item)
                 result.new.append(item.external_id)
             elif row.content_hash == digest:
                 result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone
@@ -192,7 +189,7 @@ class Store:
                 updates.append(values)
                 result.changed.append(item.external_id)
         if inserts:
-            conn.execute(_insert_ignoring_duplicates(self.dialect), inserts)
+            _insert_new(conn, inserts, outcome.at)
         if updates:
             conn.execute(update(ITEMS).where(ITEMS.c.id == bindparam("row_id")), updates)
         if outcome.parsed.complete:
@@ -216,21 +213,9 @@ class Store:
                          .values(deleted_at=outcome.at, changed_at=outcome.at))
         return [r.external_id for r in gone]
 
-    def _record_source(self, conn: Connection, outcome: FetchOutcome) -> None:
-        values: dict[str, Any] = {"last_fetch_at": outcome.at}
-        if outcome.fresh_until:
-            values["fresh_until"] = outcome.fresh_until
-        if outcome.status == "failed":
-            values.update(status="failing", last_error=outcome.error, last_error_code=outcome.error_code,
-                          error_count=SOURCES.c.error_count + 1)
-        else:
-            values.update(status="ok", last_ok_at=outcome.at, last_error=None, last_error_code=None, error_count=0)
-        if outcome.state is not None:
-            values.update(etag=outcome.state.etag, last_modified=outcome.state.last_modified,
-                          cursor=outcome.state.cursor)
-        if outcome.parsed is not None:
-            values["warnings"] = json.dumps(list(outcome.parsed.warnings), ensure_ascii=False)
-        conn.execute(update(SOURCES).where(SOURCES.c.id == outcome.source_id).values(**values))
+    def _record_sources(self, conn: Connection, outcomes: Sequence[FetchOutcome]) -> None:
+        """Health and caching state of every source in the batch, in one executemany."""
+        conn.execute(_RECORD_SOURCE, [_source_values(o) for o in outcomes])
 
     # --- reading ---------------------------------------------------------------------
 
@@ -268,6 +253,50 @@ class Store:
 
 # --- helpers -------------------------------------------------------------------------------
 
+def _known_items(conn: Connection, source_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What the store already has of these sources, by source and external id."""
+    known: dict[str, dict[str, Any]] = {sid: {} for sid in source_ids}
+    if source_ids:
+        query = (select(ITEMS.c.id, ITEMS.c.source_id, ITEMS.c.external_id, ITEMS.c.content_hash,
+                        ITEMS.c.deleted_at, ITEMS.c.published).where(ITEMS.c.source_id.in_(source_ids)))
+        for row in conn.execute(query):
+            known[row.source_id][row.external_id] = row
+    return known
+
+
+def _p(name: str, type_: Any = None):
+    return bindparam(f"p_{name}", type_=type_)  # p_: executemany forbids column names as parameters
+
+
+# One statement for every kind of outcome, so a whole batch is one executemany: a failure
+# counts up and keeps the caching state; a success or 304 resets the error count.
+_RECORD_SOURCE = (
+    update(SOURCES).where(SOURCES.c.id == _p("id")).values(
+        last_fetch_at=_p("at", UTCDateTime()),
+        status=_p("status"),
+        last_ok_at=case((_p("ok", Boolean()), _p("at", UTCDateTime())), else_=SOURCES.c.last_ok_at),
+        last_error=_p("error"),
+        last_error_code=_p("error_code"),
+        error_count=case((_p("ok", Boolean()), 0), else_=SOURCES.c.error_count + 1),
+        etag=case((_p("has_state", Boolean()), _p("etag")), else_=SOURCES.c.etag),
+        last_modified=case((_p("has_state", Boolean()), _p("last_modified")), else_=SOURCES.c.last_modified),
+        cursor=case((_p("has_state", Boolean()), _p("cursor")), else_=SOURCES.c.cursor),
+        warnings=case((_p("has_parsed", Boolean()), _p("warnings")), else_=SOURCES.c.warnings),
+        fresh_until=func.coalesce(_p("fresh_until", UTCDateTime()), SOURCES.c.fresh_until),
+    ))
+
+
+def _source_values(o: FetchOutcome) -> dict[str, Any]:
+    ok = o.status != "failed"
+    state = o.state or FetchState()
+    warnings = json.dumps(list(o.parsed.warnings), ensure_ascii=False) if o.parsed is not None else None
+    return {"p_id": o.source_id, "p_at": o.at, "p_status": "ok" if ok else "failing", "p_ok": ok,
+            "p_error": None if ok else o.error, "p_error_code": None if ok else o.error_code,
+            "p_has_state": o.state is not None, "p_etag": state.etag, "p_last_modified": state.last_modified,
+            "p_cursor": state.cursor, "p_has_parsed": o.parsed is not None, "p_warnings": warnings,
+            "p_fresh_until": o.fresh_until}
+
+
 def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     """`sqlite:///data/hub.db` is relative to the config file's folder, and its folder is
     created, so the embedded default works from a fresh clone."""
@@ -292,6 +321,9 @@ def _make_engine(url: str) -> Engine:
             # FULL: a commit survives power loss; a lost "sent" mark would mean a duplicate.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Checkpoint every ~32 MB of WAL instead of 4 MB: a first ingest writes ~100 MB,
+            # and each checkpoint is an extra copy plus fsync.
+            cur.execute("PRAGMA wal_autocheckpoint=8000")
             cur.close()
 
         return engine
@@ -300,10 +332,59 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _insert_ignoring_duplicates(dialect: str):
-    # Two writers may race on the same new entry; the unique key decides, quietly.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(ITEMS).on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+_INSERT_COLUMNS = (
+    "source_id", "external_id", "merchant_id", "kind", "title", "summary", "content_html", "content_text",
+    "url", "origin_url", "media", "tags", "language", "published", "updated", "sort_at", "event_start",
+    "event_end", "event_timezone", "event_all_day", "event_location", "event_cancelled", "offer_price",
+    "offer_currency", "offer_valid_from", "offer_valid_until", "content_hash", "first_seen_at", "changed_at")
+
+
+def _insert_new(conn: Connection, items: list[Item], at: datetime) -> None:
+    """Insert new items with one driver-level executemany.
+
+    This is the ingest hot path: SQLAlchemy's per-value bind processing cost more than
+    SQLite itself needs here, so rows are built as tuples and datetimes encoded the way
+    `UTCDateTime` stores them. Two writers may race on the same new entry; the unique key
+    decides, quietly (ON CONFLICT DO NOTHING)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO items ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}) "
+           "ON CONFLICT (source_id, external_id) DO NOTHING")
+    dt = _sqlite_datetime if conn.dialect.name == "sqlite" else _same
+    conn.exec_driver_sql(sql, [_insert_values(item, dt, dt(at)) for item in items])
+
+
+def _insert_values(item: Item, dt, at: Any) -> tuple:
+    event, offer = item.event, item.offer
+    published = dt(item.published) if item.published else None
+    return (
+        item.source_id, item.external_id, item.merchant_id, item.kind.value, item.title, item.summary,
+        item.content_html, item.content_text, item.url, item.origin_url, _media_json(item), _tags_json(item),
+        item.language, published, dt(item.updated) if item.updated else None, published or at,
+        dt(event.start) if event else None, dt(event.end) if event and event.end else None,
+        event.timezone if event else None, bool(event and event.all_day), event.location if event else None,
+        bool(event and event.cancelled), offer.price if offer else None, offer.currency if offer else None,
+        dt(offer.valid_from) if offer and offer.valid_from else None,
+        dt(offer.valid_until) if offer and offer.valid_until else None,
+        item.content_hash, at, at)
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    """How SQLAlchemy's SQLite DATETIME stores a (UTC) datetime."""
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _media_json(item: Item) -> str:
+    return json.dumps([_media_dict(m) for m in item.media], ensure_ascii=False) if item.media else "[]"
+
+
+def _tags_json(item: Item) -> str:
+    return json.dumps(list(item.tags), ensure_ascii=False) if item.tags else "[]"
 
 
 def _filters(merchant_id, source_id, kind, q, include_deleted) -> list:
@@ -330,8 +411,7 @@ def _to_row(item: Item, digest: str, at: datetime) -> dict[str, Any]:
         "kind": item.kind.value, "title": item.title, "summary": item.summary,
         "content_html": item.content_html, "content_text": item.content_text, "url": item.url,
         "origin_url": item.origin_url,
-        "media": json.dumps([_media_dict(m) for m in item.media], ensure_ascii=False),
-        "tags": json.dumps(list(item.tags), ensure_ascii=False),
+        "media": _media_json(item), "tags": _tags_json(item),
         "language": item.language, "published": item.published, "updated": item.updated,
         "sort_at": item.published or at,
         "event_start": event.start if event else None, "event_end": event.end if event else None,

@@ -63,7 +63,8 @@ async def ingest(path: Path) -> tuple[float, int, float]:
     store.sync_sources(source_specs(settings))
     sources = settings.sources()
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
-        pipeline = Pipeline(settings, store, fetcher, parse_workers=int(__import__("os").environ.get("PW", "2")))
+        pipeline = Pipeline(settings, store, fetcher)
+        await pipeline.start_workers()  # as in `hub run`, where the workers live as long as the process
         started = time.perf_counter()
         first = await pipeline.run(sources)
         first_s = time.perf_counter() - started
