@@ -9,7 +9,7 @@ CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup run test bench lock clean
+.PHONY: setup run test bench lock clean chromium
 
 setup: $(VENV)/.installed
 
@@ -22,8 +22,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 run: setup
 	$(BIN)/hub run -c $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium (not root?): the browser tests will be skipped"; }
 
 # On demand, never part of `make test`: prints the figures the issues ask for.
 bench: setup

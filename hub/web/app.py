@@ -27,7 +27,7 @@ from hub.store import Store
 from hub.web import formatting
 
 HERE = Path(__file__).parent
-PAGE_SIZE = 20
+DEFAULT_PAGE_SIZE = 30
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; font-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 _IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
@@ -36,6 +36,8 @@ _IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
 def create_app(settings: Settings, store: Store) -> FastAPI:
     """The web app for `settings`, reading from `store`."""
     media = MediaProxy(settings.data_dir, settings.base_dir)
+    platform = next((c for c in settings.channel_list() if c.renderer == "platform"), None)
+    page_size = platform.options.page_size if platform else DEFAULT_PAGE_SIZE
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,14 +59,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request, seite: Annotated[int, Query(ge=1)] = 1):
-        return _listing(request, templates, store, page=seite)
+        return _listing(request, templates, store, page=seite, page_size=page_size)
 
     @app.get("/m/{merchant_id}", response_class=HTMLResponse)
     def merchant_page(request: Request, merchant_id: str, seite: Annotated[int, Query(ge=1)] = 1):
         merchant = settings.merchant(merchant_id)
         if merchant is None:
             raise HTTPException(404, "Diesen Teilnehmer gibt es nicht.")
-        return _listing(request, templates, store, page=seite, merchant=merchant)
+        return _listing(request, templates, store, page=seite, page_size=page_size, merchant=merchant)
 
     @app.get("/items/{item_id}", response_class=HTMLResponse)
     def item_page(request: Request, item_id: int):
@@ -107,11 +109,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     return app
 
 
-def _listing(request: Request, templates: Jinja2Templates, store: Store, *, page: int, merchant=None):
+def _listing(request: Request, templates: Jinja2Templates, store: Store, *, page: int, page_size: int,
+             merchant=None):
     merchant_id = merchant.id if merchant else None
     total = store.count_items(merchant_id=merchant_id)
-    entries = store.items(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, merchant_id=merchant_id)
-    pages = max(1, -(-total // PAGE_SIZE))
+    entries = store.items(limit=page_size, offset=(page - 1) * page_size, merchant_id=merchant_id)
+    pages = max(1, -(-total // page_size))
     return templates.TemplateResponse(request, "index.html", {
         "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total})
 
