@@ -1,0 +1,46 @@
+"""`hub run` as a new user starts it: the demo town is up with every source's items."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_hub_run_shows_every_demo_source_within_a_minute(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HUB_STORE_URL": f"sqlite:///{tmp_path / 'hub.db'}", "HUB_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", "config.example.yaml", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    health = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = json.load(urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2))
+            except OSError:
+                health = {}
+            if health.get("sources", {}).get("healthy") == health.get("sources", {}).get("total", -1):
+                break
+            time.sleep(0.5)
+        page = urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=20)[0]
+    assert health["status"] == "ok", output
+    assert health["sources"]["total"] == health["sources"]["healthy"] >= 11
+    assert health["items"] >= 82
+    assert "Bäckerei Schmitz" in page and "Stadtverwaltung" in page
+    # SIGTERM is a clean shutdown (uvicorn re-raises the signal once it has shut down)
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
