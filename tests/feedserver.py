@@ -9,7 +9,8 @@ the fetcher in it) talks to it over real sockets, exactly as it would to a merch
 Routes:
     /files/{path}         a file from `files` (an in-memory dict tests may change at runtime)
                           or from `root`; strong ETag, Last-Modified, 304 on a match;
-                          `?encoding=gzip` sends it gzip-encoded
+                          `?encoding=gzip` sends it gzip-encoded; `?delay=0.5` answers
+                          after half a second (a slow site, for concurrency checks)
     /huge?mb=20           20 MiB of "x", streamed without Content-Length
     /gzipbomb?gb=10       gzip body (Content-Encoding: gzip) that decodes to 10 GiB of zeros;
                           compressed lazily, so a client that stops early costs nothing
@@ -66,8 +67,9 @@ class Scripted(NamedTuple):
 
 class FeedServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, root: Path | None = None,
-                 files: dict[str, bytes] | None = None) -> None:
+                 files: dict[str, bytes] | None = None, aliases: Iterable[str] = ()) -> None:
         self.host = host
+        self.aliases = list(aliases)  # more loopback addresses served on the same port (more "hosts")
         self.root = root
         self.files: dict[str, bytes] = dict(files or {})
         self.requests: list[LoggedRequest] = []
@@ -76,7 +78,7 @@ class FeedServer:
         self._port = port
         self._scripts: dict[str, deque[Scripted]] = defaultdict(deque)
         # Last-Modified of in-memory files: stamped when a new content is first served.
-        self._stamps: dict[str, tuple[str, float]] = {}
+        self._stamps: dict[str, tuple[str, float, bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -89,8 +91,9 @@ class FeedServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
+        socks = [sock] + [_bound(alias, self._port) for alias in self.aliases]
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(sock, ready), daemon=True,
+        self._thread = threading.Thread(target=self._serve, args=(socks, ready), daemon=True,
                                         name=f"feedserver-{self._port}")
         self._thread.start()
         ready.wait()
@@ -114,8 +117,9 @@ class FeedServer:
     def port(self) -> int:
         return self._port
 
-    def url(self, path: str = "/") -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+    def url(self, path: str = "/", host: str | None = None) -> str:
+        host = host or self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self._port}/{path.lstrip('/')}"
 
     def enqueue(self, path: str, status: int, body: bytes = b"",
@@ -123,15 +127,15 @@ class FeedServer:
         """Answer the next request for `path` (without query) with this, once."""
         self._scripts["/" + path.lstrip("/")].append(Scripted(status, body, headers or {}))
 
-    def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+    def _serve(self, socks: list[socket.socket], ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._startup(sock))
+        self._loop.run_until_complete(self._startup(socks))
         ready.set()
         self._loop.run_forever()
         self._loop.close()
 
-    async def _startup(self, sock: socket.socket) -> None:
+    async def _startup(self, socks: list[socket.socket]) -> None:
         self._stopping = asyncio.Event()
         app = web.Application(middlewares=[self._track])
         app.router.add_get("/files/{path:.+}", self._files)
@@ -145,7 +149,8 @@ class FeedServer:
         # No access log: it would cost more than the responses in the 1,000-feed benchmark.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        for sock in socks:
+            await web.SockSite(self._runner, sock).start()
 
     async def _shutdown(self) -> None:
         self._stopping.set()  # releases /hang and /drip, so shutdown is immediate
@@ -179,6 +184,8 @@ class FeedServer:
     # --- routes --------------------------------------------------------------------------
 
     async def _files(self, request: web.Request) -> web.Response:
+        if "delay" in request.query and await self._wait_stopping(float(request.query["delay"])):
+            raise web.HTTPServiceUnavailable()
         name = request.match_info["path"]
         found = self._lookup(name)
         if found is None:
@@ -197,10 +204,12 @@ class FeedServer:
         """(body, strong ETag, mtime) of a served file, or None."""
         if name in self.files:
             body = self.files[name]
-            etag = _etag(body)
-            if self._stamps.get(name, ("",))[0] != etag:
-                self._stamps[name] = (etag, time.time())
-            return body, etag, self._stamps[name][1]
+            stamp = self._stamps.get(name)
+            if stamp is None or stamp[2] is not body:  # hash each new content once, not per request
+                etag = _etag(body)
+                mtime = stamp[1] if stamp and stamp[0] == etag else time.time()
+                stamp = self._stamps[name] = (etag, mtime, body)
+            return body, stamp[0], stamp[1]
         if self.root is None:
             return None
         path = (self.root / name).resolve()
@@ -273,6 +282,13 @@ async def _stream(request: web.Request, response: web.StreamResponse,
     except ConnectionError:
         pass
     return response
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def _etag(body: bytes) -> str:
