@@ -23,6 +23,7 @@ from fastfeedparser import parse as fastfeedparser_parse
 from fastfeedparser.main import _parse_date as fastfeedparser_date  # to spot its guessed dates
 from pydantic import field_validator
 
+from connectors import websub
 from connectors.base import ConnectorOptions
 from hub.errors import ParseError
 from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef
@@ -66,7 +67,8 @@ class FeedConnector:
     async def retrieve(self, opts: FeedOptions, state: FetchState, fetcher: Fetcher) -> Retrieved:
         resp = await fetcher.get(opts.url, state=state, accept=ACCEPT)
         return Retrieved(payload=resp.body, state=resp.state, url=resp.url,
-                         content_type=resp.content_type, fresh_until=resp.fresh_until)
+                         content_type=resp.content_type, fresh_until=resp.fresh_until,
+                         websub=websub.from_link_header(resp.headers.get("link"), resp.url))
 
     def parse(self, opts: FeedOptions, source: SourceRef, got: Retrieved) -> Parsed:
         doc = _parse_document(got.payload)
@@ -81,8 +83,10 @@ class FeedConnector:
                 warnings.append(f"entry id {item.external_id!r} appears twice; kept the first")
             else:
                 items[item.external_id] = item
+        # WebSub says the Link header comes first, then the document.
+        hub = got.websub or websub.from_document(got.payload, got.url)
         return Parsed(items=tuple(items.values()), warnings=tuple(warnings), complete=True,
-                      ttl_seconds=doc.ttl_seconds)
+                      ttl_seconds=doc.ttl_seconds, websub=hub)
 
 
 # --- documents ---------------------------------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, AsyncIterator, Optional
 
@@ -19,10 +20,18 @@ from rich.table import Table
 
 from hub import config as config_mod
 from hub.config import Settings
+from hub.cli_items import items_app
 from hub.errors import ConfigError, HubError
 from hub.http import Fetcher
+from hub.media import MediaStore, ingest_media
+from hub.moderation import rules_from
 from hub.pipeline import Pipeline, SourceReport, select_sources, source_specs
 from hub.store import Store
+from hub.store.scheduling import ScheduleStore, SourceSchedule
+from schedules.clock import SystemClock
+from schedules.policy import describe
+from schedules.publishing import ChannelPublisher, PublishReport, prepare_channels, push_channels
+from schedules.scheduler import Scheduler, process_owner
 
 app = typer.Typer(help="Post once, appear everywhere: the town's content hub.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -55,6 +64,8 @@ def _store(settings: Settings) -> Store:
         err.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from None
     store.sync_sources(source_specs(settings))
+    store.records.configure(rules_from(settings))  # moderation rules of the config (issue 4)
+    prepare_channels(settings, store)
     return store
 
 
@@ -102,7 +113,10 @@ async def _fetch_with_progress(settings: Settings, store: Store, chosen) -> list
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("fetch", total=len(chosen))
         async with _pipeline(settings, store) as pipeline:
-            return await pipeline.run(chosen, on_done=lambda _: progress.advance(task))
+            reports = await pipeline.run(chosen, on_done=lambda _: progress.advance(task))
+            # issue 4: the new records' images are downloaded at ingest, before their URLs expire
+            await ingest_media(MediaStore(settings.data_dir, settings.base_dir, store.records.media, pipeline.fetcher))
+            return reports
 
 
 def _report_table(reports: list[SourceReport]) -> Table:
@@ -123,50 +137,22 @@ def _report_table(reports: list[SourceReport]) -> Table:
     return table
 
 
-@app.command()
-def items(config: ConfigOpt = Path("config.yaml"),
-          search: Annotated[Optional[str], typer.Option("--search", "-q", help="Words that must all appear.")] = None,
-          merchant: Annotated[Optional[str], typer.Option("--merchant", "-m")] = None,
-          source: Annotated[Optional[str], typer.Option("--source", "-s")] = None,
-          limit: Annotated[int, typer.Option(help="At most this many items.")] = 50,
-          deleted: Annotated[bool, typer.Option("--deleted", help="Include items the merchant deleted.")] = False,
-          format: Annotated[str, typer.Option("--format", "-f", help="table or json (one object per line).")] = "table",
-          ) -> None:
-    """List and search stored items, newest first."""
-    settings = _settings(config)
-    store = _store(settings)
-    found = store.items(limit=limit, merchant_id=merchant, source_id=source, q=search, include_deleted=deleted)
-    if format == "json":
-        for stored in found:
-            record = {"id": stored.id, **stored.item.to_dict(), "deleted": stored.deleted_at is not None,
-                      "origins": [{"source_id": stored.item.source_id, "external_id": stored.item.external_id,
-                                   "url": stored.item.url, "origin_url": stored.item.origin_url}]}
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return
-    if format != "table":
-        err.print("--format is 'table' or 'json'", style="red")
-        raise typer.Exit(2)
-    table = Table(title=f"{len(found)} items")
-    for name in ("id", "published", "merchant", "title", "source"):
-        table.add_column(name)
-    for stored in found:
-        title = stored.item.title + (" [red](gelöscht)[/]" if stored.deleted_at else "")
-        table.add_row(str(stored.id), _when(stored.item.published), stored.item.merchant_id, title,
-                      stored.item.source_id)
-    out.print(table)
+app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli_items.py)
 
 
 @app.command()
 def sources(config: ConfigOpt = Path("config.yaml"),
             format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table") -> None:
-    """Show every source's health: last fetch, status, last error."""
+    """Show every source's health and schedule: last fetch, error, next fetch, interval, why."""
     settings = _settings(config)
     store = _store(settings)
     configured = {s.id for _, s in settings.sources()}
     statuses = [s for s in store.source_statuses() if s.id in configured]
+    schedules = ScheduleStore(store).source_schedules()
     if format == "json":
         for s in statuses:
-            sys.stdout.write(json.dumps(s.__dict__, default=str, ensure_ascii=False) + "\n")
+            record = {**s.__dict__, **schedules[s.id].__dict__}
+            sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
         return
     table = Table(title="Sources")
     for name in ("source", "merchant", "status", "items", "last fetch", "last success", "last error"):
@@ -176,6 +162,63 @@ def sources(config: ConfigOpt = Path("config.yaml"),
         table.add_row(s.id, s.merchant_id, f"[{styles.get(s.status, '')}]{s.status}[/]", str(s.items),
                       _when(s.last_fetch_at), _when(s.last_ok_at), s.last_error or "; ".join(s.warnings))
     out.print(table)
+    out.print(_schedule_table([(s.id, schedules[s.id]) for s in statuses]))
+
+
+def _schedule_table(rows: list[tuple[str, SourceSchedule]]) -> Table:
+    """When each source is fetched next, how often, and why that often."""
+    table = Table(title="Schedule")
+    for name in ("source", "next fetch", "interval", "why"):
+        table.add_column(name)
+    for source_id, plan in rows:
+        interval = describe(timedelta(seconds=plan.interval_seconds)) if plan.interval_seconds else "–"
+        why = plan.reason or ("first fetch" if plan.next_fetch_at else "scheduled when `hub run` starts")
+        if plan.push_state in ("pending", "denied", "failed"):
+            why += f"; WebSub {plan.push_state}"
+        table.add_row(source_id, _when(plan.next_fetch_at), interval, why)
+    return table
+
+
+@app.command()
+def publish(config: ConfigOpt = Path("config.yaml"),
+            channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Only this channel (repeatable).")] = None,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go out; send nothing.")] = False,
+            ) -> None:
+    """Publish push channels now, whatever their schedule (exit 1 if an item failed)."""
+    settings = _settings(config)
+    pushing = [c.id for c in push_channels(settings)]
+    unknown = sorted(set(channel or ()) - set(pushing))
+    if unknown or not pushing:
+        err.print(f"no push channel {', '.join(unknown)}; push channels in the config: "
+                  f"{', '.join(pushing) or 'none'} (pull channels such as `platform` are served by the web app)",
+                  style="yellow")
+        raise typer.Exit(2)
+    store = _store(settings)
+    reports = asyncio.run(_publish(settings, store, channel, dry_run))
+    out.print(_publish_table(reports))
+    if any(r.status == "failed" for r in reports):
+        raise typer.Exit(1)
+
+
+async def _publish(settings: Settings, store: Store, channels: list[str] | None, dry_run: bool
+                   ) -> list[PublishReport]:
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        publisher = ChannelPublisher(settings, store, fetcher, clock=SystemClock(), owner=process_owner())
+        return await publisher.publish(channels, dry_run=dry_run)
+
+
+def _publish_table(reports: list[PublishReport]) -> Table:
+    table = Table(title="Publish summary")
+    for name in ("channel", "status", "sent", "skipped", "failed", "detail"):
+        table.add_column(name, justify="right" if name in ("sent", "skipped", "failed") else "left", overflow="fold")
+    for r in reports:
+        detail = r.error or ""
+        if r.status == "dry run":
+            detail = f"would send {len(r.titles)}: " + "; ".join(r.titles[:10]) + (" …" if len(r.titles) > 10 else "")
+        elif r.status == "busy":
+            detail = "another process is publishing this channel right now"
+        table.add_row(r.channel_id, r.status, str(r.sent), str(r.skipped), str(r.failed), detail)
+    return table
 
 
 @app.command()
@@ -188,7 +231,7 @@ def serve(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", 
 
 @app.command()
 def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
-    """The main job: the web server plus the loop that fetches due sources."""
+    """The main job: the web server plus the scheduler (fetching, publishing, WebSub, upkeep)."""
     settings = _settings(config)
     store = _store(settings)
     asyncio.run(_serve(settings, store, host, port, with_loop=True))
@@ -198,7 +241,6 @@ async def _serve(settings: Settings, store: Store, host: str, port: int, *, with
     import uvicorn
 
     from hub.web.app import create_app
-    from schedules.loop import FetchLoop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host=host, port=port, log_level="info"))
@@ -206,12 +248,21 @@ async def _serve(settings: Settings, store: Store, host: str, port: int, *, with
         await server.serve()
         return
     async with _pipeline(settings, store) as pipeline:
-        loop = FetchLoop(settings, pipeline)
-        loop.start()
+        scheduler = Scheduler(settings, store, pipeline, pipeline.fetcher)
+        scheduler.start()
+        _absorb_stop_signals()
         try:
             await server.serve()
         finally:
-            loop.shutdown()
+            await scheduler.stop()
+
+
+def _absorb_stop_signals() -> None:
+    """uvicorn handles SIGTERM and SIGINT while it serves, and raises them again once it has
+    stopped. These handlers take that second delivery, so the scheduler can still finish
+    or hand back its work (`Scheduler.stop`) before the process ends."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
 
 def _when(dt: datetime | None) -> str:

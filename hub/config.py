@@ -19,6 +19,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from hub import plugins, yamlsrc
 from hub.errors import ConfigError
+from schedules.cron import check_cron
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -80,6 +81,10 @@ class FetcherConfig(Strict):
     max_in_flight: int = 16
     retries: int = 2
     max_redirects: int = 5
+    # Politeness towards one host (by the source URL's host name): requests in flight at
+    # once, and seconds between two request starts.
+    max_per_host: Annotated[int, Field(ge=1)] = 2
+    host_spacing: Annotated[float, Field(ge=0)] = 0.5
 
 
 class SourceConfig(Strict):
@@ -92,6 +97,13 @@ class SourceConfig(Strict):
     options: Any = None  # the connector's validated options, filled in by `load`
 
 
+class ExpiryConfig(Strict):
+    """When a merchant's records leave the listings (hub.moderation); null: never."""
+
+    events: Duration | None = timedelta(days=1)  # this long after an event ends (or starts)
+    offers: Duration | None = timedelta(days=30)  # after publication, for offers without an end date
+
+
 class MerchantConfig(Strict):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
@@ -99,6 +111,13 @@ class MerchantConfig(Strict):
     website: str | None = None
     language: str | None = None
     sources: list[dict[str, Any]] = []
+    # Moderation and content rules (hub.moderation):
+    trust: Literal["publish", "review"] = "publish"  # review: new records wait in `hub items --pending`
+    label: str | None = None  # shown on every record, e.g. "Anzeige" for commercial content
+    block_words: list[str] = []  # a record containing one of these is hidden
+    keep_words: list[str] = []  # if given, only records containing one of these are shown
+    quota: dict[str, Annotated[int, Field(ge=0)]] = {}  # channel id -> most records per day
+    expire: ExpiryConfig = ExpiryConfig()
 
 
 class IncludeRule(Strict):
@@ -111,15 +130,36 @@ class IncludeRule(Strict):
 class ChannelConfig(Strict):
     id: Annotated[str, Field(pattern=SLUG)]
     renderer: str
-    schedule: str | None = None
+    # Cron expression in platform.timezone ("0 7 * * MON"); none: publish as soon as there is news.
+    schedule: Annotated[str, AfterValidator(check_cron)] | None = None
     include: IncludeRule = IncludeRule()
     options: Any = None
+
+
+class ScheduleConfig(Strict):
+    """How `hub run` paces itself (see schedules/). Durations are written like 90s, 5m, 2h, 1d."""
+
+    min_interval: Duration = timedelta(minutes=5)  # adaptive polling never more often than this
+    max_interval: Duration = timedelta(hours=24)  # ... and never less often (except on errors)
+    max_backoff: Duration = timedelta(days=7)  # longest wait after repeated errors or a Retry-After
+    jitter: Annotated[float, Field(ge=0, lt=1)] = 0.1  # each interval varies by up to ±10%
+    push_slowdown: Annotated[float, Field(ge=1)] = 12  # poll this many times less while WebSub pushes
+    websub: bool = True  # subscribe to the WebSub hubs that feeds advertise
+    websub_lease: Duration = timedelta(days=10)  # subscription lease asked of a hub
+    tick: Duration = timedelta(seconds=1)  # how often due sources are looked up
+    publish_tick: Duration = timedelta(seconds=30)  # how often channels are checked
+    batch: Annotated[int, Field(ge=1)] = 500  # most sources in flight per process
+    first_fetches_per_second: Annotated[float, Field(gt=0)] = 10  # pace of new sources' first fetches
+    lease: Duration = timedelta(minutes=5)  # a crashed process's work is retried after this
+    shutdown_grace: Duration = timedelta(seconds=10)  # time in-flight work gets on SIGTERM
+    retention: Duration = timedelta(days=90)  # items deleted at the source are forgotten after this
 
 
 class Settings(Strict):
     platform: PlatformConfig = PlatformConfig()
     store: StoreConfig = StoreConfig()
     fetcher: FetcherConfig = FetcherConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     merchants: list[MerchantConfig] = []
     channels: list[dict[str, Any]] = []
     path: Path | None = None  # the file this came from; relative paths resolve against it

@@ -88,3 +88,9 @@ class ParseError(ConnectorError):
 
 class RenderError(HubError):
     code = "render_failed"
+
+
+class DeliveryError(HubError):
+    """A publisher could not deliver to its channel at all (the items are retried later)."""
+
+    code = "delivery_failed"

@@ -151,6 +151,26 @@ class Fetcher:
                                  hint="the server is down or too slow; the hub tries again later",
                                  transient=True) from exc
 
+    async def post_form(self, url: str, form: Mapping[str, str]) -> int:
+        """POST a form (a WebSub subscription request) through the same address guard.
+
+        No redirects are followed and nothing is retried: the caller decides what a refusal
+        means. Returns the HTTP status.
+        Raises:
+            BlockedAddress: the URL or a resolved address is not public.
+            FetchError: the request could not be sent or got no answer in time.
+        """
+        self._guard.check_url(url)
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self._config.total_timeout):
+                    response = await self._client.post(url, data=dict(form))
+            except TimeoutError as exc:
+                raise FetchError(f"no answer within {self._config.total_timeout:g} s", transient=True) from exc
+            except _NETWORK_ERRORS as exc:
+                raise _network_error(exc, url, self._config) from exc
+        return response.status_code
+
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(stop=stop_after_attempt(self._config.retries + 1),
                              retry=retry_if_exception(_worth_retrying_now),

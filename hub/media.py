@@ -1,34 +1,63 @@
-"""Images for residents, always served by the hub itself.
+"""The media store: every image residents see is served by the hub itself.
 
 Residents' browsers must never load anything from a third party (their IP address would
-leak; LG München I, 3 O 17493/20). Pages therefore point every image at
-`/media/{signature}/{encoded url}`; the hub fetches the image once through its hardened
-fetcher, checks that it really is an image, caches it on disk and serves it. The signature
-(HMAC) makes sure the hub fetches only URLs it put on its own pages, so the route cannot be
-used as an open proxy.
+leak; LG München I, 3 O 17493/20), and Facebook's and Instagram's image URLs expire within
+days. So images are downloaded at ingest (`ingest_pending`, after each fetch) through the
+hub's hardened fetcher, capped at 5 MiB, checked to be JPEG, PNG, GIF or WebP, decoded with
+Pillow, turned upright and re-encoded without EXIF (no camera serials or GPS positions), in
+two widths (480 and 960 px) as JPEG and WebP, and stored under their content's SHA-256:
+
+    data/media/<first two hex digits>/<sha256>/{480,960}.{jpg,webp}
+
+served at `/media/<first two>/<sha256>/<width>.<ext>` with a year's immutable caching. The
+`media` table maps each original URL to its content; `collect_garbage` removes what no live
+record uses any more.
+
+An image a page needs before ingest got to it (or one that failed) is loaded on demand
+through `/media/{signature}/{encoded url}`, stored the same way. The signature (HMAC with a
+per-installation key) makes the hub fetch only URLs it put on its own pages, so the route is
+no open proxy. `file:` URLs exist for the bundled demo town and are read only below the
+config's folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import io
+import logging
+import re
 import secrets
+import shutil
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import unquote, urlsplit
+
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hub.errors import FetchError, HubError
 from hub.http import Fetcher
+from hub.identity import key_of
+from hub.store.mediadb import MediaIndex, StoredImage
 
+log = logging.getLogger("hub.media")
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # a 5 MiB file that decodes to more is a decompression bomb
+WIDTHS = (480, 960)  # ascending
+FORMATS = {"jpg": ("JPEG", {"quality": 82, "optimize": True, "progressive": True}),
+           "webp": ("WEBP", {"quality": 80, "method": 4})}
+INGEST_BATCH = 200
+CONCURRENT_DOWNLOADS = 4
+GC_GRACE = timedelta(days=1)  # files younger than this are never collected: an ingest may be writing them
 # Magic bytes -> media type. SVG is left out on purpose: it can carry scripts.
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
+_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+               (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+_VARIANT = re.compile(r"^(480|960)\.(jpg|webp)$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 class NotAnImage(HubError):
@@ -36,21 +65,50 @@ class NotAnImage(HubError):
 
 
 @dataclass(frozen=True)
-class Image:
-    body: bytes
-    media_type: str
+class Picture:
+    """How a page shows one image: a JPEG `src`, srcsets for both formats, and the size."""
+
+    src: str
+    jpeg_srcset: str = ""
+    webp_srcset: str = ""
+    width: int | None = None
+    height: int | None = None
 
 
-class MediaProxy:
-    def __init__(self, data_dir: Path, base_dir: Path, fetcher: Fetcher | None = None) -> None:
-        self.cache_dir = data_dir / "media"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class IngestReport:
+    downloaded: int = 0
+    failed: int = 0
+    items: int = 0
+
+
+class MediaStore:
+    def __init__(self, data_dir: Path, base_dir: Path, index: MediaIndex, fetcher: Fetcher | None = None) -> None:
+        self.root = data_dir / "media"
+        self.root.mkdir(parents=True, exist_ok=True)
         self.base_dir = base_dir.resolve()
+        self.index = index
         self.fetcher = fetcher
         self._key = _load_or_create_key(data_dir / "media.key")
 
+    # --- what pages show ------------------------------------------------------------------
+
+    def pictures(self, urls: Iterable[str]) -> dict[str, Picture]:
+        """How to show each of `urls`: stored variants, else the signed on-demand path."""
+        urls = list(dict.fromkeys(urls))
+        stored = self.index.lookup(urls)
+        return {u: self._picture(stored[u]) if u in stored and stored[u].sha256 else Picture(self.path_for(u))
+                for u in urls}
+
+    def _picture(self, image: StoredImage) -> Picture:
+        assert image.sha256 is not None
+        base = f"/media/{image.sha256[:2]}/{image.sha256}"
+        actual = {min(w, image.width or w): w for w in reversed(WIDTHS)}  # a small image: one variant
+        srcset = {ext: ", ".join(f"{base}/{w}.{ext} {px}w" for px, w in sorted(actual.items())) for ext in FORMATS}
+        return Picture(f"{base}/{WIDTHS[-1]}.jpg", srcset["jpg"], srcset["webp"], image.width, image.height)
+
     def path_for(self, url: str) -> str:
-        """The hub-local path residents' browsers load `url` from."""
+        """The signed on-demand path for `url`."""
         encoded = base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
         return f"/media/{self._sign(url)}/{encoded}"
 
@@ -62,21 +120,66 @@ class MediaProxy:
             return None
         return url if hmac.compare_digest(signature, self._sign(url)) else None
 
-    async def get(self, url: str) -> Image:
-        """The image at `url`, from the cache or fetched once. Raises NotAnImage/FetchError."""
-        cached = self.cache_dir / hashlib.sha256(url.encode()).hexdigest()
-        if cached.exists():
-            body = cached.read_bytes()
-            return Image(body, _sniff(body))
-        body = await self._load(url)
-        media_type = _sniff(body)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(body)
-        tmp.replace(cached)  # atomic: a reader never sees half an image
-        return Image(body, media_type)
+    def file(self, shard: str, sha: str, name: str) -> Path | None:
+        """A stored variant's file, if the name is one and it exists."""
+        if not (_SHA.match(sha) and sha[:2] == shard and _VARIANT.match(name)):
+            return None
+        path = self.root / shard / sha / name
+        return path if path.is_file() else None
 
-    async def _load(self, url: str) -> bytes:
-        if url.startswith("file:"):
+    def _sign(self, url: str) -> str:
+        return hmac.new(self._key, url.encode(), hashlib.sha256).hexdigest()[:32]
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    async def ingest_pending(self, limit: int = INGEST_BATCH) -> IngestReport:
+        """Download the images of origins stored since the last run (at most `limit` origins)."""
+        report = IngestReport()
+        pending = await asyncio.to_thread(self.index.pending, limit)
+        if not pending:
+            return report
+        urls = list(dict.fromkeys(u for _, us in pending for u in us))
+        known = await asyncio.to_thread(self.index.lookup, urls)
+        slots = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
+
+        async def one(url: str) -> None:
+            async with slots:
+                image = await self.store(url)
+            report.downloaded += image.sha256 is not None
+            report.failed += image.sha256 is None
+
+        await asyncio.gather(*(one(u) for u in urls if u not in known))
+        await asyncio.to_thread(self.index.done, [item_id for item_id, _ in pending])
+        report.items = len(pending)
+        return report
+
+    async def store(self, url: str) -> StoredImage:
+        """Download, check, clean and store the image at `url`; a failure is recorded too,
+        so it is not tried on every run (the on-demand route tries again)."""
+        try:
+            body = await self._download(url)
+            sha, width, height, mime = await asyncio.to_thread(self._write_variants, body)
+            image = StoredImage(url, sha, width, height, mime)
+        except HubError as exc:
+            log.info("image %s not stored: %s", url, exc)
+            image = StoredImage(url, None, None, None, None, str(exc))
+        await asyncio.to_thread(self.index.save, image, datetime.now(timezone.utc))
+        return image
+
+    async def variant_for(self, url: str) -> Path:
+        """The 960 px JPEG of `url`, stored now if need be (the on-demand route)."""
+        known = (await asyncio.to_thread(self.index.lookup, [url])).get(url)
+        if known is None or known.sha256 is None or self.file(known.sha256[:2], known.sha256, "960.jpg") is None:
+            known = await self.store(url)
+        if known.sha256 is None:
+            raise NotAnImage(known.error or f"{url} is not available")
+        path = self.file(known.sha256[:2], known.sha256, f"{WIDTHS[-1]}.jpg")
+        if path is None:
+            raise NotAnImage(f"{url}: stored variants are missing")
+        return path
+
+    async def _download(self, url: str) -> bytes:
+        if url.lower().startswith("file:"):
             return self._read_local(url)
         if self.fetcher is None:
             raise FetchError("no fetcher configured for remote images")
@@ -85,7 +188,7 @@ class MediaProxy:
 
     def _read_local(self, url: str) -> bytes:
         """file: images exist for the bundled demo town; only files below the config's
-        folder are served."""
+        folder are read."""
         path = Path(unquote(urlsplit(url).path)).resolve()
         if not path.is_relative_to(self.base_dir) or not path.is_file():
             raise NotAnImage(f"{url} is not an image below {self.base_dir}")
@@ -93,8 +196,80 @@ class MediaProxy:
             raise NotAnImage(f"{url} is larger than {MAX_IMAGE_BYTES} bytes")
         return path.read_bytes()
 
-    def _sign(self, url: str) -> str:
-        return hmac.new(self._key, url.encode(), hashlib.sha256).hexdigest()[:32]
+    def _write_variants(self, body: bytes) -> tuple[str, int, int, str]:
+        """Store the cleaned variants of `body` under its hash (CPU work: runs in a thread)."""
+        mime = _sniff(body)
+        sha = hashlib.sha256(body).hexdigest()
+        folder = self.root / sha[:2] / sha
+        with _opened(body) as im:
+            width, height = im.size
+            if not all((folder / f"{w}.{ext}").is_file() for w in WIDTHS for ext in FORMATS):
+                _render(im, folder)
+        return sha, width, height, mime
+
+    # --- garbage collection ---------------------------------------------------------------------
+
+    def collect_garbage(self, now: datetime | None = None) -> int:
+        """Remove stored images no live origin uses any more; returns how many were removed."""
+        now = now or datetime.now(timezone.utc)
+        used = {key_of(u) for u in self.index.used_urls()}
+        keep = self.index.forget_except(used, now - GC_GRACE)
+        removed = 0
+        cutoff = now.timestamp() - GC_GRACE.total_seconds()
+        for folder in self.root.glob("??/*"):
+            if folder.name not in keep and _SHA.match(folder.name) and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+class _opened:
+    """Pillow's image, checked: a known format, not a decompression bomb, upright."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.image: Image.Image | None = None
+
+    def __enter__(self) -> Image.Image:
+        try:
+            image = Image.open(io.BytesIO(self.body))
+            if image.format not in ("JPEG", "PNG", "GIF", "WEBP"):
+                raise NotAnImage(f"unsupported image format {image.format}")
+            if image.width * image.height > MAX_PIXELS:
+                raise NotAnImage(f"the image has {image.width}x{image.height} pixels, more than {MAX_PIXELS}")
+            image.seek(0)  # the first frame of an animation
+            self.image = ImageOps.exif_transpose(image)  # keep the orientation EXIF gave, then drop EXIF
+            self.image.load()
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise NotAnImage(f"the image cannot be decoded: {exc}") from exc
+        return self.image
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.image is not None:
+            self.image.close()
+
+
+def _render(im: Image.Image, folder: Path) -> None:
+    """Write every variant into `folder`, atomically: a reader never sees half a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = _flattened(im)
+    for width in WIDTHS:  # "480" and "960" are size classes: never wider than the original
+        scaled = rgb if width >= rgb.width else rgb.resize((width, max(1, round(rgb.height * width / rgb.width))),
+                                                         Image.Resampling.LANCZOS)
+        for ext, (fmt, options) in FORMATS.items():
+            tmp = folder / f".{width}.{ext}.{secrets.token_hex(4)}"
+            scaled.save(tmp, fmt, **options)  # no exif=, no icc_profile=: nothing of the camera survives
+            tmp.replace(folder / f"{width}.{ext}")
+
+
+def _flattened(im: Image.Image) -> Image.Image:
+    """RGB on white: JPEG has no transparency, and one picture for both formats keeps them alike."""
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im.convert("RGB")
 
 
 def _sniff(body: bytes) -> str:
@@ -103,9 +278,7 @@ def _sniff(body: bytes) -> str:
             return media_type
     if body[:4] == b"RIFF" and body[8:12] == b"WEBP":
         return "image/webp"
-    if body[4:12] in (b"ftypavif", b"ftypavis"):
-        return "image/avif"
-    raise NotAnImage("the response is not a JPEG, PNG, GIF, WebP or AVIF image")
+    raise NotAnImage("the response is not a JPEG, PNG, GIF or WebP image")
 
 
 def _load_or_create_key(path: Path) -> bytes:
@@ -114,7 +287,7 @@ def _load_or_create_key(path: Path) -> bytes:
         return path.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(key)
     tmp.chmod(0o600)
     try:
@@ -122,3 +295,25 @@ def _load_or_create_key(path: Path) -> bytes:
     except FileExistsError:
         tmp.unlink()
     return path.read_bytes()
+
+
+async def ingest_media(store_media: MediaStore, rounds: int = 50) -> IngestReport:
+    """Work the whole backlog of pending images, batch by batch (a task function for
+    `hub fetch` and the scheduler)."""
+    total = IngestReport()
+    for _ in range(rounds):
+        report = await store_media.ingest_pending()
+        if not report.items:
+            break
+        total.downloaded, total.failed, total.items = (total.downloaded + report.downloaded,
+                                                       total.failed + report.failed, total.items + report.items)
+    return total
+
+
+
+async def collect_media_garbage(store_media: MediaStore) -> int:
+    """`collect_garbage` off the event loop (a task function for the scheduler)."""
+    removed = await asyncio.to_thread(store_media.collect_garbage)
+    if removed:
+        log.info("removed %d stored images no record uses any more", removed)
+    return removed

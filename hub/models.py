@@ -44,6 +44,9 @@ class Event:
     all_day: bool = False
     location: str | None = None
     cancelled: bool = False
+    # Read from a post's prose by hub.normalize rather than given as data; structured data
+    # wins when a record's origins disagree (hub.records).
+    detected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,7 @@ class Retrieved(NamedTuple):
     url: str  # the final URL after redirects: the base for relative links
     content_type: str = ""
     fresh_until: datetime | None = None  # from Retry-After / Cache-Control / Expires
+    websub: tuple[str, str] | None = None  # (hub, topic) from the response's Link header
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +201,7 @@ class Parsed:
     # missing from inside that window was deleted by the merchant.
     complete: bool = True
     ttl_seconds: int | None = None  # the feed's own <ttl>, a lower bound for polling
+    websub: tuple[str, str] | None = None  # (hub, topic): the WebSub hub that pushes this source
 
 
 @dataclass(frozen=True, slots=True)

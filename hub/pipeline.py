@@ -14,15 +14,18 @@ import os
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Callable, Literal, Mapping, Sequence
 
 from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
 from hub.errors import ConnectorError, HubError, NotModified
 from hub.http import Fetcher
 from hub.models import FetchState, Parsed, Retrieved, SourceRef
+from hub.normalize import normalize_parsed
 from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
+from schedules.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
 WRITE_BATCH = 100
@@ -48,6 +51,10 @@ class SourceReport:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # What the scheduler plans the next fetch with (schedules/policy.py).
+    fresh_until: datetime | None = None  # the server's Retry-After, Cache-Control or Expires
+    ttl_seconds: int | None = None  # the feed's <ttl>
+    websub: tuple[str, str] | None = None  # (hub, topic) the feed advertises
 
 
 def source_specs(settings: Settings) -> list[SourceSpec]:
@@ -70,7 +77,8 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
-        self._limit = asyncio.Semaphore(settings.fetcher.max_in_flight)
+        self._hosts = HostLimiter(settings.fetcher.max_per_host, settings.fetcher.host_spacing,
+                                  settings.fetcher.max_in_flight)
         self._workers = (os.cpu_count() or 1) if parse_workers is None else parse_workers
         self._pool: Executor | None = None
 
@@ -90,8 +98,10 @@ class Pipeline:
             self._pool = None
 
     async def run(self, sources: Sequence[tuple[MerchantConfig, SourceConfig]],
-                  on_done: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
-        """Fetch, parse and store `sources`; returns one report per source."""
+                  on_done: Callable[[SourceReport], None] | None = None,
+                  pushed: Mapping[str, Retrieved] | None = None) -> list[SourceReport]:
+        """Fetch, parse and store `sources`; returns one report per source. A source in
+        `pushed` (by id) sent its payload itself (WebSub), so it is parsed, not retrieved."""
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
         if len(sources) >= POOL_FROM_SOURCES:
             await self.start_workers()
@@ -99,7 +109,8 @@ class Pipeline:
         writer_task = asyncio.create_task(writer.run())
 
         async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport:
-            report = await self._fetch_one(merchant, source, states.get(source.id, FetchState()), writer)
+            report = await self._fetch_one(merchant, source, states.get(source.id, FetchState()), writer,
+                                           (pushed or {}).get(source.id))  # type: ignore[arg-type]
             if on_done:
                 on_done(report)
             return report
@@ -112,9 +123,9 @@ class Pipeline:
         return list(reports)
 
     async def _fetch_one(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
-                         writer: _Writer) -> SourceReport:
+                         writer: _Writer, pushed: Retrieved | None) -> SourceReport:
         started = time.perf_counter()
-        outcome = await self._read(merchant, source, state)
+        outcome = await self._read(merchant, source, state, pushed)
         report = SourceReport(source.id, merchant.id, outcome.status, error=outcome.error)  # type: ignore[arg-type]
         try:
             result = await writer.write(outcome)
@@ -126,30 +137,39 @@ class Pipeline:
             report.unchanged = result.unchanged
         if outcome.parsed is not None:
             report.warnings = list(outcome.parsed.warnings)
+            report.ttl_seconds, report.websub = outcome.parsed.ttl_seconds, outcome.parsed.websub
+        report.fresh_until = outcome.fresh_until
         report.seconds = time.perf_counter() - started
         if report.status == "failed":
             log.warning("source %s failed: %s", source.id, report.error)
         return report
 
-    async def _read(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState) -> FetchOutcome:
+    async def _read(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
+                    pushed: Retrieved | None) -> FetchOutcome:
         """Retrieve and parse one source; every failure becomes a recorded outcome."""
         connector = plugins.connector(source.connector)()
         ref = SourceRef(id=source.id, merchant_id=merchant.id,  # type: ignore[arg-type]
                         language=source.language or merchant.language or self.settings.platform.language,
                         timezone=self.settings.platform.timezone)
         try:
-            async with self._limit:
-                got = await connector.retrieve(source.options, state, self.fetcher)
+            got = pushed or await self._retrieve(connector, source, state)
             parsed = await self._parse(source, ref, got)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
         except ConnectorError as exc:
-            return _failed(source.id, str(exc), exc.code)
+            return _failed(source.id, str(exc), exc.code, getattr(exc, "retry_after", None))
         except Exception as exc:  # a connector bug must not take the other sources down
             log.exception("connector %s crashed on source %s", source.connector, source.id)
             return _failed(source.id, f"unexpected error in the {source.connector} connector: {exc!r} "
                            "(this is a bug; please report it with the log)", "connector_crashed")
+        if pushed is not None:  # a push may carry only what changed, so it cannot tell
+            # deletions, and it leaves the feed's caching state (ETag) as it was
+            return FetchOutcome(source.id, utcnow(), "ok", parsed=replace(parsed, complete=False))
         return FetchOutcome(source.id, utcnow(), "ok", parsed=parsed, state=got.state, fresh_until=got.fresh_until)
+
+    async def _retrieve(self, connector, source: SourceConfig, state: FetchState) -> Retrieved:
+        async with self._hosts.slot(getattr(source.options, "url", None)):
+            return await connector.retrieve(source.options, state, self.fetcher)
 
 
     async def _parse(self, source: SourceConfig, ref: SourceRef, got: Retrieved) -> Parsed:
@@ -172,13 +192,16 @@ def parse_payload(connector: str, options, ref: SourceRef, got: Retrieved) -> Pa
     """A connector's pure parse step; module-level so worker processes can run it.
     Content hashes are computed here too, so a worker, not the writer, pays for them."""
     parsed = plugins.connector(connector)().parse(options, ref, got)
+    parsed = normalize_parsed(parsed, ref.timezone)  # issue 4: language, links, events in prose
     for item in parsed.items:
         item.content_hash
     return parsed
 
 
-def _failed(source_id: str, message: str, code: str) -> FetchOutcome:
-    return FetchOutcome(source_id, utcnow(), "failed", error=message, error_code=code)
+def _failed(source_id: str, message: str, code: str, retry_after: float | None = None) -> FetchOutcome:
+    now = utcnow()
+    fresh_until = now + timedelta(seconds=retry_after) if retry_after else None
+    return FetchOutcome(source_id, now, "failed", error=message, error_code=code, fresh_until=fresh_until)
 
 
 class _Writer:
@@ -200,20 +223,19 @@ class _Writer:
         closing = False
         while not closing:
             first = await self.queue.get()
-            batch = [] if first is None else [first]
-            closing = first is None
-            deadline = time.monotonic() + WRITE_LINGER
-            while not closing and len(batch) < WRITE_BATCH:
-                try:
-                    nxt = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
-                    break
+            if first is None:
+                break
+            # Linger, then drain without waiting. (Not `wait_for(queue.get())`: on Python
+            # 3.11 a timeout racing an arriving item loses the item, and its source hangs.)
+            await asyncio.sleep(WRITE_LINGER)
+            batch = [first]
+            while len(batch) < WRITE_BATCH and not self.queue.empty():
+                nxt = self.queue.get_nowait()
                 if nxt is None:
                     closing = True
-                else:
-                    batch.append(nxt)
-            if batch:
-                await self._flush(batch)
+                    break
+                batch.append(nxt)
+            await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[FetchOutcome, asyncio.Future]]) -> None:
         try:

@@ -22,6 +22,7 @@ BUILTIN_CONNECTORS = {
 
 BUILTIN_RENDERERS = {
     "platform": "renderers.platform:PlatformRenderer",
+    "jsonlines": "renderers.jsonlines:JsonLinesPublisher",
 }
 
 

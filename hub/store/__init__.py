@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from hub.errors import StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
+from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
 ITEMS = ItemRow.__table__
@@ -99,6 +100,8 @@ class Store:
     def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True) -> None:
         self.url = _resolve_sqlite_path(url, base_dir)
         self.engine = _make_engine(self.url)
+        # Canonical records, one per real thing, kept in step with the items (issue 4).
+        self.records = Records(self.engine, lambda row: _from_row(row).item)
         if migrate:
             self.migrate()
 
@@ -117,6 +120,7 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot prepare the database at {self.engine.url!r}: {exc}",
                              hint="check store.url in the config and that the database is reachable") from exc
+        self.records.backfill()  # items stored before records existed get theirs
 
     def close(self) -> None:
         self.engine.dispose()
@@ -167,6 +171,7 @@ class Store:
             known = _known_items(conn, [o.source_id for o in parsed])
             for outcome in parsed:
                 results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {})))
+            self.records.after_upsert(conn, parsed, results)  # issue 4: identity, same transaction
             self._record_sources(conn, outcomes)
         return results
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
 from sqlmodel import Column, Field, SQLModel
 
 
@@ -58,6 +58,17 @@ class SourceRow(SQLModel, table=True):
     fresh_until: Optional[datetime] = _dt()
     interval_seconds: Optional[int] = None
     interval_reason: Optional[str] = None
+    # Scheduling (migration 0002): who fetches the source right now, and until when.
+    lease_owner: Optional[str] = None
+    lease_until: Optional[datetime] = _dt()
+    # WebSub subscription: push_state is None | pending | live | denied | failed.
+    push_state: Optional[str] = None
+    push_hub: Optional[str] = None
+    push_topic: Optional[str] = None
+    push_secret: Optional[str] = None
+    push_requested_at: Optional[datetime] = _dt()
+    push_lease_until: Optional[datetime] = _dt()
+    push_error: Optional[str] = Field(default=None, sa_column=Column(Text))
 
 
 class ItemRow(SQLModel, table=True):
@@ -101,3 +112,161 @@ class ItemRow(SQLModel, table=True):
     # Tombstone: set when the merchant deleted the entry. The row stays, so the key is
     # remembered and a stale copy of the feed cannot bring the item back.
     deleted_at: Optional[datetime] = _dt()
+
+
+class ChannelRow(SQLModel, table=True):
+    """When a channel publishes next, and who is publishing it right now."""
+
+    __tablename__ = "channels"
+
+    id: str = Field(primary_key=True)
+    schedule: Optional[str] = None  # the cron expression next_run_at was computed from
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    next_run_at: Optional[datetime] = _dt()
+    lease_owner: Optional[str] = None
+    lease_until: Optional[datetime] = _dt()
+    last_run_at: Optional[datetime] = _dt()
+    last_status: Optional[str] = None
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
+
+
+class DeliveryRow(SQLModel, table=True):
+    """The delivery ledger: one row per item a channel published (or tried to). The unique
+    key is what makes "never twice" hold, whoever runs the channel."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("channel_id", "item_id", name="uq_deliveries_channel_item"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    channel_id: str
+    item_id: int = Field(index=True)
+    status: str  # sending | sent | skipped | failed
+    attempts: int = 0
+    detail: Optional[str] = Field(default=None, sa_column=Column(Text))
+    lease_until: Optional[datetime] = _dt()  # a "sending" row whose lease passed is retried
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: Optional[datetime] = _dt()
+
+
+# --- canonical records (issue 4, migration 0003) ----------------------------------------------
+
+def _key(**kw) -> Field:
+    return Field(default=None, sa_column=Column(BigInteger, **kw))
+
+
+def _required_dt() -> Field:
+    return Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RecordRow(SQLModel, table=True):
+    """One real thing as residents see it, merged from one or more items (its origins).
+    The displayed fields are merged from the origins when read (hub.records); the columns
+    here are what listing, filtering and the revision diff need."""
+
+    __tablename__ = "records"
+    __table_args__ = (Index("ix_records_listing", "status", "removed_at", "sort_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str
+    merchant_id: str  # the organiser: the merchant with the most origins
+    status: str  # published | pending | hidden
+    status_by: str  # hub | rule | manager: who decided the status
+    status_reason: Optional[str] = None
+    sort_at: Optional[datetime] = _dt()
+    sort_day: Optional[str] = None  # local date of sort_at, for per-day quotas
+    event_start: Optional[datetime] = _dt()
+    expires_at: Optional[datetime] = _dt()
+    snapshot: str = Field(sa_column=Column(Text, nullable=False))  # JSON of the small canonical fields
+    created_at: datetime = _required_dt()
+    changed_at: datetime = _required_dt()
+    removed_at: Optional[datetime] = _dt()  # every origin is gone
+
+
+class RecordOriginRow(SQLModel, table=True):
+    """An item as an origin of a record, with its identity fingerprint (hub.identity) and
+    why it joined the record. Text features are NULL until needed (see hub.store.placement)."""
+
+    __tablename__ = "record_origins"
+    __table_args__ = (
+        Index("ix_record_origins_merchant_at", "merchant_id", "at"),
+        # Partial: most origins have no URL key and few wait for images (migration 0003).
+        Index("ix_record_origins_url_key", "url_key", sqlite_where=text("url_key IS NOT NULL"),
+              postgresql_where=text("url_key IS NOT NULL")),
+        Index("ix_record_origins_media_pending", "media_pending", sqlite_where=text("media_pending = 1"),
+              postgresql_where=text("media_pending")),
+    )
+
+    item_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    record_id: int = Field(index=True)
+    source_id: str
+    merchant_id: str
+    live: bool
+    at: datetime = _required_dt()
+    url_key: Optional[int] = _key()
+    event_day: Optional[int] = Field(default=None, index=True)
+    event_start: Optional[datetime] = _dt()
+    event_all_day: bool = False
+    event_detected: bool = False
+    title_key: Optional[str] = None
+    place_key: Optional[str] = None
+    simhash: Optional[int] = _key()
+    text_words: Optional[int] = None
+    prices: Optional[str] = None
+    link_keys: Optional[str] = None
+    images: Optional[str] = Field(default=None, sa_column=Column(Text))  # JSON list of image URLs
+    media_pending: bool = False
+    rule: str
+    score: float
+    matched_item_id: Optional[int] = None
+    linked_at: datetime = _required_dt()
+
+
+class IdentityKeyRow(SQLModel, table=True):
+    """Blocking keys of origins (hub.identity.stored_keys): the URLs it links to, and for
+    events each (day, title word). Placing an item looks up its keys here: never a scan."""
+
+    __tablename__ = "identity_keys"
+
+    key: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    item_id: int = Field(primary_key=True, index=True, sa_column_kwargs={"autoincrement": False})
+
+
+class IdentitySplitRow(SQLModel, table=True):
+    """A project manager's split: these two items must never be merged again (item_a < item_b)."""
+
+    __tablename__ = "identity_splits"
+
+    item_a: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    item_b: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime = _required_dt()
+
+
+class RecordRevisionRow(SQLModel, table=True):
+    """What changed in a record, when and by whom; also the change feed renderers follow
+    to withdraw removed records."""
+
+    __tablename__ = "record_revisions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    record_id: int = Field(index=True)
+    at: datetime = _required_dt()
+    change: str
+    item_id: Optional[int] = None
+    actor: str  # hub | rule | manager
+    detail: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+
+
+class MediaRow(SQLModel, table=True):
+    """A downloaded image: the original URL and the content (sha256) it is stored under."""
+
+    __tablename__ = "media"
+
+    url_key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: Optional[str] = Field(default=None, index=True)
+    width: Optional[int] = None
+    height: Optional[int] = None
+    mime: Optional[str] = None
+    status: str  # ok | failed
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    fetched_at: datetime = _required_dt()

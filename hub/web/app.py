@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -22,21 +22,24 @@ from markupsafe import Markup
 from hub.config import Settings
 from hub.errors import HubError
 from hub.http import Fetcher
-from hub.media import MediaProxy
+from hub.media import MediaStore, Picture
 from hub.store import Store
 from hub.web import formatting
+from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
 DEFAULT_PAGE_SIZE = 30
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; font-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 _IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
+_IMAGE_TYPES = {".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
     """The web app for `settings`, reading from `store`."""
-    media = MediaProxy(settings.data_dir, settings.base_dir)
+    media = MediaStore(settings.data_dir, settings.base_dir, store.records.media)
     platform = next((c for c in settings.channel_list() if c.renderer == "platform"), None)
+    channel = platform.id if platform else None  # whose per-merchant quotas the pages honour
     page_size = platform.options.page_size if platform else DEFAULT_PAGE_SIZE
 
     @asynccontextmanager
@@ -48,6 +51,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     templates = _templates(settings, store, media)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(websub_router(settings, store))
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -59,21 +63,23 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request, seite: Annotated[int, Query(ge=1)] = 1):
-        return _listing(request, templates, store, page=seite, page_size=page_size)
+        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel)
 
     @app.get("/m/{merchant_id}", response_class=HTMLResponse)
     def merchant_page(request: Request, merchant_id: str, seite: Annotated[int, Query(ge=1)] = 1):
         merchant = settings.merchant(merchant_id)
         if merchant is None:
             raise HTTPException(404, "Diesen Teilnehmer gibt es nicht.")
-        return _listing(request, templates, store, page=seite, page_size=page_size, merchant=merchant)
+        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel,
+                        merchant=merchant)
 
-    @app.get("/items/{item_id}", response_class=HTMLResponse)
-    def item_page(request: Request, item_id: int):
-        stored = store.item(item_id)
-        if stored is None or stored.deleted_at is not None:
+    @app.get("/items/{record_id}", response_class=HTMLResponse)
+    def item_page(request: Request, record_id: int):
+        record = store.records.get(record_id)
+        if record is None or record.removed_at is not None or record.status != "published":
             raise HTTPException(404, "Diesen Beitrag gibt es nicht (mehr).")
-        return templates.TemplateResponse(request, "item.html", {"entry": stored})
+        pictures = media.pictures(m.url for m in record.item.media if m.type == "image")
+        return templates.TemplateResponse(request, "item.html", {"entry": record, "pictures": pictures})
 
     @app.get("/healthz")
     def healthz():
@@ -87,17 +93,24 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
                 "failing_sources": failing}
         return JSONResponse(body)
 
+    @app.get("/media/{shard}/{sha}/{name}")
+    def media_file(shard: str, sha: str, name: str):
+        path = media.file(shard, sha, name)
+        if path is None:
+            raise HTTPException(404)
+        return FileResponse(path, media_type=_IMAGE_TYPES[path.suffix],
+                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
     @app.get("/media/{signature}/{encoded}")
-    async def media_file(signature: str, encoded: str):
+    async def media_on_demand(signature: str, encoded: str):
         url = media.url_from(signature, encoded)
         if url is None:
             raise HTTPException(404)
         try:
-            image = await media.get(url)
+            path = await media.variant_for(url)
         except HubError:
             raise HTTPException(404, "Bild nicht verfügbar") from None
-        return Response(image.body, media_type=image.media_type,
-                        headers={"Cache-Control": "public, max-age=86400, immutable"})
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.exception_handler(HTTPException)
     async def friendly_errors(request: Request, exc: HTTPException):
@@ -109,26 +122,32 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     return app
 
 
-def _listing(request: Request, templates: Jinja2Templates, store: Store, *, page: int, page_size: int,
-             merchant=None):
-    merchant_id = merchant.id if merchant else None
-    total = store.count_items(merchant_id=merchant_id)
-    entries = store.items(limit=page_size, offset=(page - 1) * page_size, merchant_id=merchant_id)
+def _listing(request: Request, templates: Jinja2Templates, store: Store, media: MediaStore, *, page: int,
+             page_size: int, channel: str | None, merchant=None):
+    """Canonical records residents see: published, not removed or expired, within quotas."""
+    filters = {"merchant_id": merchant.id if merchant else None, "channel": channel}
+    total = store.records.count(**filters)
+    entries = store.records.list(limit=page_size, offset=(page - 1) * page_size, **filters)
+    pictures = media.pictures(r.item.media[0].url for r in entries if r.item.media and r.item.media[0].type == "image")
     pages = max(1, -(-total // page_size))
     return templates.TemplateResponse(request, "index.html", {
-        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total})
+        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total, "pictures": pictures})
 
 
-def _templates(settings: Settings, store: Store, media: MediaProxy) -> Jinja2Templates:
+def _templates(settings: Settings, store: Store, media: MediaStore) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
     env = templates.env
     merchants = {m.id: m for m in settings.merchants}
 
-    def proxied_html(html: str) -> Markup:
+    def proxied_html(html: str, pictures: dict[str, Picture]) -> Markup:
         # `html` was sanitized before it was stored; only image sources are rewritten here.
-        return Markup(_IMG_SRC.sub(lambda m: m.group(1) + media.path_for(unescape(m.group(2))) + m.group(3), html))
+        def local(m: re.Match) -> str:
+            url = unescape(m.group(2))
+            return m.group(1) + (pictures[url].src if url in pictures else media.path_for(url)) + m.group(3)
 
-    env.globals.update(platform=settings.platform, merchants=merchants, media_path=media.path_for)
+        return Markup(_IMG_SRC.sub(local, html))
+
+    env.globals.update(platform=settings.platform, merchants=merchants)
     def datum(dt, with_time: bool = True) -> str:
         return formatting.datum(dt, settings.platform.timezone, with_time)
 

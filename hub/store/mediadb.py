@@ -1,0 +1,81 @@
+"""The media store's bookkeeping: which image URL was stored under which content hash, and
+which origins still wait for their images. The files themselves live on disk (hub.media)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator, Sequence
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.identity import key_of
+from hub.store.tables import MediaRow, RecordOriginRow
+
+MEDIA = MediaRow.__table__
+ORIGINS = RecordOriginRow.__table__
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    url: str
+    sha256: str | None  # None: the download failed (see `error`)
+    width: int | None
+    height: int | None
+    mime: str | None
+    error: str | None = None
+
+
+class MediaIndex:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def lookup(self, urls: Iterable[str]) -> dict[str, StoredImage]:
+        """What is known about each URL (downloaded or failed); unknown URLs are left out."""
+        keys = {key_of(u): u for u in urls}
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(MEDIA).where(MEDIA.c.url_key.in_(keys))).all()
+        return {r.url: StoredImage(r.url, r.sha256, r.width, r.height, r.mime, r.error) for r in rows}
+
+    def save(self, image: StoredImage, at: datetime) -> None:
+        values = {"url": image.url, "sha256": image.sha256, "width": image.width, "height": image.height,
+                  "mime": image.mime, "status": "ok" if image.sha256 else "failed", "error": image.error,
+                  "fetched_at": at}
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(MEDIA).values(url_key=key_of(image.url), **values)
+        with self.engine.begin() as conn:  # two processes may store one URL at once: last one wins
+            conn.execute(statement.on_conflict_do_update(index_elements=["url_key"], set_=values))
+
+    def pending(self, limit: int) -> list[tuple[int, list[str]]]:
+        """(item id, image URLs) of live origins whose images were not fetched yet."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ORIGINS.c.item_id, ORIGINS.c.images)
+                                .where(ORIGINS.c.media_pending, ORIGINS.c.live).limit(limit)).all()
+        return [(r.item_id, json.loads(r.images or "[]")) for r in rows]
+
+    def done(self, item_ids: Sequence[int]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(ORIGINS).where(ORIGINS.c.item_id.in_(list(item_ids))).values(media_pending=False))
+
+    def used_urls(self) -> Iterator[str]:
+        """Every image URL a live origin still uses (streamed: a maintenance pass)."""
+        with self.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=2000).execute(
+                select(ORIGINS.c.images).where(ORIGINS.c.live, ORIGINS.c.images.is_not(None)))
+            for r in rows:
+                yield from json.loads(r.images)
+
+    def forget_except(self, used: set[int], before: datetime) -> set[str]:
+        """Drop the rows of URLs no live origin uses (fetched before `before`, so a download
+        in flight is never forgotten); returns the content hashes still in use afterwards."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(MEDIA.c.url_key, MEDIA.c.sha256, MEDIA.c.fetched_at)).all()
+            unused = [r.url_key for r in rows if r.url_key not in used and r.fetched_at < before]
+            for chunk in range(0, len(unused), 500):
+                conn.execute(MEDIA.delete().where(MEDIA.c.url_key.in_(unused[chunk:chunk + 500])))
+            gone = set(unused)
+        return {r.sha256 for r in rows if r.sha256 and r.url_key not in gone}

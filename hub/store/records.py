@@ -1,0 +1,266 @@
+"""Canonical records in the store: what residents see, one per real thing.
+
+`Store.apply` calls `after_upsert` in its own transaction, so records always match the
+items (see `hub.store.placement`). Reading merges each record's origins (`hub.records`);
+the project manager's actions (approve, hide, split) and every automatic change are kept
+as revisions, which also serve renderers as a change feed (`changes`): a `removed` entry
+means "withdraw it from your channel".
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from itertools import combinations
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import Engine, case, func, or_, select, update
+from sqlalchemy.engine import Connection
+
+from hub import moderation
+from hub.models import Item
+from hub.records import Origin, Record, Revision, canonical
+from hub.store.mediadb import MediaIndex
+from hub.store.bulk import new_ids
+from hub.store.placement import ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, load_origins
+
+BACKFILL_BATCH = 1000
+
+
+class Records:
+    def __init__(self, engine: Engine, read_item: Callable[[Any], Item]) -> None:
+        self.engine = engine
+        self.read_item = read_item
+        self.rules = moderation.Rules()  # publish at once until configured
+        self.media = MediaIndex(engine)
+
+    def configure(self, rules: moderation.Rules) -> None:
+        """Use the moderation rules of the config (`hub.moderation.rules_from`)."""
+        self.rules = rules
+
+    # --- writing (inside Store.apply's transaction) -------------------------------------------
+
+    def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence) -> None:
+        """Place the items one `Store.apply` stored, changed or saw deleted."""
+        by_source = {r.source_id: r for r in results if r.new or r.changed or r.gone}
+        work = [(o, by_source[o.source_id]) for o in outcomes if o.source_id in by_source and o.parsed]
+        if not work:
+            return
+        ids = _item_ids(conn, work)
+        new, changed, gone = [], [], []
+        for outcome, result in work:
+            wanted_new, wanted_changed = set(result.new), set(result.changed)
+            for item in outcome.parsed.items:
+                key = ids.get((outcome.source_id, item.external_id))
+                if key is not None and item.external_id in wanted_new:
+                    new.append((key, item, outcome.at))
+                elif key is not None and item.external_id in wanted_changed:
+                    changed.append((key, item, outcome.at))
+            gone += [ids[(outcome.source_id, ext)] for ext in result.gone if (outcome.source_id, ext) in ids]
+        placed = _with_origin(conn, [i for i, _, _ in new])  # another writer placed it first
+        changed += [n for n in new if n[0] in placed]
+        new = [n for n in new if n[0] not in placed]
+        now = max(o.at for o, _ in work)
+        Placement(conn, self.rules, now, self.read_item).apply(new, changed, gone)
+
+    def backfill(self) -> None:
+        """Give records to items stored before records existed (an upgraded database)."""
+        while True:
+            with self.engine.begin() as conn:
+                last = conn.execute(select(func.coalesce(func.max(ORIGINS.c.item_id), 0))).scalar_one()
+                rows = conn.execute(select(ITEMS).where(ITEMS.c.id > last, ITEMS.c.deleted_at.is_(None))
+                                    .order_by(ITEMS.c.id).limit(BACKFILL_BATCH)).all()
+                if not rows:
+                    return
+                now = datetime.now(timezone.utc)
+                Placement(conn, self.rules, now, self.read_item).apply(
+                    [(r.id, self.read_item(r), r.first_seen_at or now) for r in rows], [], [])
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def list(self, *, limit: int = 50, offset: int = 0, **filters: Any) -> list[Record]:
+        """Records newest first; `filters` as for `_conditions`. By default what residents
+        see: published, not removed, not expired."""
+        conditions = self._conditions(**filters)
+        query = (select(RECORDS).where(*conditions).order_by(RECORDS.c.sort_at.desc(), RECORDS.c.id.desc())
+                 .limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            return self._load(conn, conn.execute(query).all())
+
+    def count(self, **filters: Any) -> int:
+        """How many records `list` would show with the same filters, without paging."""
+        conditions = self._conditions(**filters)
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(RECORDS).where(*conditions)).scalar_one()
+
+    def get(self, record_id: int) -> Record | None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(RECORDS).where(RECORDS.c.id == record_id)).all()
+            found = self._load(conn, rows)
+        return found[0] if found else None
+
+    def of_item(self, item_id: int) -> int | None:
+        """The record an item is an origin of."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(ORIGINS.c.record_id).where(ORIGINS.c.item_id == item_id)).scalar()
+
+    def revisions(self, record_id: int) -> list[Revision]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(REVISIONS).where(REVISIONS.c.record_id == record_id)
+                                .order_by(REVISIONS.c.id)).all()
+        return [_revision(r) for r in rows]
+
+    def changes(self, after: int = 0, limit: int = 1000) -> list[Revision]:
+        """Every revision after revision id `after`, oldest first: the change feed a renderer
+        follows (keeping the last id it saw) to withdraw `removed` records and update
+        `updated` ones."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(REVISIONS).where(REVISIONS.c.id > after).order_by(REVISIONS.c.id)
+                                .limit(limit)).all()
+        return [_revision(r) for r in rows]
+
+    def _conditions(self, *, merchant_id: str | None = None, source_id: str | None = None,
+                    kind: str | None = None, q: str | None = None, status: str | None = "published",
+                    removed: bool = False, expired: bool = False, channel: str | None = None,
+                    now: datetime | None = None) -> list:
+        """`merchant_id`/`source_id`: records with an origin from there; `q`: every word in
+        some live origin's title, summary or text; `status` None: any; `removed`/`expired`:
+        include those; `channel`: within that channel's per-merchant daily quotas."""
+        now = now or datetime.now(timezone.utc)
+        conditions = []
+        if not removed:
+            conditions.append(RECORDS.c.removed_at.is_(None))
+        if status:
+            conditions.append(RECORDS.c.status == status)
+        if not expired:
+            conditions.append(or_(RECORDS.c.expires_at.is_(None), RECORDS.c.expires_at > now))
+        if kind:
+            conditions.append(RECORDS.c.kind == kind)
+        if merchant_id:  # the club's page shows the concert the town calendar also lists
+            conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.merchant_id == merchant_id)))
+        if source_id:
+            conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.source_id == source_id)))
+        for word in (q or "").split():
+            conditions.append(RECORDS.c.id.in_(_matching(word)))
+        quotas = self.rules.quotas(channel) if channel else {}
+        if quotas:
+            conditions.append(RECORDS.c.id.in_(_within_quota(quotas, conditions)))
+        return conditions
+
+    def _load(self, conn: Connection, rows: Sequence[Any]) -> list[Record]:
+        origins = load_origins(conn, [r.id for r in rows], self.read_item)
+        urls = {m.url for os in origins.values() for o in os for m in o.item.media}
+        sizes = {u: (s.width, s.height) for u, s in self.media.lookup(urls).items() if s.width and s.height}
+        records = []
+        for r in rows:
+            if r.id not in origins:
+                continue  # every origin forgotten by retention
+            item, chosen = canonical(origins[r.id], sizes)
+            records.append(Record(id=r.id, item=item, origins=tuple(origins[r.id]), fields_from=chosen,
+                                  status=r.status, status_reason=r.status_reason,
+                                  label=self.rules.of(item.merchant_id).label, sort_at=r.sort_at,
+                                  created_at=r.created_at, changed_at=r.changed_at, removed_at=r.removed_at,
+                                  expires_at=r.expires_at))
+        return records
+
+    # --- the project manager's actions --------------------------------------------------------
+
+    def approve(self, record_id: int, now: datetime | None = None) -> bool:
+        return self._set_status(record_id, "published", now)
+
+    def hide(self, record_id: int, now: datetime | None = None) -> bool:
+        return self._set_status(record_id, "hidden", now)
+
+    def _set_status(self, record_id: int, status: str, now: datetime | None) -> bool:
+        now = now or datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            done = conn.execute(update(RECORDS).where(RECORDS.c.id == record_id).values(
+                status=status, status_by="manager", status_reason=None, changed_at=now)).rowcount
+            if done:
+                placement = Placement(conn, self.rules, now, self.read_item)
+                placement.revision(record_id, "status", actor="manager", status=status)
+                placement.write_revisions()
+        return bool(done)
+
+    def split(self, record_id: int, item_ids: Sequence[int] | None = None, now: datetime | None = None) -> list[int]:
+        """Take `item_ids` (default: every origin but the first) out of the record, each into
+        a record of its own, and remember that none of them may be merged with the others
+        again. Returns the new records' ids."""
+        now = now or datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            origins = load_origins(conn, [record_id], self.read_item).get(record_id, [])
+            members = [o.item_id for o in origins]
+            leaving = [i for i in (members[1:] if item_ids is None else item_ids) if i in members]
+            if len(leaving) == len(members):
+                leaving = leaving[1:]  # one origin stays: the record keeps its id
+            if not leaving:
+                return []
+            _remember_splits(conn, members, leaving, now)
+            placement = Placement(conn, self.rules, now, self.read_item)
+            new_ids = [self._split_off(conn, placement, record_id, o) for o in origins if o.item_id in leaving]
+            placement.revision(record_id, "split", actor="manager", moved=dict(zip(leaving, new_ids)))
+            placement.refresh({record_id, *new_ids})
+            placement.write_revisions()
+        return new_ids
+
+    def _split_off(self, conn: Connection, placement: Placement, record_id: int, origin: Origin) -> int:
+        """A record of its own for `origin`, with the status the record had (a split does
+        not undo an approval)."""
+        status = conn.execute(select(RECORDS.c.status, RECORDS.c.status_by).where(RECORDS.c.id == record_id)).one()
+        values = placement.record_values([origin], created=True,
+                                         current=moderation.Verdict(status.status, status.status_by))
+        [new_id] = new_ids(conn, RECORDS, 1)
+        conn.execute(RECORDS.insert().values(id=new_id, **values))
+        conn.execute(update(ORIGINS).where(ORIGINS.c.item_id == origin.item_id).values(
+            record_id=new_id, rule="first", score=1.0, matched_item_id=None, linked_at=placement.now))
+        placement.revision(new_id, "split", actor="manager", item_id=origin.item_id, from_record=record_id)
+        return new_id
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _item_ids(conn: Connection, work: Sequence) -> dict[tuple[str, str], int]:
+    """(source id, external id) -> item id of the batch's sources (driver level: this reads
+    a row per stored item of the batch's sources on every ingest)."""
+    sources = sorted({o.source_id for o, _ in work})
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"SELECT id, source_id, external_id FROM items WHERE source_id IN ({', '.join([mark] * len(sources))})"
+    return {(source, external): item_id for item_id, source, external in conn.exec_driver_sql(sql, tuple(sources))}
+
+
+def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:
+    if not item_ids:
+        return set()
+    return set(conn.execute(select(ORIGINS.c.item_id).where(ORIGINS.c.item_id.in_(item_ids))).scalars())
+
+
+def _matching(word: str):
+    pattern = f"%{word}%"
+    return (select(ORIGINS.c.record_id).join(ITEMS, ITEMS.c.id == ORIGINS.c.item_id)
+            .where(ORIGINS.c.live, or_(ITEMS.c.title.ilike(pattern), ITEMS.c.summary.ilike(pattern),
+                                       ITEMS.c.content_text.ilike(pattern))))
+
+
+def _within_quota(quotas: dict[str, int], conditions: list):
+    """Ids of the records within their merchant's daily quota: the first n of each local
+    day, in order of publication, so a later post never pushes out an earlier one."""
+    nth = func.row_number().over(partition_by=(RECORDS.c.merchant_id, RECORDS.c.sort_day),
+                                 order_by=(RECORDS.c.sort_at, RECORDS.c.id)).label("nth")
+    ranked = select(RECORDS.c.id, RECORDS.c.merchant_id, nth).where(*conditions).subquery()
+    limit = case(quotas, value=ranked.c.merchant_id, else_=None)
+    return select(ranked.c.id).where(or_(limit.is_(None), ranked.c.nth <= limit))
+
+
+def _remember_splits(conn: Connection, members: list[int], leaving: list[int], now: datetime) -> None:
+    staying = [m for m in members if m not in leaving]
+    pairs = {tuple(sorted(p)) for p in combinations(leaving, 2)} | {tuple(sorted((a, b))) for a in leaving for b in staying}
+    known = set(conn.execute(select(SPLITS.c.item_a, SPLITS.c.item_b).where(
+        SPLITS.c.item_a.in_(members), SPLITS.c.item_b.in_(members))).all())
+    fresh = [{"item_a": a, "item_b": b, "at": now} for a, b in pairs if (a, b) not in known]
+    if fresh:
+        conn.execute(SPLITS.insert(), fresh)
+
+
+def _revision(r: Any) -> Revision:
+    return Revision(id=r.id, record_id=r.record_id, at=r.at, change=r.change, actor=r.actor, item_id=r.item_id,
+                    detail=json.loads(r.detail))

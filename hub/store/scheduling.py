@@ -1,0 +1,364 @@
+"""The store's scheduling side: when sources and channels are due, who holds them, and the
+delivery ledger. Used by `schedules/` only.
+
+"Never twice" rests on compare-and-set updates that each process runs the same way:
+a source or channel is claimed by one UPDATE that sets `lease_owner`/`lease_until` only
+where the row is due and its lease is free (or has passed), and returns the rows it took.
+On SQLite the write lock serializes such updates; on PostgreSQL a row lock does, and the
+WHERE clause is checked again once the lock is held. A crashed holder's lease simply passes
+and the row is due again. Each (channel, item) pair gets one ledger row, claimed before
+the item is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping, Sequence
+
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row
+from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
+
+CHANNELS = ChannelRow.__table__
+DELIVERIES = DeliveryRow.__table__
+MAX_DELIVERY_ATTEMPTS = 5  # a failed item is retried on this many runs, then left as failed
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the polling policy needs from the store about one source."""
+
+    failures: int
+    recent_posts: int  # items posted within `history`
+    span: timedelta  # from the source's oldest known post to now
+    push_live: bool
+
+
+@dataclass(frozen=True)
+class SourceSchedule:
+    """A source's schedule, as `hub sources` shows it."""
+
+    next_fetch_at: datetime | None
+    interval_seconds: int | None
+    reason: str | None
+    push_state: str | None
+    push_lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    source_id: str
+    state: str | None
+    hub: str | None
+    topic: str | None
+    secret: str | None
+    requested_at: datetime | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class ChannelFilter:
+    """Which items a channel wants (`include:` with categories already turned into merchants)."""
+
+    kinds: tuple[str, ...] = ()
+    merchants: tuple[str, ...] | None = None  # None: every merchant
+    tags: tuple[str, ...] = ()
+
+
+class ScheduleStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # --- sources: due, claimed, planned --------------------------------------------------
+
+    def prepare_sources(self, configured: Iterable[str], now: datetime, step: timedelta) -> None:
+        """Make the configured sources schedulable: a new one is due `step` after the one
+        before it (so a thousand new sources do not all start in the same second), and one
+        no longer configured is no longer due."""
+        configured = set(configured)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(SOURCES.c.id, SOURCES.c.next_fetch_at)).all()
+        new = sorted(r.id for r in rows if r.next_fetch_at is None and r.id in configured)
+        first = [{"p_id": sid, "p_at": now + step * i} for i, sid in enumerate(new)]
+        gone = [{"p_id": r.id} for r in rows if r.id not in configured and r.next_fetch_at is not None]
+        with self.engine.begin() as conn:
+            if first:  # only where still unset: another process may have done it already
+                conn.execute(update(SOURCES).where(SOURCES.c.id == _p("id"), SOURCES.c.next_fetch_at.is_(None))
+                             .values(next_fetch_at=_p("at", UTCDateTime())), first)
+            if gone:
+                conn.execute(update(SOURCES).where(SOURCES.c.id == _p("id")).values(next_fetch_at=None), gone)
+
+    def due_sources(self, now: datetime, limit: int) -> list[str]:
+        """Ids of sources due at `now` and free to claim, longest overdue first."""
+        query = (select(SOURCES.c.id).where(SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now))
+                 .order_by(SOURCES.c.next_fetch_at).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def claim_sources(self, ids: Sequence[str], now: datetime, owner: str, until: datetime) -> list[str]:
+        """Take the lease of those `ids` that are still due and free; returns the ids taken."""
+        if not ids:
+            return []
+        statement = (update(SOURCES)
+                     .where(SOURCES.c.id.in_(list(ids)), SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now))
+                     .values(lease_owner=owner, lease_until=until).returning(SOURCES.c.id))
+        with self.engine.begin() as conn:
+            return list(conn.execute(statement).scalars())
+
+    def postpone(self, due: Mapping[str, datetime], now: datetime) -> None:
+        """Move unclaimed sources to a later due time (a busy host's overflow)."""
+        if not due:
+            return
+        statement = (update(SOURCES).where(SOURCES.c.id == _p("id"), _lease_free(SOURCES, now))
+                     .values(next_fetch_at=_p("at", UTCDateTime())))
+        with self.engine.begin() as conn:
+            conn.execute(statement, [{"p_id": sid, "p_at": at} for sid, at in due.items()])
+
+    def release_sources(self, ids: Iterable[str], owner: str) -> None:
+        """Give up leases (shutdown): the sources are due again right away, for anyone."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(SOURCES).where(SOURCES.c.id.in_(ids), SOURCES.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_until=None))
+
+    def source_facts(self, ids: Sequence[str], now: datetime, history: timedelta) -> dict[str, SourceFacts]:
+        """Per source: consecutive failures, posting history, whether push is live."""
+        posted = func.coalesce(ITEMS.c.published, ITEMS.c.first_seen_at)
+        recent = func.sum(case((posted >= now - history, 1), else_=0))
+        posts = (select(ITEMS.c.source_id, recent.label("recent"), func.min(posted).label("oldest"))
+                 .where(ITEMS.c.source_id.in_(list(ids)), posted <= now).group_by(ITEMS.c.source_id))
+        rows = (select(SOURCES.c.id, SOURCES.c.error_count, SOURCES.c.push_state, SOURCES.c.push_lease_until)
+                .where(SOURCES.c.id.in_(list(ids))))
+        with self.engine.connect() as conn:
+            known = {r.source_id: (int(r.recent), now - r.oldest) for r in conn.execute(posts)}
+            facts = {}
+            for r in conn.execute(rows):
+                recent_posts, span = known.get(r.id, (0, history))
+                facts[r.id] = SourceFacts(r.error_count, recent_posts, span,
+                                          _push_live(r.push_state, r.push_lease_until, now))
+            return facts
+
+    def record_plans(self, plans: Mapping[str, tuple[datetime, timedelta, str]], owner: str) -> None:
+        """Store each source's next fetch (at, interval, reason) and release its lease. A
+        lease that passed and went to another process is left to that process."""
+        if not plans:
+            return
+        statement = (update(SOURCES).where(SOURCES.c.id == _p("id"), SOURCES.c.lease_owner == _p("owner"))
+                     .values(next_fetch_at=_p("at", UTCDateTime()), interval_seconds=_p("seconds"),
+                             interval_reason=_p("reason"), lease_owner=None, lease_until=None))
+        params = [{"p_id": sid, "p_owner": owner, "p_at": at, "p_seconds": int(interval.total_seconds()),
+                   "p_reason": reason} for sid, (at, interval, reason) in plans.items()]
+        with self.engine.begin() as conn:
+            conn.execute(statement, params)
+
+    def source_schedules(self) -> dict[str, SourceSchedule]:
+        query = select(SOURCES.c.id, SOURCES.c.next_fetch_at, SOURCES.c.interval_seconds,
+                       SOURCES.c.interval_reason, SOURCES.c.push_state, SOURCES.c.push_lease_until)
+        with self.engine.connect() as conn:
+            return {r.id: SourceSchedule(r.next_fetch_at, r.interval_seconds, r.interval_reason, r.push_state,
+                                         r.push_lease_until) for r in conn.execute(query)}
+
+    # --- WebSub subscriptions ------------------------------------------------------------
+
+    def subscription(self, source_id: str) -> Subscription | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_SUBSCRIPTION).where(SOURCES.c.id == source_id)).first()
+        return _subscription(row) if row else None
+
+    def subscriptions(self, ids: Sequence[str]) -> dict[str, Subscription]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_SUBSCRIPTION).where(SOURCES.c.id.in_(list(ids))))
+            return {r.id: _subscription(r) for r in rows}
+
+    def push_requested(self, source_id: str, hub: str, topic: str, secret: str, now: datetime) -> None:
+        self._set_push(source_id, push_state="pending", push_hub=hub, push_topic=topic, push_secret=secret,
+                       push_requested_at=now, push_error=None)
+
+    def push_renewing(self, source_id: str, now: datetime) -> None:
+        self._set_push(source_id, push_requested_at=now)
+
+    def push_problem(self, source_id: str, error: str, *, keep_state: bool) -> None:
+        """Note a failed request to the hub; a live subscription stays live until its lease ends."""
+        self._set_push(source_id, push_error=error, **({} if keep_state else {"push_state": "failed"}))
+
+    def push_verified(self, source_id: str, topic: str, lease_until: datetime) -> bool:
+        """The hub confirmed a subscription we asked for; False if we asked for no such thing."""
+        return self._set_push(source_id, topic, push_state="live", push_lease_until=lease_until, push_error=None)
+
+    def push_denied(self, source_id: str, topic: str, reason: str) -> bool:
+        return self._set_push(source_id, topic, push_state="denied", push_error=reason)
+
+    def push_renewals(self, before: datetime) -> list[Subscription]:
+        """Live subscriptions whose lease ends before `before`."""
+        query = select(*_SUBSCRIPTION).where(SOURCES.c.push_state == "live", SOURCES.c.push_lease_until < before)
+        with self.engine.connect() as conn:
+            return [_subscription(r) for r in conn.execute(query)]
+
+    def _set_push(self, source_id: str, topic: str | None = None, **values: object) -> bool:
+        """Update push columns; with `topic`, only a pending or live subscription to it."""
+        statement = update(SOURCES).where(SOURCES.c.id == source_id)
+        if topic is not None:
+            statement = statement.where(SOURCES.c.push_topic == topic,
+                                        SOURCES.c.push_state.in_(("pending", "live")))
+        with self.engine.begin() as conn:
+            return conn.execute(statement.values(**values)).rowcount == 1
+
+    # --- channels ------------------------------------------------------------------------
+
+    def sync_channels(self, schedules: Mapping[str, str | None], first_runs: Mapping[str, datetime],
+                      now: datetime) -> None:
+        """A row per channel; a channel whose cron expression changed starts over from
+        `first_runs`."""
+        with self.engine.connect() as conn:
+            known = {r.id: r.schedule for r in conn.execute(select(CHANNELS.c.id, CHANNELS.c.schedule))}
+        fresh = [{"id": cid, "schedule": expr, "created_at": now, "next_run_at": first_runs[cid]}
+                 for cid, expr in schedules.items() if cid not in known]
+        changed = [{"p_id": cid, "p_schedule": expr, "p_at": first_runs[cid]}
+                   for cid, expr in schedules.items() if cid in known and known[cid] != expr]
+        with self.engine.begin() as conn:
+            if fresh:
+                conn.execute(_insert(self.store.dialect, CHANNELS).on_conflict_do_nothing(index_elements=["id"]),
+                             fresh)
+            if changed:
+                conn.execute(update(CHANNELS).where(CHANNELS.c.id == _p("id"))
+                             .values(schedule=_p("schedule"), next_run_at=_p("at", UTCDateTime())), changed)
+
+    def claim_channel(self, channel_id: str, now: datetime, owner: str, until: datetime, *, due_only: bool) -> bool:
+        """Take the channel's lease if it is free (and, with `due_only`, if it is due)."""
+        statement = update(CHANNELS).where(CHANNELS.c.id == channel_id, _lease_free(CHANNELS, now))
+        if due_only:
+            statement = statement.where(CHANNELS.c.next_run_at <= now)
+        with self.engine.begin() as conn:
+            return conn.execute(statement.values(lease_owner=owner, lease_until=until)).rowcount == 1
+
+    def finish_channel(self, channel_id: str, owner: str, now: datetime, status: str, error: str | None,
+                       next_run_at: datetime | None) -> None:
+        """Record a run and release the lease; `next_run_at` None keeps the schedule as it is."""
+        values: dict[str, object] = {"lease_owner": None, "lease_until": None, "last_run_at": now,
+                                     "last_status": status, "last_error": error}
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        with self.engine.begin() as conn:
+            conn.execute(update(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.lease_owner == owner)
+                         .values(**values))
+
+    def pending_items(self, channel_id: str, wanted: ChannelFilter, now: datetime, limit: int) -> list[StoredItem]:
+        """Visible items the channel has not had yet, oldest first: never tried, failed fewer
+        than MAX_DELIVERY_ATTEMPTS times, or claimed by a run whose lease passed. Only items
+        first seen after the channel was added: a new channel does not flood the archive."""
+        since = select(CHANNELS.c.created_at).where(CHANNELS.c.id == channel_id).scalar_subquery()
+        ledger = DELIVERIES.alias("d")
+        joined = ITEMS.outerjoin(ledger, and_(ledger.c.item_id == ITEMS.c.id, ledger.c.channel_id == channel_id))
+        query = (select(ITEMS).select_from(joined)
+                 .where(ITEMS.c.deleted_at.is_(None), ITEMS.c.first_seen_at >= since,
+                        or_(ledger.c.id.is_(None), _retryable(ledger, now)), *_wanted(wanted))
+                 .order_by(ITEMS.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_from_row(r) for r in conn.execute(query)]
+
+    def claim_deliveries(self, channel_id: str, item_ids: Sequence[int], now: datetime,
+                         until: datetime) -> list[int]:
+        """Claim ledger rows ("sending") for these items; returns the ids claimed. An item
+        another run holds or has sent is not returned, whatever the channel lease says."""
+        if not item_ids:
+            return []
+        rows = [{"channel_id": channel_id, "item_id": i, "status": "sending", "attempts": 1,
+                 "lease_until": until, "created_at": now} for i in item_ids]
+        fresh = (_insert(self.store.dialect, DELIVERIES).values(rows)
+                 .on_conflict_do_nothing(index_elements=["channel_id", "item_id"]).returning(DELIVERIES.c.item_id))
+        retry = (update(DELIVERIES)
+                 .where(DELIVERIES.c.channel_id == channel_id, DELIVERIES.c.item_id.in_(list(item_ids)),
+                        _retryable(DELIVERIES, now))
+                 .values(status="sending", attempts=DELIVERIES.c.attempts + 1, lease_until=until)
+                 .returning(DELIVERIES.c.item_id))
+        with self.engine.begin() as conn:
+            return list(conn.execute(retry).scalars()) + list(conn.execute(fresh).scalars())
+
+    def record_deliveries(self, channel_id: str, results: Mapping[int, tuple[str, str]], now: datetime) -> None:
+        """Store each item's outcome (status, detail) after the publisher returned."""
+        if not results:
+            return
+        statement = (update(DELIVERIES)
+                     .where(DELIVERIES.c.channel_id == channel_id, DELIVERIES.c.item_id == _p("item"))
+                     .values(status=_p("status"), detail=_p("detail"), lease_until=None,
+                             sent_at=_p("sent", UTCDateTime())))
+        params = [{"p_item": item_id, "p_status": status, "p_detail": detail or None,
+                   "p_sent": now if status == "sent" else None} for item_id, (status, detail) in results.items()]
+        with self.engine.begin() as conn:
+            conn.execute(statement, params)
+
+    def delivery_statuses(self, channel_id: str) -> dict[int, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(DELIVERIES.c.item_id, DELIVERIES.c.status)
+                                .where(DELIVERIES.c.channel_id == channel_id))
+            return {r.item_id: r.status for r in rows}
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def forget_deleted(self, before: datetime) -> int:
+        """Delete items tombstoned before `before`, with their ledger rows. By then no feed
+        window still carries them, so the tombstone has done its job."""
+        old = select(ITEMS.c.id).where(ITEMS.c.deleted_at < before)
+        with self.engine.begin() as conn:
+            conn.execute(delete(DELIVERIES).where(DELIVERIES.c.item_id.in_(old)))
+            return conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
+
+    def housekeeping(self) -> None:
+        """SQLite: refresh the planner's statistics and fold the WAL back into the database,
+        so the -wal file does not grow without bound. PostgreSQL's autovacuum does both."""
+        if self.store.dialect != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("PRAGMA optimize"))
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+_SUBSCRIPTION = (SOURCES.c.id, SOURCES.c.push_state, SOURCES.c.push_hub, SOURCES.c.push_topic,
+                 SOURCES.c.push_secret, SOURCES.c.push_requested_at, SOURCES.c.push_lease_until)
+
+
+def _subscription(row) -> Subscription:
+    return Subscription(row.id, row.push_state, row.push_hub, row.push_topic, row.push_secret,
+                        row.push_requested_at, row.push_lease_until)
+
+
+def _p(name: str, type_=None):
+    return bindparam(f"p_{name}", type_=type_)  # p_: executemany forbids column names as parameters
+
+
+def _lease_free(table, now: datetime):
+    return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
+
+
+def _retryable(ledger, now: datetime):
+    return or_(and_(ledger.c.status == "failed", ledger.c.attempts < MAX_DELIVERY_ATTEMPTS),
+               and_(ledger.c.status == "sending", ledger.c.lease_until < now))
+
+
+def _push_live(state: str | None, lease_until: datetime | None, now: datetime) -> bool:
+    return state == "live" and lease_until is not None and lease_until > now
+
+
+def _wanted(wanted: ChannelFilter) -> list:
+    conditions = []
+    if wanted.kinds:
+        conditions.append(ITEMS.c.kind.in_(wanted.kinds))
+    if wanted.merchants is not None:
+        conditions.append(ITEMS.c.merchant_id.in_(wanted.merchants))
+    if wanted.tags:  # tags are stored as a JSON list of strings
+        conditions.append(or_(*(ITEMS.c.tags.contains(json.dumps(t, ensure_ascii=False), autoescape=True)
+                                for t in wanted.tags)))
+    return conditions
+
+
+def _insert(dialect: str, table):
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

@@ -1,0 +1,97 @@
+"""`hub run`'s background half: APScheduler 3 with six static jobs over state in the store.
+
+    fetch        every schedule.tick          claim due sources, fetch, plan (schedules/fetching.py)
+    publish      every schedule.publish_tick  run due push channels (schedules/publishing.py)
+    websub       every 10 minutes             renew WebSub leases (schedules/websub.py)
+    maintenance  every hour                   retention, SQLite housekeeping
+    media        every 30 seconds             download new records' images (hub/media.py)
+    media-gc     every day                    remove images no record uses any more
+
+Never one job per source: a source's schedule is its `next_fetch_at` row. The jobs live in
+APScheduler's memory store and are added again at each start; what must survive a restart
+or be shared with another `hub run` is in the database, under leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from functools import partial
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from hub.config import Settings
+from hub.http import Fetcher
+from hub.media import MediaStore, collect_media_garbage, ingest_media
+from hub.pipeline import Pipeline
+from hub.store import Store
+from hub.store.scheduling import ScheduleStore
+from schedules.clock import Clock, SystemClock
+from schedules.fetching import FetchDispatcher
+from schedules.maintenance import maintain
+from schedules.publishing import ChannelPublisher, prepare_channels
+from schedules.websub import Subscriber
+
+log = logging.getLogger("hub.schedule")
+WEBSUB_EVERY = timedelta(minutes=10)
+MAINTENANCE_EVERY = timedelta(hours=1)
+MEDIA_EVERY = timedelta(seconds=30)
+MEDIA_GC_EVERY = timedelta(days=1)
+
+
+def process_owner() -> str:
+    """This process's name on the leases it takes: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, store: Store, pipeline: Pipeline, fetcher: Fetcher, *,
+                 clock: Clock | None = None, owner: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.owner = owner or process_owner()
+        self.plans = ScheduleStore(store)
+        self.subscriber = Subscriber(settings, self.plans, fetcher, clock=self.clock)
+        self.fetching = FetchDispatcher(settings, store, pipeline, clock=self.clock, owner=self.owner,
+                                        after_fetch=self.subscriber.after_fetch)
+        self.publishing = ChannelPublisher(settings, store, fetcher, clock=self.clock, owner=self.owner)
+        self.media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)  # issue 4
+        self._aps = AsyncIOScheduler(timezone=timezone.utc)
+
+    def start(self) -> None:
+        """Schedule new sources and channels, then start the jobs (inside the running loop)."""
+        self.fetching.prepare()
+        prepare_channels(self.settings, self.store, self.clock.now())
+        cfg = self.settings.schedule
+        self._add("fetch", self.fetching.tick, cfg.tick)
+        self._add("publish", self.publishing.tick, cfg.publish_tick)
+        self._add("websub", self.subscriber.renew, WEBSUB_EVERY)
+        self._add("maintenance", partial(maintain, self.settings, self.plans, self.clock), MAINTENANCE_EVERY)
+        # issue 4: new records' images are downloaded soon after ingest; unused ones collected daily
+        self._add("media", partial(ingest_media, self.media), MEDIA_EVERY)
+        self._add("media-gc", partial(collect_media_garbage, self.media), MEDIA_GC_EVERY)
+        # The fetch tick runs every second; APScheduler's two INFO lines per run would drown the log.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+        self._aps.start()
+        log.info("scheduler %s started: %d sources, %d channels", self.owner, len(self.settings.sources()),
+                 len(self.settings.channel_list()))
+
+    async def stop(self) -> None:
+        """Take no new work; let in-flight work finish within `shutdown_grace`, abandon the rest."""
+        self._aps.shutdown(wait=False)
+        grace = self.settings.schedule.shutdown_grace.total_seconds()
+        await self.fetching.close(grace)
+        await self.publishing.close(grace)
+        log.info("scheduler %s stopped", self.owner)
+
+    def _add(self, name: str, job: Callable[[], Awaitable[object]], every: timedelta) -> None:
+        # max_instances=1 + coalesce: a slow run is never doubled nor caught up N times;
+        # a grace as long as the interval delays a late run instead of dropping it.
+        seconds = every.total_seconds()
+        self._aps.add_job(job, "interval", seconds=seconds, id=name, next_run_time=datetime.now(timezone.utc),
+                          max_instances=1, coalesce=True, misfire_grace_time=max(1, int(seconds)))

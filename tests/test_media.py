@@ -1,0 +1,148 @@
+"""The media store: images downloaded through the hub's fetcher from a real loopback server,
+cleaned (EXIF gone, upright), stored by content in two widths and formats, served by the hub,
+and collected when no record uses them any more."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from hub import config
+from hub.http import Fetcher
+from hub.media import MediaStore, ingest_media
+from hub.models import FetchState, Item, Media, Parsed
+from hub.store import FetchOutcome, SourceSpec, Store
+from hub.web.app import create_app
+from tests.feedserver import FeedServer
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+
+def jpeg_with_exif(width: int = 1600, height: int = 1200) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the camera was held upright
+    exif[0x010F] = "Kamerahersteller"
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.0)}  # GPS position of the merchant's home
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 40, 40)).save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def png_with_alpha() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (300, 200), (0, 0, 255, 128)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def server():
+    files = {"foto.jpg": jpeg_with_exif(), "logo.png": png_with_alpha(), "seite.html": b"<!doctype html><p>Hallo",
+             "zweites.jpg": jpeg_with_exif(800, 600)}
+    with FeedServer(files=files) as srv:
+        yield srv
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"platform: {{name: Teststadt}}\nstore: {{url: 'sqlite:///{tmp_path}/hub.db'}}\n"
+                    "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5}\n"
+                    "merchants:\n  - {id: laden, name: Laden}\n")
+    return config.load(path, env={})
+
+
+@pytest.fixture
+def store(settings):
+    s = Store(settings.store.url, base_dir=settings.base_dir)
+    s.sync_sources([SourceSpec("laden-rss", "laden", "feed")])
+    yield s
+    s.close()
+
+
+def post(n: int, *image_urls: str, hours: int = 0) -> Item:
+    return Item("laden-rss", f"e{n}", "laden", title=f"Beitrag {n}", content_html=f"<p>Text {n}</p>",
+                content_text=f"Text {n}", url=f"https://laden.example/{n}", published=T0 + timedelta(hours=hours),
+                media=tuple(Media(u) for u in image_urls))
+
+
+def fetch(store: Store, *items: Item) -> None:
+    store.apply([FetchOutcome("laden-rss", T0, "ok", parsed=Parsed(items), state=FetchState())])
+
+
+async def test_an_image_is_stored_clean_upright_and_in_every_variant(server, settings, store):
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)
+        image = await media.store(server.url("/files/foto.jpg"))
+    assert (image.width, image.height, image.mime) == (1200, 1600, "image/jpeg")  # turned upright
+    folder = media.root / image.sha256[:2] / image.sha256
+    sizes = {}
+    for path in folder.iterdir():
+        with Image.open(path) as im:
+            assert not im.getexif() and "exif" not in im.info and "icc_profile" not in im.info
+            sizes[path.name] = im.size
+    assert sizes == {"480.jpg": (480, 640), "480.webp": (480, 640), "960.jpg": (960, 1280), "960.webp": (960, 1280)}
+
+
+async def test_what_is_not_an_image_or_too_large_is_refused_and_remembered(server, settings, store):
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)
+        page = await media.store(server.url("/files/seite.html"))
+        huge = await media.store(server.url("/huge?mb=6"))
+        local = await media.store("file:///etc/passwd")
+    assert page.sha256 is None and "not a JPEG" in page.error
+    assert huge.sha256 is None and "larger than 5 MiB" in huge.error
+    assert local.sha256 is None and "below" in local.error
+    assert store.records.media.lookup([server.url("/files/seite.html")])[server.url("/files/seite.html")].error
+
+
+async def test_ingest_after_fetch_then_garbage_collection(server, settings, store):
+    photo, logo = server.url("/files/foto.jpg"), server.url("/files/logo.png")
+    fetch(store, post(1, photo, logo), post(2, logo, hours=-1), post(3, hours=-2))
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)
+        report = await ingest_media(media)
+        assert (report.items, report.downloaded, report.failed) == (2, 2, 0)
+        assert (await ingest_media(media)).items == 0  # nothing pending any more
+    requests = [r.path for r in server.requests]
+    assert requests.count("/files/logo.png") == 1  # once per URL, however many origins use it
+
+    pictures = media.pictures([photo, logo, "https://elsewhere.example/x.jpg"])
+    assert pictures[photo].src.startswith("/media/") and "960w" in pictures[photo].webp_srcset
+    assert pictures[logo].jpeg_srcset.endswith("300w")  # a small image: one variant
+    assert pictures["https://elsewhere.example/x.jpg"].src.startswith("/media/")  # signed, on demand
+
+    fetch(store, post(3, hours=-2))  # 1 and 2 deleted at the source: their records are gone
+    assert media.collect_garbage(now=T0) == 0  # too young: an ingest might be writing them
+    assert media.collect_garbage(now=datetime.now(timezone.utc) + timedelta(days=2)) == 2
+    assert list(media.root.glob("??/*")) == [] and store.records.media.lookup([photo, logo]) == {}
+
+
+def test_pages_serve_only_the_hubs_own_images(server, settings, store):
+    photo, other = server.url("/files/foto.jpg"), server.url("/files/zweites.jpg")
+    body = f'<p>Text</p><p><img src="{other}" alt="Zweites Bild"></p>'
+    fetch(store, Item("laden-rss", "e1", "laden", title="Mit Bildern", content_html=body, content_text="Text",
+                      url="https://laden.example/1", published=T0, media=(Media(photo), Media(other))))
+    with TestClient(create_app(settings, store)) as client:
+        home = client.get("/").text
+        sources = re.findall(r'(?:src|srcset)="([^"]+)"', home)
+        assert sources and all(s.startswith("/") for part in sources for s in part.split(", "))
+        on_demand = re.search(r'src="(/media/[0-9a-f]{32}/[^"]+)"', home).group(1)
+        image = client.get(on_demand)  # stored on first view
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+
+        home = client.get("/").text  # now from the store, with variants
+        variant = re.search(r'srcset="(/media/[0-9a-f]{2}/[0-9a-f]{64}/480\.webp) 480w', home).group(1)
+        served = client.get(variant)
+        assert served.headers["content-type"] == "image/webp" and "immutable" in served.headers["cache-control"]
+
+        record_id = re.search(r'href="/items/(\d+)"', home).group(1)
+        page = client.get(f"/items/{record_id}").text
+        assert "http://127.0.0.1" not in "".join(re.findall(r'(?:src|srcset)="([^"]+)"', page))
+        assert client.get(on_demand[:-4] + "AAAA").status_code == 404  # not our signature
+        assert client.get(variant.replace("480.webp", "../../media.key")).status_code == 404

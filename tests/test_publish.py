@@ -1,0 +1,133 @@
+"""Push channels: cron schedules, the delivery ledger, `hub publish`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.clock import ManualClock
+from tests.feedserver import FeedServer
+from tests.schedtown import feed, town, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def server():
+    with FeedServer(files={f"m{i}.xml": feed(f"m{i}") for i in range(3)}) as srv:
+        yield srv
+
+
+def urls(server: FeedServer) -> dict[str, str]:
+    return {f"m{i}": server.url(f"/files/m{i}.xml") for i in range(3)}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    return f"sqlite:///{tmp_path}/hub.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+async def test_a_scheduled_channel_runs_once_per_cron_time_whoever_ticks(server, tmp_path, db_url):
+    clock = ManualClock()
+    minute = (clock.now() + timedelta(minutes=2)).minute
+    out = tmp_path / "stündlich.jsonl"
+    channel = f"  - {{id: stuendlich, renderer: jsonlines, path: '{out}', schedule: '{minute} * * * *'}}"
+    path = write_config(tmp_path / "c.yaml", urls(server), store_url=db_url, channels=channel,
+                        fetcher=", host_spacing: 0")
+    async with town(path, clock, "a") as a, town(path, clock, "b") as b:
+        clock.advance(1)
+        await a.fetch_due()
+        assert await asyncio.gather(a.publisher.tick(), b.publisher.tick()) == [[], []]  # not yet
+        clock.advance(180)
+        first, second = await asyncio.gather(a.publisher.tick(), b.publisher.tick())
+        [report] = first + second  # one of the two ran it
+        assert (report.status, report.sent) == ("published", 6)
+        assert len(lines_of(out)) == 6
+        server.files["m0.xml"] = feed("m0", posts=3)
+        clock.advance(25 * 3600)
+        await a.fetch_due()
+        for _ in range(3):
+            clock.advance(60)
+            reports = await asyncio.gather(a.publisher.tick(), b.publisher.tick())
+            assert len(reports[0] + reports[1]) <= 1
+        assert [r["item"]["external_id"] for r in lines_of(out)].count("m0-2") == 1
+        assert len(lines_of(out)) == 7
+
+
+async def test_include_rules_choose_the_items(tmp_path):
+    with FeedServer() as srv:
+        srv.files["a.xml"] = feed("a")
+        srv.files["b.xml"] = feed("b").replace(b"<description>Beitrag 0", b"<category>Markt</category><description>B")
+        channels = "\n".join([
+            f"  - {{id: nur-a, renderer: jsonlines, path: '{tmp_path}/a.jsonl', include: {{merchants: [a]}}}}",
+            f"  - {{id: markt, renderer: jsonlines, path: '{tmp_path}/markt.jsonl', include: {{tags: [Markt]}}}}",
+            f"  - {{id: events, renderer: jsonlines, path: '{tmp_path}/e.jsonl', include: {{kinds: [event]}}}}"])
+        path = write_config(tmp_path / "c.yaml", {"a": srv.url("/files/a.xml"), "b": srv.url("/files/b.xml")},
+                            store_url=f"sqlite:///{tmp_path}/h.db", channels=channels, fetcher=", host_spacing: 0")
+        clock = ManualClock()
+        async with town(path, clock) as t:
+            clock.advance(1)
+            await t.fetch_due()
+            reports = {r.channel_id: r for r in await t.publisher.publish()}
+    assert {k: (r.status, r.sent) for k, r in reports.items()} == \
+        {"nur-a": ("published", 2), "markt": ("published", 1), "events": ("nothing new", 0)}
+    assert [r["item"]["external_id"] for r in lines_of(tmp_path / "markt.jsonl")] == ["b-0"]
+
+
+async def test_a_failed_delivery_is_retried_and_a_crashed_runs_items_come_back(server, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the channel wants a folder")
+    channel = f"  - {{id: archiv, renderer: jsonlines, path: '{blocker}/archiv.jsonl'}}"
+    path = write_config(tmp_path / "c.yaml", urls(server), store_url=f"sqlite:///{tmp_path}/h.db",
+                        channels=channel, fetcher=", host_spacing: 0")
+    clock = ManualClock()
+    async with town(path, clock) as t:
+        clock.advance(1)
+        await t.fetch_due()
+        [report] = await t.publisher.publish()
+        assert (report.status, report.failed) == ("failed", 6) and "cannot append" in report.error
+        blocker.unlink()
+        # A run that died after claiming two items: they wait for its lease, then come back.
+        stuck = [s.id for s in t.store.items(limit=2)]
+        t.plans.claim_deliveries("archiv", stuck, clock.now(), clock.now() + timedelta(minutes=5))
+        [report] = await t.publisher.publish()
+        assert (report.status, report.sent) == ("published", 4)
+        clock.advance(301)
+        [report] = await t.publisher.publish()
+        assert (report.status, report.sent) == ("published", 2)
+        [report] = await t.publisher.publish()
+        assert report.status == "nothing new"
+    assert len(lines_of(blocker / "archiv.jsonl")) == 6
+
+
+def hub(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hub", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def test_hub_publish_dry_run_then_publish_then_nothing_new(tmp_path):
+    (tmp_path / "laden.xml").write_bytes(feed("laden"))
+    channel = "  - {id: archiv, renderer: jsonlines, path: archiv.jsonl}\n  - {id: platform, renderer: platform}"
+    path = write_config(tmp_path / "config.yaml", {"laden": "file:laden.xml"}, store_url="sqlite:///hub.db",
+                        channels=channel)
+    assert hub("fetch", "-c", str(path), cwd=tmp_path).returncode == 0
+    dry = hub("publish", "-c", str(path), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "would send 2: laden 0; laden 1" in dry.stdout
+    assert not (tmp_path / "archiv.jsonl").exists()
+    done = hub("publish", "-c", str(path), cwd=tmp_path)
+    assert done.returncode == 0 and "published" in done.stdout
+    assert len(lines_of(tmp_path / "archiv.jsonl")) == 2
+    again = hub("publish", "-c", str(path), "--channel", "archiv", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing new" in again.stdout
+    wrong = hub("publish", "-c", str(path), "--channel", "platform", cwd=tmp_path)
+    assert wrong.returncode == 2 and "push channels in the config: archiv" in wrong.stderr
