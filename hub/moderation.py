@@ -84,11 +84,12 @@ class Verdict:
 def judge(rules: MerchantRules, item: Item, current: Verdict | None = None) -> Verdict:
     """The status of a record showing `item`. `current` is the status it has now (None for
     a new record): a project manager's decision stands, a rule's verdict is re-checked."""
-    text = f"{item.title}\n{item.summary}\n{item.content_text}"
-    if rules.block is not None and (m := rules.block.search(text)):
-        return Verdict("hidden", "rule", f"contains the blocked word '{m.group(0)}'")
-    if rules.keep is not None and not rules.keep.search(text):
-        return Verdict("hidden", "rule", "contains none of the keep words")
+    if rules.block is not None or rules.keep is not None:  # most merchants have no word rules
+        text = f"{item.title}\n{item.summary}\n{item.content_text}"
+        if rules.block is not None and (m := rules.block.search(text)):
+            return Verdict("hidden", "rule", f"contains the blocked word '{m.group(0)}'")
+        if rules.keep is not None and not rules.keep.search(text):
+            return Verdict("hidden", "rule", "contains none of the keep words")
     if current is not None and current.actor != "rule":
         return current
     if rules.trust == "review":

@@ -46,7 +46,7 @@ KEYS = IdentityKeyRow.__table__
 SPLITS = IdentitySplitRow.__table__
 SOURCES = SourceRow.__table__
 REVISIONS = RecordRevisionRow.__table__
-MAX_IMAGES = 8  # images of one origin that are downloaded at ingest
+MAX_IMAGES = 4  # images of one origin downloaded at ingest; the rest on first view (hub.media)
 ReadItem = Callable[[Any], Item]
 
 

@@ -129,8 +129,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--db", type=Path, help="reuse (or create) this database file")
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="bench-identity-")
-    path = args.db or Path(folder) / "identity.db"
+    with tempfile.TemporaryDirectory(prefix="bench-identity-") as folder:
+        run(args, args.db or Path(folder) / "identity.db")
+
+
+def run(args: argparse.Namespace, path: Path) -> None:
     store = Store(f"sqlite:///{path}")
     existing = store.count_items()
     rate = None
