@@ -131,3 +131,49 @@ def test_hub_publish_dry_run_then_publish_then_nothing_new(tmp_path):
     assert again.returncode == 0 and "nothing new" in again.stdout
     wrong = hub("publish", "-c", str(path), "--channel", "platform", cwd=tmp_path)
     assert wrong.returncode == 2 and "push channels in the config: archiv" in wrong.stderr
+
+
+def test_push_channels_send_each_record_once_and_respect_moderation(tmp_path):
+    """A post on the blog and the same post shared on the merchant's page are one record,
+    so the channel gets it once; a merchant held for review sends nothing until approved."""
+    def rss(guid: str, link: str) -> bytes:
+        return (f'<rss version="2.0"><channel><title>x</title><item><title>Stollen ist da</title>'
+                f"<guid>{guid}</guid><link>{link}</link><pubDate>Sat, 21 Nov 2026 09:00:00 +0100</pubDate>"
+                f"<description>Unser Butterstollen ist da, 12,90 Euro das Stück.</description></item>"
+                f"</channel></rss>").encode()
+
+    article = "https://baeckerei.example/stollen"
+    files = {"blog.xml": rss("blog-1", article), "seite.xml": rss("seite-1", article),
+             "mode.xml": rss("mode-1", "https://mode.example/sale")}
+    out = tmp_path / "archiv.jsonl"
+    with FeedServer(files=files) as srv:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"""
+store: {{url: "sqlite:///{tmp_path}/hub.db"}}
+fetcher: {{allow_private_networks: true, host_spacing: 0}}
+merchants:
+  - id: baeckerei
+    name: Bäckerei
+    sources:
+      - {{connector: rss, id: blog, url: "{srv.url('/files/blog.xml')}"}}
+      - {{connector: rss, id: seite, url: "{srv.url('/files/seite.xml')}"}}
+  - id: mode
+    name: Modehaus
+    trust: review
+    sources:
+      - {{connector: rss, id: mode, url: "{srv.url('/files/mode.xml')}"}}
+channels:
+  - {{id: archiv, renderer: jsonlines, path: "{out}"}}
+""")
+        hub = [sys.executable, "-m", "hub"]
+        run = lambda *args: subprocess.run([*hub, *args, "-c", str(config)], capture_output=True, text=True,
+                                           cwd=ROOT, timeout=120)
+        assert run("fetch").returncode == 0
+        assert run("publish").returncode == 0
+        sent = lines_of(out)
+        assert [line["item"]["merchant_id"] for line in sent] == ["baeckerei"]
+
+        pending = json.loads(run("items", "--pending", "-f", "json").stdout.splitlines()[0])
+        assert run("items", "approve", str(pending["id"])).returncode == 0
+        assert run("publish").returncode == 0
+        assert sorted(line["item"]["merchant_id"] for line in lines_of(out)) == ["baeckerei", "mode"]

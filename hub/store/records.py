@@ -87,6 +87,16 @@ class Records:
         with self.engine.connect() as conn:
             return self._load(conn, conn.execute(query).all())
 
+    def first_origins(self, *, channel: str | None = None, now: datetime | None = None):
+        """A subquery of one live item per record residents may see (published, not removed,
+        not expired, within `channel`'s quotas): the record's oldest live origin. Push
+        channels send these, so a merged record goes out once and moderation applies."""
+        visible = select(RECORDS.c.id).where(*self._conditions(channel=channel, now=now))
+        return (select(func.min(ORIGINS.c.item_id))
+                .join(ITEMS, ITEMS.c.id == ORIGINS.c.item_id)
+                .where(ITEMS.c.deleted_at.is_(None), ORIGINS.c.record_id.in_(visible))
+                .group_by(ORIGINS.c.record_id))
+
     def count(self, **filters: Any) -> int:
         """How many records `list` would show with the same filters, without paging."""
         conditions = self._conditions(**filters)

@@ -252,12 +252,14 @@ class ScheduleStore:
     def pending_items(self, channel_id: str, wanted: ChannelFilter, now: datetime, limit: int) -> list[StoredItem]:
         """Visible items the channel has not had yet, oldest first: never tried, failed fewer
         than MAX_DELIVERY_ATTEMPTS times, or claimed by a run whose lease passed. Only items
-        first seen after the channel was added: a new channel does not flood the archive."""
+        first seen after the channel was added: a new channel does not flood the archive.
+        One item per canonical record residents may see (moderation and quotas apply)."""
         since = select(CHANNELS.c.created_at).where(CHANNELS.c.id == channel_id).scalar_subquery()
         ledger = DELIVERIES.alias("d")
         joined = ITEMS.outerjoin(ledger, and_(ledger.c.item_id == ITEMS.c.id, ledger.c.channel_id == channel_id))
         query = (select(ITEMS).select_from(joined)
                  .where(ITEMS.c.deleted_at.is_(None), ITEMS.c.first_seen_at >= since,
+                        ITEMS.c.id.in_(self.store.records.first_origins(channel=channel_id, now=now)),
                         or_(ledger.c.id.is_(None), _retryable(ledger, now)), *_wanted(wanted))
                  .order_by(ITEMS.c.id).limit(limit))
         with self.engine.connect() as conn:
