@@ -35,6 +35,8 @@ chromium:
 # On demand, never part of `make test`: prints the figures the issues ask for.
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_ingest.py
+	$(BIN)/python tests/benchmarks/bench_schedule.py
+	$(BIN)/python tests/benchmarks/bench_identity.py
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock:
