@@ -28,7 +28,7 @@ from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
 from schedules.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
-WRITE_BATCH = 100
+WRITE_BATCH = 200
 # A commit costs an fsync (synchronous=FULL); waiting this long for more outcomes turns
 # many small transactions into a few large ones.
 WRITE_LINGER = 0.05
@@ -227,7 +227,8 @@ class _Writer:
                 break
             # Linger, then drain without waiting. (Not `wait_for(queue.get())`: on Python
             # 3.11 a timeout racing an arriving item loses the item, and its source hangs.)
-            await asyncio.sleep(WRITE_LINGER)
+            if self.queue.qsize() < WRITE_BATCH:  # a full batch is waiting already: no need
+                await asyncio.sleep(WRITE_LINGER)
             batch = [first]
             while len(batch) < WRITE_BATCH and not self.queue.empty():
                 nxt = self.queue.get_nowait()
