@@ -8,11 +8,10 @@ JSON) never leave `connectors/`; table rows never leave `hub/store/`.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 
 class Kind(str, Enum):
@@ -123,40 +122,12 @@ class Item:
         del data["_hash"]
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Item:
-        """The inverse of `to_dict`; used by the store and by recorded test cases."""
-        d = dict(data)
-        d["kind"] = Kind(d.get("kind", "post"))
-        d["media"] = tuple(Media(**m) for m in d.get("media") or ())
-        d["tags"] = tuple(d.get("tags") or ())
-        for name in ("published", "updated"):
-            d[name] = _parse_dt(d.get(name))
-        if d.get("event"):
-            ev = dict(d["event"])
-            ev["start"] = _parse_dt(ev["start"])
-            ev["end"] = _parse_dt(ev.get("end"))
-            d["event"] = Event(**ev)
-        if d.get("offer"):
-            of = dict(d["offer"])
-            of["valid_from"] = _parse_dt(of.get("valid_from"))
-            of["valid_until"] = _parse_dt(of.get("valid_until"))
-            d["offer"] = Offer(**of)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
     def evolve(self, **changes: Any) -> Item:
         return replace(self, **changes)
 
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value else ""
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -212,4 +183,3 @@ class SourceRef:
     merchant_id: str
     language: str | None = None
     timezone: str = "Europe/Berlin"
-    extra: Mapping[str, Any] = field(default_factory=dict)

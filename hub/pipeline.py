@@ -171,7 +171,6 @@ class Pipeline:
         async with self._hosts.slot(getattr(source.options, "url", None)):
             return await connector.retrieve(source.options, state, self.fetcher)
 
-
     async def _parse(self, source: SourceConfig, ref: SourceRef, got: Retrieved) -> Parsed:
         if self._pool is not None:
             loop = asyncio.get_running_loop()

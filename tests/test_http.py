@@ -12,7 +12,6 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from alembic import command
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from hub.errors import StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
+from hub.store.bulk import sqlite_datetime
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
@@ -250,10 +251,6 @@ class Store:
             row = conn.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()
         return _from_row(row) if row else None
 
-    def iter_all_items(self) -> Iterator[StoredItem]:
-        with self.engine.connect() as conn:
-            for row in conn.execute(select(ITEMS).order_by(ITEMS.c.id)):
-                yield _from_row(row)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -354,7 +351,7 @@ def _insert_new(conn: Connection, items: list[Item], at: datetime) -> None:
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO items ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}) "
            "ON CONFLICT (source_id, external_id) DO NOTHING")
-    dt = _sqlite_datetime if conn.dialect.name == "sqlite" else _same
+    dt = sqlite_datetime if conn.dialect.name == "sqlite" else _same
     conn.exec_driver_sql(sql, [_insert_values(item, dt, dt(at)) for item in items])
 
 
@@ -371,13 +368,6 @@ def _insert_values(item: Item, dt, at: Any) -> tuple:
         dt(offer.valid_from) if offer and offer.valid_from else None,
         dt(offer.valid_until) if offer and offer.valid_until else None,
         item.content_hash, at, at)
-
-
-def _sqlite_datetime(value: datetime) -> str:
-    """How SQLAlchemy's SQLite DATETIME stores a (UTC) datetime."""
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _same(value: Any) -> Any:

@@ -33,7 +33,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         value = list(get(row))
         for i in dates:
             if value[i] is not None:
-                value[i] = _sqlite_datetime(value[i])
+                value[i] = sqlite_datetime(value[i])
         values.append(value)
     conn.exec_driver_sql(sql, values)
 
@@ -54,6 +54,6 @@ def new_ids(conn: Connection, table: Table, n: int) -> list[int]:
 
 
 @lru_cache(maxsize=4096)  # a batch writes the same few moments (its fetch time) many times
-def _sqlite_datetime(value: datetime) -> str:
+def sqlite_datetime(value: datetime) -> str:
     """How SQLAlchemy's SQLite DATETIME stores a (UTC) datetime."""
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Sequence
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row
+from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row, _p
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
 CHANNELS = ChannelRow.__table__
@@ -331,10 +331,6 @@ _SUBSCRIPTION = (SOURCES.c.id, SOURCES.c.push_state, SOURCES.c.push_hub, SOURCES
 def _subscription(row) -> Subscription:
     return Subscription(row.id, row.push_state, row.push_hub, row.push_topic, row.push_secret,
                         row.push_requested_at, row.push_lease_until)
-
-
-def _p(name: str, type_=None):
-    return bindparam(f"p_{name}", type_=type_)  # p_: executemany forbids column names as parameters
 
 
 def _lease_free(table, now: datetime):
