@@ -23,7 +23,7 @@ from hub.config import MerchantConfig, Settings, SourceConfig
 from hub.errors import ConnectorError, HubError, NotModified
 from hub.http import Fetcher
 from hub.models import FetchState, Parsed, Retrieved, SourceRef
-from hub.normalize import normalize_parsed
+from hub.ingest import parse_payload
 from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
 from schedules.politeness import HostLimiter
 
@@ -185,16 +185,6 @@ class Pipeline:
 def _warm_up() -> None:
     for name in plugins.names("hub.connectors"):
         plugins.connector(name)
-
-
-def parse_payload(connector: str, options, ref: SourceRef, got: Retrieved) -> Parsed:
-    """A connector's pure parse step; module-level so worker processes can run it.
-    Content hashes are computed here too, so a worker, not the writer, pays for them."""
-    parsed = plugins.connector(connector)().parse(options, ref, got)
-    parsed = normalize_parsed(parsed, ref.timezone)  # issue 4: language, links, events in prose
-    for item in parsed.items:
-        item.content_hash
-    return parsed
 
 
 def _failed(source_id: str, message: str, code: str, retry_after: float | None = None) -> FetchOutcome:
