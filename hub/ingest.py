@@ -1,17 +1,145 @@
-"""The CPU side of ingest: what runs for every payload, in the parse worker processes."""
+"""The CPU side of ingest: parse what was fetched and store it, in worker processes.
+
+The main process only fetches (an event loop full of sockets); every payload it retrieves
+crosses to a worker as bytes, and the worker parses, normalizes and stores a whole batch of
+sources in one transaction, identity placement included. Only a few counts per source come
+back. So parsed items never cross a process boundary (pickling them cost more than parsing),
+and the database work of one batch overlaps with the parsing of the next on the other core.
+
+Writers take turns: within a process pool by a shared lock (it wakes the next writer at
+once, where SQLite's busy handler would sleep), across processes by the database's own lock
+(`Store.apply`).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal, Sequence
+
 from hub import plugins
+from connectors.base import ConnectorOptions
+from hub.errors import ConnectorError
 from hub.models import Parsed, Retrieved, SourceRef
+from hub.moderation import Rules
 from hub.normalize import normalize_parsed
+from hub.store import FetchOutcome, Store
+
+log = logging.getLogger("hub.ingest")
 
 
-def parse_payload(connector: str, options, ref: SourceRef, got: Retrieved) -> Parsed:
-    """A connector's pure parse step; module-level so worker processes can run it.
-    Content hashes are computed here too, so a worker, not the writer, pays for them."""
+@dataclass(frozen=True)
+class Fetched:
+    """A payload the main process retrieved, on its way to be parsed and stored."""
+
+    source_id: str
+    connector: str
+    options: ConnectorOptions
+    ref: SourceRef
+    got: Retrieved
+    at: datetime
+    pushed: bool = False  # sent by the source itself (WebSub): maybe partial; no caching state
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What ingesting one source did: all the main process needs to report and plan."""
+
+    source_id: str
+    status: Literal["ok", "not_modified", "failed"]
+    error: str | None = None
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    gone: int = 0
+    warnings: tuple[str, ...] = ()
+    fresh_until: datetime | None = None
+    ttl_seconds: int | None = None
+    websub: tuple[str, str] | None = None
+
+
+def ingest(store: Store, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
+    """Parse every `Fetched` and store the whole batch in one transaction; outcomes that
+    are already final (failures, 304s) are recorded in the same transaction."""
+    outcomes = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
+    try:
+        results = {r.source_id: r for r in store.apply(outcomes)}
+    except Exception as exc:  # nothing of this batch was committed; say so to each source
+        log.exception("writing %d sources failed", len(outcomes))
+        return [Stored(o.source_id, "failed", f"could not be stored: database write failed: {exc}")
+                for o in outcomes]
+    stored = []
+    for o in outcomes:
+        r, p = results.get(o.source_id), o.parsed
+        stored.append(Stored(
+            o.source_id, o.status, o.error, fresh_until=o.fresh_until,
+            new=len(r.new) if r else 0, changed=len(r.changed) if r else 0,
+            unchanged=r.unchanged if r else 0, gone=len(r.gone) if r else 0,
+            warnings=p.warnings if p else (), ttl_seconds=p.ttl_seconds if p else None,
+            websub=p.websub if p else None))
+    return stored
+
+
+def parse_fetched(f: Fetched) -> FetchOutcome:
+    """Parse one payload; every failure becomes a recorded outcome."""
+    try:
+        parsed = parse_payload(f.connector, f.options, f.ref, f.got)
+    except ConnectorError as exc:
+        return failed(f.source_id, f.at, str(exc), exc.code, getattr(exc, "retry_after", None))
+    except Exception as exc:  # a connector bug must not take the other sources down
+        log.exception("connector %s crashed on source %s", f.connector, f.source_id)
+        return failed(f.source_id, f.at, f"unexpected error in the {f.connector} connector: {exc!r} "
+                      "(this is a bug; please report it with the log)", "connector_crashed")
+    if f.pushed:  # a push may carry only what changed, so it cannot tell deletions,
+        # and it leaves the feed's caching state (ETag) as it was
+        return FetchOutcome(f.source_id, f.at, "ok", parsed=replace(parsed, complete=False))
+    return FetchOutcome(f.source_id, f.at, "ok", parsed=parsed, state=f.got.state, fresh_until=f.got.fresh_until)
+
+
+def parse_payload(connector: str, options: Any, ref: SourceRef, got: Retrieved) -> Parsed:
+    """A connector's pure parse step, normalized (issue 4: language, links, events in
+    prose), with content hashes computed while the items are at hand."""
     parsed = plugins.connector(connector)().parse(options, ref, got)
-    parsed = normalize_parsed(parsed, ref.timezone)  # issue 4: language, links, events in prose
+    parsed = normalize_parsed(parsed, ref.timezone)
     for item in parsed.items:
         item.content_hash
     return parsed
+
+
+def failed(source_id: str, at: datetime, message: str, code: str, retry_after: float | None = None) -> FetchOutcome:
+    fresh_until = at + timedelta(seconds=retry_after) if retry_after else None
+    return FetchOutcome(source_id, at, "failed", error=message, error_code=code, fresh_until=fresh_until)
+
+
+# --- in a worker process ---------------------------------------------------------------------
+
+_turn: Any = None  # the pool's write lock (a multiprocessing lock), set by `start_worker`
+_stores: dict[str, Store] = {}
+
+
+def start_worker(turn: Any) -> None:
+    """Pool initializer: keep the write lock and import every connector now, so the first
+    real batch does not pay for it."""
+    global _turn
+    _turn = turn
+    for name in plugins.names("hub.connectors"):
+        plugins.connector(name)
+
+
+def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
+    """`ingest` in a pool worker: parse without the lock (in parallel with the other
+    workers), write with it."""
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = Store(url, migrate=False)  # the main process migrated it
+    store.records.configure(rules)
+    parsed = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
+    with _turn if _turn is not None else nullcontext():
+        return ingest(store, parsed)
+
+
+def worker_pid() -> int:
+    return os.getpid()

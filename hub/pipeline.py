@@ -1,8 +1,10 @@
-"""retrieve -> parse -> store, for a set of sources at once.
+"""fetch here, parse and store in worker processes, for a set of sources at once.
 
-Each source is fetched and parsed on its own, so one broken source never stops the others.
-Writes go through one writer task that batches several sources into one transaction: with
-SQLite, the commit (not the insert) is the expensive part of a small write.
+Each source is fetched on its own, so one broken source never stops the others. What was
+fetched goes in batches to `hub.ingest`, which parses and stores a whole batch in one
+transaction (with SQLite, the commit, not the insert, is the expensive part of a small
+write). Large runs use a pool of worker processes, one per core, so parsing and database
+work leave this process's event loop free to keep fetching.
 """
 
 from __future__ import annotations
@@ -12,28 +14,29 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Callable, Literal, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Awaitable, Callable, Literal, Mapping, Sequence
 
 from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
-from hub.errors import ConnectorError, HubError, NotModified
+from hub.errors import ConnectorError, NotModified
 from hub.http import Fetcher
-from hub.models import FetchState, Parsed, Retrieved, SourceRef
-from hub.ingest import parse_payload
-from hub.store import FetchOutcome, SourceSpec, Store, UpsertResult, utcnow
+from hub.ingest import Fetched, Stored, failed, ingest, ingest_in_worker, start_worker, worker_pid
+from hub.models import FetchState, Retrieved, SourceRef
+from hub.store import FetchOutcome, SourceSpec, Store, utcnow
 from schedules.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
-WRITE_BATCH = 200
-# A commit costs an fsync (synchronous=FULL); waiting this long for more outcomes turns
-# many small transactions into a few large ones.
-WRITE_LINGER = 0.05
-# Parsing is CPU work; from this many sources in one run on, it moves to worker processes
-# so it uses every core and the event loop keeps fetching meanwhile.
+# Sources per batch: a batch is one transaction (one fsync); smaller batches keep both
+# workers busy to the end of a run.
+BATCH_SOURCES = 50
+# Waiting this long for more fetches to finish turns many small transactions into a few
+# large ones; while every worker is busy, batches grow on their own.
+BATCH_LINGER = 0.02
+# From this many sources in one run on, parsing and storing move to worker processes.
 POOL_FROM_SOURCES = 50
 
 
@@ -80,17 +83,24 @@ class Pipeline:
         self._hosts = HostLimiter(settings.fetcher.max_per_host, settings.fetcher.host_spacing,
                                   settings.fetcher.max_in_flight)
         self._workers = (os.cpu_count() or 1) if parse_workers is None else parse_workers
-        self._pool: Executor | None = None
+        if store.url == "sqlite:///:memory:":
+            self._workers = 0  # another process cannot see this database
+        self._pool: ProcessPoolExecutor | None = None
 
     async def start_workers(self) -> None:
-        """Start the parse worker processes (once) and wait until each has imported the
-        connectors, so the first real batch does not pay for interpreter start-up."""
+        """Start the worker processes (once) and wait until each has imported what it
+        needs, so the first real batch does not pay for interpreter start-up."""
         if self._pool is not None or self._workers < 2:
             return
         # spawn, not fork: this process runs threads (resolver, writer) that fork would copy mid-flight
-        self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=start_worker,
+                                         initargs=(context.Lock(),))
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, _warm_up) for _ in range(self._workers)))
+        for _ in range(5):  # workers start on demand; ask until each one has answered
+            pids = await asyncio.gather(*(loop.run_in_executor(self._pool, worker_pid) for _ in range(self._workers)))
+            if len(set(pids)) == self._workers:
+                break
 
     def close(self) -> None:
         if self._pool is not None:
@@ -105,136 +115,109 @@ class Pipeline:
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
         if len(sources) >= POOL_FROM_SOURCES:
             await self.start_workers()
-        writer = _Writer(self.store)
-        writer_task = asyncio.create_task(writer.run())
+        batches = _Batches(self._ingest, slots=max(1, self._workers if self._pool else 1))
 
         async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport:
-            report = await self._fetch_one(merchant, source, states.get(source.id, FetchState()), writer,
-                                           (pushed or {}).get(source.id))  # type: ignore[arg-type]
+            started = time.perf_counter()
+            work = await self._retrieve(merchant, source, states.get(source.id, FetchState()),
+                                        (pushed or {}).get(source.id))
+            report = _report(merchant.id, await batches.submit(work), time.perf_counter() - started)
             if on_done:
                 on_done(report)
             return report
 
         try:
-            reports = await asyncio.gather(*(one(m, s) for m, s in sources))
+            return list(await asyncio.gather(*(one(m, s) for m, s in sources)))
         finally:
-            await writer.close()
-            await writer_task
-        return list(reports)
+            await batches.close()
 
-    async def _fetch_one(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
-                         writer: _Writer, pushed: Retrieved | None) -> SourceReport:
-        started = time.perf_counter()
-        outcome = await self._read(merchant, source, state, pushed)
-        report = SourceReport(source.id, merchant.id, outcome.status, error=outcome.error)  # type: ignore[arg-type]
-        try:
-            result = await writer.write(outcome)
-        except HubError as exc:
-            report.status, report.error = "failed", f"could not be stored: {exc}"
-            result = None
-        if result is not None:
-            report.new, report.changed, report.gone = len(result.new), len(result.changed), len(result.gone)
-            report.unchanged = result.unchanged
-        if outcome.parsed is not None:
-            report.warnings = list(outcome.parsed.warnings)
-            report.ttl_seconds, report.websub = outcome.parsed.ttl_seconds, outcome.parsed.websub
-        report.fresh_until = outcome.fresh_until
-        report.seconds = time.perf_counter() - started
-        if report.status == "failed":
-            log.warning("source %s failed: %s", source.id, report.error)
-        return report
-
-    async def _read(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
-                    pushed: Retrieved | None) -> FetchOutcome:
-        """Retrieve and parse one source; every failure becomes a recorded outcome."""
-        connector = plugins.connector(source.connector)()
+    async def _retrieve(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
+                        pushed: Retrieved | None) -> Fetched | FetchOutcome:
+        """Retrieve one source; a failure becomes an outcome to record."""
         ref = SourceRef(id=source.id, merchant_id=merchant.id,  # type: ignore[arg-type]
                         language=source.language or merchant.language or self.settings.platform.language,
                         timezone=self.settings.platform.timezone)
+        if pushed is not None:
+            return Fetched(source.id, source.connector, source.options, ref, pushed, utcnow(), pushed=True)
         try:
-            got = pushed or await self._retrieve(connector, source, state)
-            parsed = await self._parse(source, ref, got)
+            connector = plugins.connector(source.connector)()
+            async with self._hosts.slot(getattr(source.options, "url", None)):
+                got = await connector.retrieve(source.options, state, self.fetcher)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
         except ConnectorError as exc:
-            return _failed(source.id, str(exc), exc.code, getattr(exc, "retry_after", None))
+            return failed(source.id, utcnow(), str(exc), exc.code, getattr(exc, "retry_after", None))
         except Exception as exc:  # a connector bug must not take the other sources down
             log.exception("connector %s crashed on source %s", source.connector, source.id)
-            return _failed(source.id, f"unexpected error in the {source.connector} connector: {exc!r} "
-                           "(this is a bug; please report it with the log)", "connector_crashed")
-        if pushed is not None:  # a push may carry only what changed, so it cannot tell
-            # deletions, and it leaves the feed's caching state (ETag) as it was
-            return FetchOutcome(source.id, utcnow(), "ok", parsed=replace(parsed, complete=False))
-        return FetchOutcome(source.id, utcnow(), "ok", parsed=parsed, state=got.state, fresh_until=got.fresh_until)
+            return failed(source.id, utcnow(), f"unexpected error in the {source.connector} connector: {exc!r} "
+                          "(this is a bug; please report it with the log)", "connector_crashed")
+        return Fetched(source.id, source.connector, source.options, ref, got, utcnow())
 
-    async def _retrieve(self, connector, source: SourceConfig, state: FetchState) -> Retrieved:
-        async with self._hosts.slot(getattr(source.options, "url", None)):
-            return await connector.retrieve(source.options, state, self.fetcher)
-
-    async def _parse(self, source: SourceConfig, ref: SourceRef, got: Retrieved) -> Parsed:
+    async def _ingest(self, work: list[Fetched | FetchOutcome]) -> list[Stored]:
         if self._pool is not None:
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(self._pool, parse_payload, source.connector, source.options, ref, got)
+                return await loop.run_in_executor(self._pool, ingest_in_worker, self.store.url,
+                                                  self.store.records.rules, work)
             except BrokenProcessPool:
-                log.warning("the parse worker pool broke; parsing in this process from now on")
+                log.warning("the worker pool broke; parsing and storing in this process from now on")
                 self.close()
-        return parse_payload(source.connector, source.options, ref, got)
+        return await asyncio.to_thread(ingest, self.store, work)
 
 
-def _warm_up() -> None:
-    for name in plugins.names("hub.connectors"):
-        plugins.connector(name)
+def _report(merchant_id: str, stored: Stored, seconds: float) -> SourceReport:
+    report = SourceReport(stored.source_id, merchant_id, stored.status, stored.new, stored.changed,
+                          stored.unchanged, stored.gone, stored.error, list(stored.warnings), seconds,
+                          stored.fresh_until, stored.ttl_seconds, stored.websub)
+    if report.status == "failed":
+        log.warning("source %s failed: %s", report.source_id, report.error)
+    return report
 
 
-def _failed(source_id: str, message: str, code: str, retry_after: float | None = None) -> FetchOutcome:
-    now = utcnow()
-    fresh_until = now + timedelta(seconds=retry_after) if retry_after else None
-    return FetchOutcome(source_id, now, "failed", error=message, error_code=code, fresh_until=fresh_until)
+class _Batches:
+    """Collects what concurrent fetches retrieved and hands it on in batches, at most
+    `slots` batches at a time (one per worker): while every worker is busy, fetched
+    payloads wait here and the next batch grows."""
 
+    def __init__(self, run: Callable[[list], Awaitable[list[Stored]]], slots: int) -> None:
+        self._run = run
+        self._slots = asyncio.Semaphore(slots)
+        self._waiting: list[tuple[Fetched | FetchOutcome, asyncio.Future]] = []
+        self._arrived = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._dispatcher = asyncio.create_task(self._dispatch())
 
-class _Writer:
-    """Collects outcomes from many concurrent fetches and writes them in batches."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.queue: asyncio.Queue[tuple[FetchOutcome, asyncio.Future] | None] = asyncio.Queue()
-
-    async def write(self, outcome: FetchOutcome) -> UpsertResult | None:
+    async def submit(self, work: Fetched | FetchOutcome) -> Stored:
         done = asyncio.get_running_loop().create_future()
-        await self.queue.put((outcome, done))
+        self._waiting.append((work, done))
+        self._arrived.set()
         return await done
 
     async def close(self) -> None:
-        await self.queue.put(None)
+        self._dispatcher.cancel()
+        await asyncio.gather(self._dispatcher, *self._tasks, return_exceptions=True)
 
-    async def run(self) -> None:
-        closing = False
-        while not closing:
-            first = await self.queue.get()
-            if first is None:
-                break
-            # Linger, then drain without waiting. (Not `wait_for(queue.get())`: on Python
-            # 3.11 a timeout racing an arriving item loses the item, and its source hangs.)
-            if self.queue.qsize() < WRITE_BATCH:  # a full batch is waiting already: no need
-                await asyncio.sleep(WRITE_LINGER)
-            batch = [first]
-            while len(batch) < WRITE_BATCH and not self.queue.empty():
-                nxt = self.queue.get_nowait()
-                if nxt is None:
-                    closing = True
-                    break
-                batch.append(nxt)
-            await self._flush(batch)
+    async def _dispatch(self) -> None:
+        while True:
+            await self._arrived.wait()
+            await self._slots.acquire()
+            if len(self._waiting) < BATCH_SOURCES:
+                await asyncio.sleep(BATCH_LINGER)
+            batch, self._waiting = self._waiting[:BATCH_SOURCES], self._waiting[BATCH_SOURCES:]
+            if not self._waiting:
+                self._arrived.clear()
+            task = asyncio.create_task(self._one(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, batch: list[tuple[FetchOutcome, asyncio.Future]]) -> None:
+    async def _one(self, batch: list[tuple[Fetched | FetchOutcome, asyncio.Future]]) -> None:
         try:
-            results = await asyncio.to_thread(self.store.apply, [o for o, _ in batch])
-        except Exception as exc:  # nothing of this batch was committed; say so to each source
-            log.exception("writing %d sources failed", len(batch))
-            for _, done in batch:
-                done.set_exception(HubError(f"database write failed: {exc}"))
-            return
-        by_source = {r.source_id: r for r in results}
-        for outcome, done in batch:
-            done.set_result(by_source.get(outcome.source_id))
+            stored = await self._run([work for work, _ in batch])
+        except Exception as exc:  # nothing of this batch was stored; say so to each source
+            log.exception("ingesting %d sources failed", len(batch))
+            stored = [Stored(work.source_id, "failed", f"could not be stored: {exc}") for work, _ in batch]
+        finally:
+            self._slots.release()
+        for (_, done), result in zip(batch, stored):
+            if not done.done():
+                done.set_result(result)

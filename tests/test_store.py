@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hub.models import FetchState, Item, Media, Parsed
+from zoneinfo import ZoneInfo
+
+from hub.models import Event, FetchState, Item, Media, Parsed
 from hub.store import FetchOutcome, SourceSpec, Store
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -132,3 +134,22 @@ def test_search_matches_every_word(store):
 def test_migrations_are_idempotent(store):
     store.migrate()
     Store(store.url).close()
+
+
+def test_datetimes_are_stored_as_utc_and_offsets_of_older_versions_are_repaired(tmp_path):
+    """Placement once wrote datetimes with their UTC offset ("+01:00") where the rest of the
+    store keeps plain UTC; migration 0004 rewrites such values."""
+    store = prepared(Store(f"sqlite:///{tmp_path / 'hub.db'}"))
+    concert = entry(1, title="Konzert").evolve(
+        event=Event(start=datetime(2026, 12, 5, 16, 0, tzinfo=ZoneInfo("Europe/Berlin")), timezone="Europe/Berlin"))
+    store.apply([fetched([concert])])
+    raw = "SELECT event_start, sort_at FROM records"
+    with store.engine.begin() as conn:
+        assert conn.exec_driver_sql(raw).one() == ("2026-12-05 15:00:00.000000", "2026-11-21 12:00:00.000000")
+        conn.exec_driver_sql("UPDATE records SET event_start = '2026-12-05 16:00:00+01:00', "
+                             "sort_at = '2026-11-21 12:00:00+00:00'")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003' WHERE version_num = '0004'")
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql(raw).one() == ("2026-12-05 15:00:00.000000", "2026-11-21 12:00:00.000000")
+    store.close()

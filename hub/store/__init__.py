@@ -12,14 +12,13 @@ returns, per source, the keys that were inserted, changed and deleted.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection
 
@@ -112,6 +111,9 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
+        from alembic import command  # only the process that opens the store first needs it
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
@@ -168,13 +170,27 @@ class Store:
         returns what was new, changed and gone."""
         results = []
         parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
-        with self.engine.begin() as conn:
+        with self._ingest_transaction() as conn:
             known = _known_items(conn, [o.source_id for o in parsed])
             for outcome in parsed:
                 results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {})))
             self.records.after_upsert(conn, parsed, results)  # issue 4: identity, same transaction
             self._record_sources(conn, outcomes)
         return results
+
+    @contextmanager
+    def _ingest_transaction(self) -> Iterator[Connection]:
+        """A transaction that holds the database's write lock from its start, so ingest
+        writers in several processes take turns: what one reads (known items, identity
+        candidates) is still true when it writes. SQLite: BEGIN IMMEDIATE (a deferred
+        transaction that read first could not upgrade to a write later). PostgreSQL: a
+        transaction-scoped advisory lock."""
+        with self.engine.connect() as conn:
+            conn.execution_options(begin="IMMEDIATE")
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
+                yield conn
 
     def _upsert(self, conn: Connection, outcome: FetchOutcome, existing: dict[str, Any]) -> UpsertResult:
         assert outcome.parsed is not None
@@ -299,6 +315,9 @@ def _source_values(o: FetchOutcome) -> dict[str, Any]:
             "p_fresh_until": o.fresh_until}
 
 
+_INGEST_LOCK = 0x6875622D696E6774  # "hub-ingt": the advisory lock of ingest writes (PostgreSQL)
+
+
 def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     """`sqlite:///data/hub.db` is relative to the config file's folder, and its folder is
     created, so the embedded default works from a fresh clone."""
@@ -318,6 +337,9 @@ def _make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:
+            # Transactions are begun by SQLAlchemy (below), not by the driver's implicit
+            # BEGIN before the first write, so a writer can ask for BEGIN IMMEDIATE.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit survives power loss; a lost "sent" mark would mean a duplicate.
@@ -327,6 +349,10 @@ def _make_engine(url: str) -> Engine:
             # and each checkpoint is an extra copy plus fsync.
             cur.execute("PRAGMA wal_autocheckpoint=8000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("begin", ""))
 
         return engine
     if url.startswith("postgresql://"):

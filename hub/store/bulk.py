@@ -14,6 +14,8 @@ from typing import Any, Sequence
 from sqlalchemy import DateTime, Table
 from sqlalchemy.engine import Connection
 
+from hub.store.tables import UTCDateTime
+
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT every row (all with the same keys) in one driver-level executemany."""
@@ -24,7 +26,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     sql = (f"INSERT INTO {table.name} ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) "
            f"VALUES ({', '.join([mark] * len(columns))})")
     get = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
-    dates = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, DateTime)]
+    dates = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, (DateTime, UTCDateTime))]
     if conn.dialect.name != "sqlite" or not dates:
         conn.exec_driver_sql(sql, [get(row) for row in rows])
         return
@@ -34,7 +36,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         for i in dates:
             if value[i] is not None:
                 value[i] = sqlite_datetime(value[i])
-        values.append(value)
+        values.append(tuple(value))
     conn.exec_driver_sql(sql, values)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import subprocess
 import sys
@@ -43,6 +44,9 @@ srv = FeedServer(host(0), files={f"f{i}.xml": feed(i) for i in range(n)}, aliase
 print(srv.start().port, flush=True)
 sys.stdin.read()
 """
+
+
+WORKERS = os.cpu_count() or 1  # the pipeline's default pool size
 
 
 def host(i: int) -> str:
@@ -100,14 +104,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = write_config(Path(tmp), port, args.feeds)
             first_s, entries, again_s = asyncio.run(ingest(path))
+        # The workers have ended (the pool is shut down), the feed server not yet: the
+        # largest child so far is a worker.
+        worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"feeds:                  {args.feeds}")
     print(f"first ingest:           {first_s:.2f} s, {entries} entries, {entries / first_s:,.0f} entries/s")
     print(f"re-poll, all 304:       {again_s:.3f} s")
-    print(f"peak memory (max RSS):  {peak_mb:.0f} MB")
+    print(f"peak memory (max RSS):  {main_mb:.0f} MB fetching process, {worker_mb:.0f} MB largest worker, "
+          f"{main_mb + WORKERS * worker_mb:.0f} MB all {1 + WORKERS} processes")
 
 
 if __name__ == "__main__":
