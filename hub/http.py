@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import random
 import socket
 import ssl
 import zlib
@@ -43,8 +44,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from httpx_aiohttp import AiohttpTransport
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity import wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from hub.config import FetcherConfig
 from hub.errors import BlockedAddress, ConfigError, FetchError, NotModified, TooLarge
@@ -96,13 +96,16 @@ class Fetcher:
         # Waiting for a slot must not eat into a request's deadline, so the limit is taken
         # here, before the deadline starts, rather than in the connection pool.
         self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._transport = transport or _guarded_transport(self._guard, config.max_in_flight)
+        self._headers = {"User-Agent": user_agent(user_agent_product, config.contact_url),
+                         # Only what _Inflater decodes with a bounded output.
+                         "Accept-Encoding": "gzip, deflate"}
+        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
+                                write=config.read_timeout, pool=config.connect_timeout)
+        self._timeouts = timeout.as_dict()
+        # GETs go to the transport directly (`_hop`); the client serves the rare POST.
         self._client = httpx.AsyncClient(
-            transport=transport or _guarded_transport(self._guard, config.max_in_flight),
-            headers={"User-Agent": user_agent(user_agent_product, config.contact_url),
-                     # Only what _Inflater decodes with a bounded output.
-                     "Accept-Encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
-                                  write=config.read_timeout, pool=config.connect_timeout),
+            transport=self._transport, headers=self._headers, timeout=timeout,
             follow_redirects=False,  # each hop must pass the SSRF guard: see _fetch_once
             trust_env=False,  # an environment proxy would connect on our behalf, unchecked
             # Sources are unrelated sites; a cookie one sets must not follow the hub around.
@@ -143,7 +146,7 @@ class Fetcher:
             deadline = asyncio.timeout(self._config.total_timeout)
             try:
                 async with deadline:
-                    return await self._retrying()(self._fetch_once, url, state, cap, accept)
+                    return await self._attempts(url, state, cap, accept)
             except TimeoutError as exc:
                 if not deadline.expired():
                     raise
@@ -171,18 +174,28 @@ class Fetcher:
                 raise _network_error(exc, url, self._config) from exc
         return response.status_code
 
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(stop=stop_after_attempt(self._config.retries + 1),
-                             retry=retry_if_exception(_worth_retrying_now),
-                             wait=_backoff, reraise=True)
+    async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None) -> Response:
+        """The first attempt, then (for transient faults only) the retries, with backoff.
+        tenacity takes over only once an attempt failed: setting it up costs more CPU
+        than a conditional GET on a kept-alive connection."""
+        try:
+            return await self._fetch_once(url, state, cap, accept)
+        except Exception as exc:
+            if self._config.retries == 0 or not _worth_retrying_now(exc):
+                raise
+            await asyncio.sleep(_backoff(1, exc))
+        retrying = AsyncRetrying(stop=stop_after_attempt(self._config.retries),
+                                 retry=retry_if_exception(_worth_retrying_now), reraise=True,
+                                 wait=lambda rs: _backoff(rs.attempt_number + 1, rs.outcome.exception()))
+        return await retrying(self._fetch_once, url, state, cap, accept)
 
     async def _fetch_once(self, url: str, state: FetchState, cap: int, accept: str | None) -> Response:
         """One attempt: follow redirects by hand, checking every hop against the guard."""
-        headers = _request_headers(state, accept)
+        headers = {**self._headers, **_request_headers(state, accept)}
         for _ in range(self._config.max_redirects + 1):
-            self._guard.check_url(url)
+            parsed = self._guard.check_url(url)
             try:
-                outcome = await self._hop(url, headers, state, cap)
+                outcome = await self._hop(parsed, headers, state, cap)
             except _NETWORK_ERRORS as exc:
                 raise _network_error(exc, url, self._config) from exc
             if isinstance(outcome, Response):
@@ -191,15 +204,20 @@ class Fetcher:
         raise FetchError(f"more than {self._config.max_redirects} redirects, last to {url}",
                          hint="open the url in a browser and put the address it ends at in the config")
 
-    async def _hop(self, url: str, headers: dict[str, str], state: FetchState,
+    async def _hop(self, url: httpx.URL, headers: dict[str, str], state: FetchState,
                    cap: int) -> Response | str:
-        """Send one request; the response, or the URL a redirect points to."""
-        response = await self._client.send(self._client.build_request("GET", url, headers=headers),
-                                           stream=True)
+        """Send one request; the response, or the URL a redirect points to.
+
+        Straight to the transport: redirects, cookies (none: sources are unrelated sites)
+        and retries are this fetcher's own, so httpx's client layer would only add cost,
+        about half of all the CPU a conditional GET takes here."""
+        request = httpx.Request("GET", url, headers=headers, extensions={"timeout": self._timeouts})
+        response = await self._transport.handle_async_request(request)
+        response.request = request
         try:
             location = response.headers.get("location")
             if response.status_code in _REDIRECTS and location:
-                return str(response.url.join(location))
+                return str(url.join(location))
             _raise_for_status(response, conditional=any(h.startswith("If-") for h in headers))
             body = await _read_capped(response, cap)
         finally:
@@ -239,9 +257,10 @@ class _AddressGuard:
         self._allow_all = config.allow_private_networks
         self._exceptions = _parse_networks(config.allowed_networks)
 
-    def check_url(self, url: str) -> None:
-        """Scheme and IP-literal host, before any connection. Host names are checked by
-        `_GuardedResolver`, after DNS; aiohttp skips the resolver for IP literals."""
+    def check_url(self, url: str) -> httpx.URL:
+        """Scheme and IP-literal host, before any connection; returns the parsed URL. Host
+        names are checked by `_GuardedResolver`, after DNS; aiohttp skips the resolver for
+        IP literals."""
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as exc:
@@ -256,6 +275,7 @@ class _AddressGuard:
         if not parsed.host:
             raise FetchError(f"{url} names no host", hint=_URL_HINT)
         self.check_host(parsed.host)
+        return parsed
 
     def check_host(self, host: str) -> None:
         ip = _literal_ip(host)
@@ -506,15 +526,12 @@ def _worth_retrying_now(exc: BaseException) -> bool:
     return exc.retry_after is None or exc.retry_after <= MAX_RETRY_AFTER_WAIT
 
 
-_exponential = wait_exponential_jitter(multiplier=0.5, max=MAX_RETRY_AFTER_WAIT, jitter=0.5)
-
-
-def _backoff(retry_state: RetryCallState) -> float:
-    """The server's own Retry-After if it gave one, else exponential backoff with jitter."""
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
+def _backoff(failed_attempts: int, exc: BaseException | None) -> float:
+    """The server's own Retry-After if it gave one, else exponential backoff with jitter:
+    0.5 s, 1 s, 2 s ... plus up to 0.5 s, at most MAX_RETRY_AFTER_WAIT."""
     if isinstance(exc, FetchError) and exc.retry_after is not None:
         return exc.retry_after
-    return _exponential(retry_state)
+    return min(MAX_RETRY_AFTER_WAIT, 0.5 * 2 ** (failed_attempts - 1) + random.uniform(0, 0.5))
 
 
 # --- network errors, mapped in one place ---------------------------------------------------

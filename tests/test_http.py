@@ -228,6 +228,13 @@ async def test_a_long_retry_after_goes_back_to_the_scheduler_at_once(server, fet
     assert time.monotonic() - started < 1 and len(server.requests) == 1
 
 
+async def test_every_configured_retry_is_used(server, fetch):
+    server.enqueue("/files/feed.xml", 503)
+    server.enqueue("/files/feed.xml", 503)
+    resp = await fetch.using(retries=2).get(server.url("/files/feed.xml"))
+    assert resp.body == FEED and len(server.requests) == 3
+
+
 async def test_retries_stop_after_the_configured_number(server, fetch):
     with pytest.raises(FetchError, match="HTTP 500 Internal Server Error") as caught:
         await fetch.using(retries=1).get(server.url("/status/500"))

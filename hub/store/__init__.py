@@ -167,14 +167,19 @@ class Store:
 
     def apply(self, outcomes: Sequence[FetchOutcome]) -> list[UpsertResult]:
         """Record a batch of fetch outcomes in one transaction. For each successful parse,
-        returns what was new, changed and gone."""
-        results = []
+        returns what was new, changed and gone.
+
+        Rows are built before the transaction takes the write lock, so that writers in
+        other processes wait only for the database, not for this one's Python."""
         parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
+        rows = {o.source_id: _insert_rows(o, self.dialect) for o in parsed}
+        prepared = self.records.prepare(parsed)
+        results = []
         with self._ingest_transaction() as conn:
             known = _known_items(conn, [o.source_id for o in parsed])
             for outcome in parsed:
-                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {})))
-            self.records.after_upsert(conn, parsed, results)  # issue 4: identity, same transaction
+                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), rows[outcome.source_id]))
+            self.records.after_upsert(conn, parsed, results, prepared)  # issue 4: identity, same transaction
             self._record_sources(conn, outcomes)
         return results
 
@@ -184,15 +189,29 @@ class Store:
         writers in several processes take turns: what one reads (known items, identity
         candidates) is still true when it writes. SQLite: BEGIN IMMEDIATE (a deferred
         transaction that read first could not upgrade to a write later). PostgreSQL: a
-        transaction-scoped advisory lock."""
+        transaction-scoped advisory lock.
+
+        On SQLite, an ingest commit is not fsynced (WAL, synchronous=NORMAL): a power cut
+        may roll back the last few, and the next fetch reads the same entries again (the
+        feed's ETag rolls back with them). The next FULL commit (a delivery mark,
+        anything else) makes every earlier one durable, so nothing already published can
+        be lost this way."""
         with self.engine.connect() as conn:
             conn.execution_options(begin="IMMEDIATE")
-            with conn.begin():
-                if self.dialect == "postgresql":
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
-                yield conn
+            sqlite = self.dialect == "sqlite"
+            if sqlite:  # outside a transaction: the driver's own connection
+                conn.connection.driver_connection.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    if not sqlite:
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
+                    yield conn
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")
 
-    def _upsert(self, conn: Connection, outcome: FetchOutcome, existing: dict[str, Any]) -> UpsertResult:
+    def _upsert(self, conn: Connection, outcome: FetchOutcome, existing: dict[str, Any],
+                rows: dict[str, tuple]) -> UpsertResult:
         assert outcome.parsed is not None
         result = UpsertResult(outcome.source_id)
         inserts, updates = [], []
@@ -200,7 +219,7 @@ class Store:
             row = existing.get(item.external_id)
             digest = item.content_hash
             if row is None:
-                inserts.append(item)
+                inserts.append(rows[item.external_id])
                 result.new.append(item.external_id)
             elif row.content_hash == digest:
                 result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone
@@ -211,7 +230,7 @@ class Store:
                 updates.append(values)
                 result.changed.append(item.external_id)
         if inserts:
-            _insert_new(conn, inserts, outcome.at)
+            _insert_new(conn, inserts)
         if updates:
             conn.execute(update(ITEMS).where(ITEMS.c.id == bindparam("row_id")), updates)
         if outcome.parsed.complete:
@@ -367,18 +386,25 @@ _INSERT_COLUMNS = (
     "offer_currency", "offer_valid_from", "offer_valid_until", "content_hash", "first_seen_at", "changed_at")
 
 
-def _insert_new(conn: Connection, items: list[Item], at: datetime) -> None:
-    """Insert new items with one driver-level executemany.
-
-    This is the ingest hot path: SQLAlchemy's per-value bind processing cost more than
-    SQLite itself needs here, so rows are built as tuples and datetimes encoded the way
-    `UTCDateTime` stores them. Two writers may race on the same new entry; the unique key
-    decides, quietly (ON CONFLICT DO NOTHING)."""
+def _insert_new(conn: Connection, rows: list[tuple]) -> None:
+    """Insert new items (`_insert_rows`) with one driver-level executemany. Two writers may
+    race on the same new entry; the unique key decides, quietly (ON CONFLICT DO NOTHING)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO items ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}) "
            "ON CONFLICT (source_id, external_id) DO NOTHING")
-    dt = sqlite_datetime if conn.dialect.name == "sqlite" else _same
-    conn.exec_driver_sql(sql, [_insert_values(item, dt, dt(at)) for item in items])
+    conn.exec_driver_sql(sql, rows)
+
+
+def _insert_rows(outcome: FetchOutcome, dialect: str) -> dict[str, tuple]:
+    """external id -> the values of its INSERT, for every item of `outcome`.
+
+    This is the ingest hot path: SQLAlchemy's per-value bind processing cost more than
+    SQLite itself needs here, so rows are built as tuples and datetimes encoded the way
+    `UTCDateTime` stores them."""
+    assert outcome.parsed is not None
+    dt = sqlite_datetime if dialect == "sqlite" else _same
+    at = dt(outcome.at)
+    return {item.external_id: _insert_values(item, dt, at) for item in outcome.parsed.items}
 
 
 def _insert_values(item: Item, dt, at: Any) -> tuple:
@@ -400,12 +426,15 @@ def _same(value: Any) -> Any:
     return value
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps(..., ensure_ascii=False) builds one per call
+
+
 def _media_json(item: Item) -> str:
-    return json.dumps([_media_dict(m) for m in item.media], ensure_ascii=False) if item.media else "[]"
+    return _JSON([_media_dict(m) for m in item.media]) if item.media else "[]"
 
 
 def _tags_json(item: Item) -> str:
-    return json.dumps(list(item.tags), ensure_ascii=False) if item.tags else "[]"
+    return _JSON(list(item.tags)) if item.tags else "[]"
 
 
 def _filters(merchant_id, source_id, kind, q, include_deleted) -> list:

@@ -66,8 +66,10 @@ class Candidate:
 
 
 class Placement:
-    def __init__(self, conn: Connection, rules: moderation.Rules, now: datetime, read_item: ReadItem) -> None:
+    def __init__(self, conn: Connection, rules: moderation.Rules, now: datetime, read_item: ReadItem,
+                 prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
         self.conn = conn
+        self.prepared = prepared or {}
         self.rules = rules
         self.now = now
         self.read_item = read_item
@@ -87,7 +89,7 @@ class Placement:
     def apply(self, new: Sequence[tuple[int, Item, datetime]], changed: Sequence[tuple[int, Item, datetime]],
               gone: Sequence[int]) -> None:
         """Place what one `Store.apply` batch stored; (item id, item, fetched at) each."""
-        self.multi = self._multi_source_merchants({i.merchant_id for _, i, _ in [*new, *changed]})
+        self.multi = multi_source_merchants(self.conn, {i.merchant_id for _, i, _ in [*new, *changed]})
         self._gone(gone)
         unplaced, moving = self._changed(changed)
         for item_id, item, at in [*new, *unplaced]:
@@ -107,15 +109,10 @@ class Placement:
 
     def _fingerprint(self, item_id: int, item: Item, at: datetime) -> None:
         self.items[item_id] = item
-        self.features[item_id] = features(item, at=at, zone=self.zone, full=item.merchant_id in self.multi)
-
-    def _multi_source_merchants(self, merchant_ids: set[str]) -> set[str]:
-        """Merchants with more than one source: only their posts can match each other."""
-        if not merchant_ids:
-            return set()
-        query = (select(SOURCES.c.merchant_id).where(SOURCES.c.merchant_id.in_(merchant_ids))
-                 .group_by(SOURCES.c.merchant_id).having(func.count() > 1))
-        return set(self.conn.execute(query).scalars())
+        full = item.merchant_id in self.multi
+        p = self.prepared.get(item.key)
+        self.features[item_id] = p.features if p and p.features.full == full else features(
+            item, at=at, zone=self.zone, full=full)
 
     # --- gone and changed -----------------------------------------------------------------
 
@@ -299,17 +296,27 @@ class Placement:
     def _write_new(self) -> None:
         for record, record_id in zip(self.new_records, new_ids(self.conn, RECORDS, len(self.new_records))):
             record.id = record_id
-        insert_rows(self.conn, RECORDS, [{"id": r.id, **self.record_values(r.members, created=True)}
-                                         for r in self.new_records])
+        insert_rows(self.conn, RECORDS, [{"id": r.id, **self._new_record_values(r)} for r in self.new_records])
         origins = [(r.id, o) for r in self.new_records for o in r.members] + self.joins
         insert_rows(self.conn, ORIGINS, [self._origin_values(record_id, o) for record_id, o in origins])
         self._replace_keys([o.item_id for _, o in origins], fresh=True)
 
+    def _new_record_values(self, record: NewRecord) -> dict[str, Any]:
+        if len(record.members) == 1:
+            p = self.prepared.get(record.members[0].item.key)
+            if p is not None:
+                return p.record
+        return self.record_values(record.members, created=True)
+
     def _origin_values(self, record_id: int, o: Origin) -> dict[str, Any]:
+        ids = {"item_id": o.item_id, "record_id": record_id, "rule": o.rule, "score": o.score,
+               "matched_item_id": o.matched_item_id, "linked_at": self.now}
+        p = self.prepared.get(o.item.key)
+        if p is not None and p.features is self.features[o.item_id]:
+            return {**ids, **p.origin}
         f, item = self.features[o.item_id], o.item
-        return {"item_id": o.item_id, "record_id": record_id, "source_id": item.source_id,
-                "merchant_id": item.merchant_id, "live": True, "rule": o.rule, "score": o.score,
-                "matched_item_id": o.matched_item_id, "linked_at": self.now, **_feature_columns(f, item)}
+        return {**ids, "source_id": item.source_id, "merchant_id": item.merchant_id, "live": True,
+                **_feature_columns(f, item)}
 
     def _replace_keys(self, item_ids: list[int], fresh: bool = False) -> None:
         """Store the blocking keys of these origins (replacing older ones unless `fresh`)."""
@@ -319,24 +326,8 @@ class Placement:
                                       for k in dict.fromkeys(stored_keys(self.features[i]))])
 
     def record_values(self, members: Sequence[Origin], *, created: bool,
-                       current: moderation.Verdict | None = None) -> dict[str, Any]:
-        item = members[0].item if len(members) == 1 else canonical(members)[0]
-        kind = kind_of(item.event, item.offer, item.kind)
-        if kind != item.kind:  # as `canonical` would say: event data makes an event
-            item = item.evolve(kind=kind)
-        rules = self.rules.of(item.merchant_id)
-        verdict = moderation.judge(rules, item, current)
-        sort_at = item.published or self.now
-        values = {"kind": item.kind.value, "merchant_id": item.merchant_id, "status": verdict.status,
-                  "status_by": verdict.actor, "status_reason": verdict.reason, "sort_at": sort_at,
-                  "sort_day": sort_at.astimezone(self.tz).date().isoformat(),
-                  "event_start": item.event.start if item.event else None,
-                  "expires_at": moderation.expires_at(rules, item),
-                  "snapshot": json.dumps(snapshot(item), ensure_ascii=False, separators=(",", ":")),
-                  "changed_at": self.now}
-        if created:
-            values.update(created_at=self.now, removed_at=None)
-        return values
+                      current: moderation.Verdict | None = None) -> dict[str, Any]:
+        return record_values(members, self.rules, self.now, created=created, current=current)
 
     # --- refreshing existing records ----------------------------------------------------------
 
@@ -377,6 +368,70 @@ class Placement:
                   actor: str = "hub", **detail: Any) -> None:
         self.revisions.append({"record_id": record, "at": self.now, "change": change, "item_id": item_id,
                                "actor": actor, "detail": json.dumps(detail, ensure_ascii=False, default=str)})
+
+
+# --- before the write lock ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prepared:
+    """What placing one new item needs that the database does not decide: computed by
+    `prepare` before the ingest transaction takes the write lock, so writers in other
+    processes wait only for the database work."""
+
+    features: Features
+    origin: dict[str, Any]  # its origin row, but for ids, rule and link time
+    record: dict[str, Any]  # the row of a record of its own (most new items found one)
+
+
+def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
+            multi: set[str]) -> dict[tuple[str, str], Prepared]:
+    """(source id, external id) -> Prepared, for items fetched at the given moments;
+    `multi`: merchants with several sources (`multi_source_merchants`)."""
+    out = {}
+    for item, at in items:
+        f = features(item, at=at, zone=rules.timezone, full=item.merchant_id in multi)
+        origin = {"source_id": item.source_id, "merchant_id": item.merchant_id, "live": True,
+                  **_feature_columns(f, item)}
+        out[item.key] = Prepared(f, origin, record_values([Origin(0, item, "first", 1.0, None, True, at)],
+                                                          rules, at, created=True))
+    return out
+
+
+def multi_source_merchants(conn: Connection, merchant_ids: set[str]) -> set[str]:
+    """Merchants with more than one source: only their posts can match each other."""
+    if not merchant_ids:
+        return set()
+    query = (select(SOURCES.c.merchant_id).where(SOURCES.c.merchant_id.in_(merchant_ids))
+             .group_by(SOURCES.c.merchant_id).having(func.count() > 1))
+    return set(conn.execute(query).scalars())
+
+
+def record_values(members: Sequence[Origin], rules: moderation.Rules, now: datetime, *, created: bool,
+                  current: moderation.Verdict | None = None) -> dict[str, Any]:
+    """The row of a record with these origins, judged by the merchant's rules."""
+    item = members[0].item if len(members) == 1 else canonical(members)[0]
+    kind = kind_of(item.event, item.offer, item.kind)
+    if kind != item.kind:  # as `canonical` would say: event data makes an event
+        item = item.evolve(kind=kind)
+    merchant = rules.of(item.merchant_id)
+    verdict = moderation.judge(merchant, item, current)
+    sort_at = item.published or now
+    values = {"kind": item.kind.value, "merchant_id": item.merchant_id, "status": verdict.status,
+              "status_by": verdict.actor, "status_reason": verdict.reason, "sort_at": sort_at,
+              "sort_day": _local_day(sort_at, rules.timezone),
+              "event_start": item.event.start if item.event else None,
+              "expires_at": moderation.expires_at(merchant, item),
+              "snapshot": _SNAPSHOT_JSON(snapshot(item)), "changed_at": now}
+    if created:
+        values.update(created_at=now, removed_at=None)
+    return values
+
+
+_SNAPSHOT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _local_day(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).date().isoformat()  # ZoneInfo(...) is cached by zoneinfo
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from hub.models import Item
 from hub.records import Origin, Record, Revision, canonical
 from hub.store.mediadb import MediaIndex
 from hub.store.bulk import new_ids
-from hub.store.placement import ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, load_origins
+from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
+                                 multi_source_merchants, prepare)
 
 BACKFILL_BATCH = 1000
 
@@ -40,7 +41,16 @@ class Records:
 
     # --- writing (inside Store.apply's transaction) -------------------------------------------
 
-    def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence) -> None:
+    def prepare(self, outcomes: Sequence) -> dict[tuple[str, str], Prepared]:
+        """What placing the outcomes' items needs that the database does not decide; run
+        before the write lock is taken (`Store.apply`)."""
+        merchants = {i.merchant_id for o in outcomes for i in o.parsed.items}
+        with self.engine.connect() as conn:
+            multi = multi_source_merchants(conn, merchants)
+        return prepare(((i, o.at) for o in outcomes for i in o.parsed.items), self.rules, multi)
+
+    def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
+                     prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
         """Place the items one `Store.apply` stored, changed or saw deleted."""
         by_source = {r.source_id: r for r in results if r.new or r.changed or r.gone}
         work = [(o, by_source[o.source_id]) for o in outcomes if o.source_id in by_source and o.parsed]
@@ -61,7 +71,7 @@ class Records:
         changed += [n for n in new if n[0] in placed]
         new = [n for n in new if n[0] not in placed]
         now = max(o.at for o, _ in work)
-        Placement(conn, self.rules, now, self.read_item).apply(new, changed, gone)
+        Placement(conn, self.rules, now, self.read_item, prepared).apply(new, changed, gone)
 
     def backfill(self) -> None:
         """Give records to items stored before records existed (an upgraded database)."""

@@ -71,7 +71,21 @@ def write_config(folder: Path, port: int, n: int) -> Path:
     return path
 
 
-async def ingest(path: Path) -> tuple[float, int, float]:
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time so far of this process and of its worker processes (from /proc): on a
+    busy machine, a steadier figure than wall time."""
+    workers = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and "multiprocessing" in (stat.parent / "cmdline").read_text():
+            workers += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return time.process_time(), workers
+
+
+async def ingest(path: Path) -> dict[str, float]:
     settings = config.load(path)
     store = Store(settings.store.url, base_dir=settings.base_dir)
     store.sync_sources(source_specs(settings))
@@ -79,20 +93,24 @@ async def ingest(path: Path) -> tuple[float, int, float]:
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
         pipeline = Pipeline(settings, store, fetcher)
         await pipeline.start_workers()  # as in `hub run`, where the workers live as long as the process
-        started = time.perf_counter()
-        first = await pipeline.run(sources)
-        first_s = time.perf_counter() - started
-        started = time.perf_counter()
-        again = await pipeline.run(sources)
-        again_s = time.perf_counter() - started
+        figures = {}
+        for run in ("first", "again"):
+            started, cpu = time.perf_counter(), cpu_seconds()
+            reports = await pipeline.run(sources)
+            figures[run] = time.perf_counter() - started
+            figures[f"{run}_cpu_main"], figures[f"{run}_cpu_workers"] = (
+                after - before for after, before in zip(cpu_seconds(), cpu))
+            figures[f"{run}_reports"] = reports
         pipeline.close()
+    first, again = figures.pop("first_reports"), figures.pop("again_reports")
     failed = [r for r in first + again if r.status == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} fetches failed, e.g. {failed[0].source_id}: {failed[0].error}")
     if any(r.status != "not_modified" for r in again):
         raise SystemExit("the re-poll was not all 304")
     store.close()
-    return first_s, sum(r.new for r in first), again_s
+    figures["entries"] = sum(r.new for r in first)
+    return figures
 
 
 def main() -> None:
@@ -103,7 +121,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = write_config(Path(tmp), port, args.feeds)
-            first_s, entries, again_s = asyncio.run(ingest(path))
+            f = asyncio.run(ingest(path))
         # The workers have ended (the pool is shut down), the feed server not yet: the
         # largest child so far is a worker.
         worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -112,8 +130,11 @@ def main() -> None:
         proc.wait(timeout=10)
     main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"feeds:                  {args.feeds}")
-    print(f"first ingest:           {first_s:.2f} s, {entries} entries, {entries / first_s:,.0f} entries/s")
-    print(f"re-poll, all 304:       {again_s:.3f} s")
+    print(f"first ingest:           {f['first']:.2f} s, {f['entries']:.0f} entries, "
+          f"{f['entries'] / f['first']:,.0f} entries/s")
+    print(f"  CPU:                  {f['first_cpu_main']:.2f} s fetching process, {f['first_cpu_workers']:.2f} s workers")
+    print(f"re-poll, all 304:       {f['again']:.3f} s")
+    print(f"  CPU:                  {f['again_cpu_main']:.2f} s fetching process, {f['again_cpu_workers']:.2f} s workers")
     print(f"peak memory (max RSS):  {main_mb:.0f} MB fetching process, {worker_mb:.0f} MB largest worker, "
           f"{main_mb + WORKERS * worker_mb:.0f} MB all {1 + WORKERS} processes")
 
