@@ -38,6 +38,9 @@ BATCH_SOURCES = 50
 BATCH_LINGER = 0.02
 # From this many sources in one run on, parsing and storing move to worker processes.
 POOL_FROM_SOURCES = 50
+# Sources between the start of their fetch and the end of their write: fetching runs
+# ahead of the workers only this far, so fetched payloads do not pile up in memory.
+IN_PROGRESS = 4 * BATCH_SOURCES
 
 
 @dataclass
@@ -116,12 +119,16 @@ class Pipeline:
         if len(sources) >= POOL_FROM_SOURCES:
             await self.start_workers()
         batches = _Batches(self._ingest, slots=max(1, self._workers if self._pool else 1))
+        in_progress = asyncio.Semaphore(IN_PROGRESS)
 
         async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport:
-            started = time.perf_counter()
-            work = await self._retrieve(merchant, source, states.get(source.id, FetchState()),
-                                        (pushed or {}).get(source.id))
-            report = _report(merchant.id, await batches.submit(work), time.perf_counter() - started)
+            started, permit = time.perf_counter(), _Permit(in_progress)
+            try:
+                work = await self._retrieve(merchant, source, states.get(source.id, FetchState()),
+                                            (pushed or {}).get(source.id), permit)
+                report = _report(merchant.id, await batches.submit(work), time.perf_counter() - started)
+            finally:
+                permit.release()
             if on_done:
                 on_done(report)
             return report
@@ -132,16 +139,20 @@ class Pipeline:
             await batches.close()
 
     async def _retrieve(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
-                        pushed: Retrieved | None) -> Fetched | FetchOutcome:
-        """Retrieve one source; a failure becomes an outcome to record."""
+                        pushed: Retrieved | None, permit: _Permit) -> Fetched | FetchOutcome:
+        """Retrieve one source; a failure becomes an outcome to record. `permit` is taken
+        once the host may be asked (not before: a queue for one busy host must not hold
+        permits the others need), and given back by the caller once stored."""
         ref = SourceRef(id=source.id, merchant_id=merchant.id,  # type: ignore[arg-type]
                         language=source.language or merchant.language or self.settings.platform.language,
                         timezone=self.settings.platform.timezone)
         if pushed is not None:
+            await permit.take()
             return Fetched(source.id, source.connector, source.options, ref, pushed, utcnow(), pushed=True)
         try:
             connector = plugins.connector(source.connector)()
             async with self._hosts.slot(getattr(source.options, "url", None)):
+                await permit.take()
                 got = await connector.retrieve(source.options, state, self.fetcher)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
@@ -172,6 +183,23 @@ def _report(merchant_id: str, stored: Stored, seconds: float) -> SourceReport:
     if report.status == "failed":
         log.warning("source %s failed: %s", report.source_id, report.error)
     return report
+
+
+class _Permit:
+    """One permit of a semaphore, taken at some point and given back at most once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._taken = False
+
+    async def take(self) -> None:
+        await self._semaphore.acquire()
+        self._taken = True
+
+    def release(self) -> None:
+        if self._taken:
+            self._taken = False
+            self._semaphore.release()
 
 
 class _Batches:

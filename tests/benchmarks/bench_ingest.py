@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,18 +72,55 @@ def write_config(folder: Path, port: int, n: int) -> Path:
     return path
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU time so far of this process and of its worker processes (from /proc): on a
-    busy machine, a steadier figure than wall time."""
-    workers = 0.0
+def workers() -> list[Path]:
+    """/proc folders of this process's worker processes."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and "multiprocessing" in (stat.parent / "cmdline").read_text():
+                found.append(stat.parent)
+        except (OSError, ValueError):
             continue
-        if int(fields[1]) == os.getpid() and "multiprocessing" in (stat.parent / "cmdline").read_text():
-            workers += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return time.process_time(), workers
+    return found
+
+
+class PeakMemory(threading.Thread):
+    """Samples the proportional set size (PSS: shared pages split between the processes
+    that map them) of this process plus its workers every 100 ms and keeps the peak: the
+    memory the ingest as a whole takes, which a sum of RSS figures would overstate."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mb = 0.0
+        self._folders = [Path("/proc/self"), *workers()]  # the pool is started: its workers live on
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.1):
+            total = 0
+            for folder in self._folders:
+                try:
+                    text = (folder / "smaps_rollup").read_text()
+                except OSError:
+                    continue
+                total += int(text.split("\nPss:")[1].split()[0])
+            self.peak_mb = max(self.peak_mb, total / 1024)
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak_mb
+
+
+def cpu_seconds(pool: list[Path]) -> tuple[float, float]:
+    """CPU time so far of this process and of its worker processes (from /proc): on a
+    busy machine, a steadier figure than wall time."""
+    total = 0.0
+    for folder in pool:
+        fields = (folder / "stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return time.process_time(), total
 
 
 async def ingest(path: Path) -> dict[str, float]:
@@ -93,14 +131,16 @@ async def ingest(path: Path) -> dict[str, float]:
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
         pipeline = Pipeline(settings, store, fetcher)
         await pipeline.start_workers()  # as in `hub run`, where the workers live as long as the process
-        figures = {}
+        figures, memory, pool = {}, PeakMemory(), workers()
+        memory.start()
         for run in ("first", "again"):
-            started, cpu = time.perf_counter(), cpu_seconds()
+            started, cpu = time.perf_counter(), cpu_seconds(pool)
             reports = await pipeline.run(sources)
             figures[run] = time.perf_counter() - started
             figures[f"{run}_cpu_main"], figures[f"{run}_cpu_workers"] = (
-                after - before for after, before in zip(cpu_seconds(), cpu))
+                after - before for after, before in zip(cpu_seconds(pool), cpu))
             figures[f"{run}_reports"] = reports
+        figures["pss_mb"] = memory.stop()
         pipeline.close()
     first, again = figures.pop("first_reports"), figures.pop("again_reports")
     failed = [r for r in first + again if r.status == "failed"]
@@ -135,8 +175,8 @@ def main() -> None:
     print(f"  CPU:                  {f['first_cpu_main']:.2f} s fetching process, {f['first_cpu_workers']:.2f} s workers")
     print(f"re-poll, all 304:       {f['again']:.3f} s")
     print(f"  CPU:                  {f['again_cpu_main']:.2f} s fetching process, {f['again_cpu_workers']:.2f} s workers")
-    print(f"peak memory (max RSS):  {main_mb:.0f} MB fetching process, {worker_mb:.0f} MB largest worker, "
-          f"{main_mb + WORKERS * worker_mb:.0f} MB all {1 + WORKERS} processes")
+    print(f"peak memory:            {f['pss_mb']:.0f} MB all {1 + WORKERS} processes (PSS); max RSS "
+          f"{main_mb:.0f} MB fetching process, {worker_mb:.0f} MB largest worker")
 
 
 if __name__ == "__main__":
