@@ -131,14 +131,17 @@ def start_worker(turn: Any) -> None:
 
 def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
     """`ingest` in a pool worker: parse without the lock (in parallel with the other
-    workers), write with it."""
+    workers), write with it, then checkpoint the WAL without it."""
     store = _stores.get(url)
     if store is None:
-        store = _stores[url] = Store(url, migrate=False)  # the main process migrated it
+        # The main process migrated it. Checkpoints happen below, out of the other's way.
+        store = _stores[url] = Store(url, migrate=False, autocheckpoint=False)
     store.records.configure(rules)
     parsed = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
     with _turn if _turn is not None else nullcontext():
-        return ingest(store, parsed)
+        stored = ingest(store, parsed)
+    store.checkpoint()
+    return stored
 
 
 def worker_pid() -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-
 from zoneinfo import ZoneInfo
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
 from hub.models import Event, FetchState, Item, Media, Parsed
-from hub.store import FetchOutcome, SourceSpec, Store
+from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -148,7 +150,10 @@ def test_datetimes_are_stored_as_utc_and_offsets_of_older_versions_are_repaired(
         assert conn.exec_driver_sql(raw).one() == ("2026-12-05 15:00:00.000000", "2026-11-21 12:00:00.000000")
         conn.exec_driver_sql("UPDATE records SET event_start = '2026-12-05 16:00:00+01:00', "
                              "sort_at = '2026-11-21 12:00:00+00:00'")
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003' WHERE version_num = '0004'")
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")  # as a database written before 0004
     store.migrate()
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql(raw).one() == ("2026-12-05 15:00:00.000000", "2026-11-21 12:00:00.000000")

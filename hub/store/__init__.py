@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from hub.errors import StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
-from hub.store.bulk import sqlite_datetime
+from hub.store.bulk import sqlite_datetime, to_json
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
@@ -97,9 +97,13 @@ class SourceStatus:
 
 
 class Store:
-    def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True,
+                 autocheckpoint: bool = True) -> None:
+        """`autocheckpoint=False` (SQLite): commits never copy the WAL into the database
+        file; the owner calls `checkpoint` when it suits it (an ingest worker does so
+        after giving up its turn to write, so the other worker is not kept waiting)."""
         self.url = _resolve_sqlite_path(url, base_dir)
-        self.engine = _make_engine(self.url)
+        self.engine = _make_engine(self.url, autocheckpoint)
         # Canonical records, one per real thing, kept in step with the items (issue 4).
         self.records = Records(self.engine, lambda row: _from_row(row).item)
         if migrate:
@@ -127,6 +131,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, as far as readers allow
+        (SQLite, PASSIVE: waits for nobody). Nothing to do on PostgreSQL."""
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn:
+                conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # --- sources ---------------------------------------------------------------------
 
@@ -350,7 +361,7 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     return prefix + str(path)
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -366,7 +377,7 @@ def _make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             # Checkpoint every ~32 MB of WAL instead of 4 MB: a first ingest writes ~100 MB,
             # and each checkpoint is an extra copy plus fsync.
-            cur.execute("PRAGMA wal_autocheckpoint=8000")
+            cur.execute(f"PRAGMA wal_autocheckpoint={8000 if autocheckpoint else 0}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -426,15 +437,12 @@ def _same(value: Any) -> Any:
     return value
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps(..., ensure_ascii=False) builds one per call
-
-
 def _media_json(item: Item) -> str:
-    return _JSON([_media_dict(m) for m in item.media]) if item.media else "[]"
+    return to_json([_media_dict(m) for m in item.media]) if item.media else "[]"
 
 
 def _tags_json(item: Item) -> str:
-    return _JSON(list(item.tags)) if item.tags else "[]"
+    return to_json(item.tags) if item.tags else "[]"
 
 
 def _filters(merchant_id, source_id, kind, q, include_deleted) -> list:

@@ -35,7 +35,7 @@ from hub import moderation
 from hub.identity import POST_WINDOW, Features, Match, event_keys, features, match, probe_keys, stored_keys
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
-from hub.store.bulk import insert_rows, new_ids
+from hub.store.bulk import insert_rows, new_ids, to_json
 from hub.store.tables import (IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow, RecordRevisionRow,
                               RecordRow, SourceRow)
 
@@ -421,13 +421,10 @@ def record_values(members: Sequence[Origin], rules: moderation.Rules, now: datet
               "sort_day": _local_day(sort_at, rules.timezone),
               "event_start": item.event.start if item.event else None,
               "expires_at": moderation.expires_at(merchant, item),
-              "snapshot": _SNAPSHOT_JSON(snapshot(item)), "changed_at": now}
+              "snapshot": to_json(snapshot(item)), "changed_at": now}
     if created:
         values.update(created_at=now, removed_at=None)
     return values
-
-
-_SNAPSHOT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _local_day(moment: datetime, zone: str) -> str:
@@ -473,7 +470,7 @@ def _feature_columns(f: Features, item: Item) -> dict[str, Any]:
     images = [m.url for m in item.media if m.type == "image"][:MAX_IMAGES]
     return {"at": f.at, "url_key": f.url_key, "event_day": f.event_day, "event_start": f.event_start,
             "event_all_day": f.all_day, "event_detected": bool(item.event and item.event.detected),
-            "images": json.dumps(images) if images else None, "media_pending": bool(images), **_text_columns(f)}
+            "images": to_json(images) if images else None, "media_pending": bool(images), **_text_columns(f)}
 
 
 def _text_columns(f: Features) -> dict[str, Any]:

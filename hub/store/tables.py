@@ -79,7 +79,7 @@ class ItemRow(SQLModel, table=True):
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    source_id: str = Field(index=True)
+    source_id: str  # indexed as the first column of uq_items_source_external
     external_id: str
     merchant_id: str = Field(index=True)
     kind: str = "post"
