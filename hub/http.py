@@ -71,7 +71,7 @@ class Response:
     url: str  # the final URL after redirects: the base for relative links
     status: int
     body: bytes  # decoded, never longer than the cap
-    headers: Mapping[str, str]  # case-insensitive (httpx.Headers)
+    headers: Mapping[str, str]  # names in lower case; a repeated header's values joined by ", "
     state: FetchState  # the validators to send next time
     fresh_until: datetime | None  # UTC; from Retry-After, Cache-Control max-age or Expires
 
@@ -213,18 +213,18 @@ class Fetcher:
         about half of all the CPU a conditional GET takes here."""
         request = httpx.Request("GET", url, headers=headers, extensions={"timeout": self._timeouts})
         response = await self._transport.handle_async_request(request)
-        response.request = request
+        # Read once: every lookup in httpx.Headers decodes all of them again.
+        answer = {name.lower(): value for name, value in response.headers.items()}
         try:
-            location = response.headers.get("location")
+            location = answer.get("location")
             if response.status_code in _REDIRECTS and location:
                 return str(url.join(location))
-            _raise_for_status(response, conditional=any(h.startswith("If-") for h in headers))
-            body = await _read_capped(response, cap)
+            _raise_for_status(response.status_code, answer, conditional=any(h.startswith("If-") for h in headers))
+            body = await _read_capped(response, answer, cap)
         finally:
             await response.aclose()
-        return Response(url=str(response.url), status=response.status_code, body=body,
-                        headers=response.headers, state=_new_state(response.headers, state),
-                        fresh_until=_fresh_until(response.headers, datetime.now(UTC)))
+        return Response(url=str(url), status=response.status_code, body=body, headers=answer,
+                        state=_new_state(answer, state), fresh_until=_fresh_until(answer, datetime.now(UTC)))
 
     def _file_path(self, url: str) -> Path:
         """file:relative/path (against base_dir), file:/abs/path or file:///abs/path."""
@@ -416,14 +416,12 @@ def _http_date(value: str | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _raise_for_status(response: httpx.Response, *, conditional: bool) -> None:
-    status = response.status_code
+def _raise_for_status(status: int, headers: Mapping[str, str], *, conditional: bool) -> None:
     if 200 <= status < 300:
         return
     if status == 304 and conditional:
         raise NotModified("not modified since the last fetch")
-    raise _status_error(status, _seconds_until(response.headers.get("retry-after"),
-                                               datetime.now(UTC)))
+    raise _status_error(status, _seconds_until(headers.get("retry-after"), datetime.now(UTC)))
 
 
 _ACCESS_HINT = ("the feed may need a login, or the site blocks the hub; "
@@ -461,12 +459,12 @@ def _status_error(status: int, retry_after: float | None) -> FetchError:
 
 # --- the body, capped after decoding -------------------------------------------------------
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+async def _read_capped(response: httpx.Response, headers: Mapping[str, str], cap: int) -> bytes:
     """Stream the body, decoding as it comes, and stop as soon as it passes `cap`."""
-    declared = response.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(cap, f" (the server announced {_size(int(declared))})")
-    inflater = _Inflater(response.headers.get("content-encoding", ""))
+    inflater = _Inflater(headers.get("content-encoding", ""))
     body = bytearray()
     async for chunk in response.aiter_raw():
         body += inflater.decode(chunk, limit=cap - len(body) + 1)
@@ -656,7 +654,7 @@ def _read_file(path: Path, state: FetchState, cap: int) -> Response:
         raise FetchError(f"cannot read {path}: {exc.strerror}") from exc
     if len(body) > cap:  # it grew since the stat
         raise _too_large(cap)
-    headers = httpx.Headers({"content-type": _FILE_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-                             "last-modified": last_modified, "etag": etag})
+    headers = {"content-type": _FILE_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+               "last-modified": last_modified, "etag": etag}
     return Response(url=path.resolve().as_uri(), status=200, body=body, headers=headers,
                     state=FetchState(etag, last_modified, state.cursor), fresh_until=None)
