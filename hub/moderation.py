@@ -92,9 +92,11 @@ def judge(rules: MerchantRules, item: Item, current: Verdict | None = None) -> V
             return Verdict("hidden", "rule", "contains none of the keep words")
     if current is not None and current.actor != "rule":
         return current
-    if rules.trust == "review":
-        return Verdict("pending", "hub", "the merchant's records are reviewed before they are shown")
-    return Verdict("published", "hub")
+    return _IN_REVIEW if rules.trust == "review" else _PUBLISHED
+
+
+_PUBLISHED = Verdict("published", "hub")
+_IN_REVIEW = Verdict("pending", "hub", "the merchant's records are reviewed before they are shown")
 
 
 def expires_at(rules: MerchantRules, item: Item) -> datetime | None:

@@ -211,7 +211,7 @@ def snapshot(item: Item) -> dict[str, Any]:
         "offer_valid_until": o.valid_until.isoformat() if o and o.valid_until else None,
         "image": item.media[0].url if item.media else None, "text": _digest(item.content_text),
     }
-    return {k: v for k, v in fields.items() if v not in (None, False)}  # absent means empty: a smaller row
+    return {k: v for k, v in fields.items() if v is not None and v is not False}  # absent means empty: a smaller row
 
 
 def _digest(text: str) -> str:
