@@ -4,6 +4,7 @@ HUB_CONFIG environment variable). Exit codes: 0 fine, 1 some source failed, 2 ba
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -73,6 +74,9 @@ def _store(settings: Settings) -> Store:
 async def _pipeline(settings: Settings, store: Store) -> AsyncIterator[Pipeline]:
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
         pipeline = Pipeline(settings, store, fetcher)
+        # Config, plugins and libraries live as long as the process: the garbage
+        # collector need not scan them on every full pass (~10% of a re-poll's CPU).
+        gc.freeze()
         try:
             yield pipeline
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import subprocess
@@ -131,6 +132,7 @@ async def ingest(path: Path) -> dict[str, float]:
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
         pipeline = Pipeline(settings, store, fetcher)
         await pipeline.start_workers()  # as in `hub run`, where the workers live as long as the process
+        gc.freeze()  # as `hub run` does once set up
         figures, memory, pool = {}, PeakMemory(), workers()
         memory.start()
         for run in ("first", "again"):
