@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import re
 from functools import lru_cache
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote_plus, unquote_plus, urljoin, urlsplit, urlunsplit
 
 import nh3
 
@@ -33,6 +33,7 @@ TRACKING_PARAMS = re.compile(r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_ei
 _TRACKING_HINTS = ("utm_", "clid=", "mc_cid=", "mc_eid=", "_hsenc=", "_hsmi=", "igshid=")
 # Tracking pixels: images of at most 2x2 pixels say nothing to a reader.
 _PIXEL = re.compile(r'<img\b(?=[^>]*\bwidth="[0-2]")(?=[^>]*\bheight="[0-2]")[^>]*>', re.IGNORECASE)
+_PIXEL_WIDTHS = ('width="0"', 'width="1"', 'width="2"')  # as nh3 writes them: lower case, double quotes
 # nh3 writes tags in lower case without spaces, so block ends are found literally.
 _BLOCK_END = re.compile(r"<(?:br|/p|/li|/h[2-6]|/blockquote|/tr|/figure|/pre)>")
 _TAG = re.compile(r"<[^>]*>")
@@ -48,13 +49,13 @@ def clean_html(raw: str, base_url: str | None = None) -> str:
     town); from the network they are dropped like any other unknown scheme."""
     if not raw:
         return ""
-    if not any(char in raw for char in _NOT_PLAIN):
+    if not any(map(raw.__contains__, _NOT_PLAIN)):
         # Plain text (a summary often is): nh3 would only escape it, so skip its parser.
         return raw.replace(">", "&gt;").replace("\xa0", "&nbsp;")
     cleaned = _cleaner(base_url).clean(raw)
     if _has_tracking(cleaned):
         cleaned = _URL_TAG.sub(_strip_tracking_tag, cleaned)
-    if 'width="' in cleaned and 'height="' in cleaned:
+    if any(map(cleaned.__contains__, _PIXEL_WIDTHS)):
         cleaned = _PIXEL.sub("", cleaned)
     return cleaned
 
@@ -97,12 +98,35 @@ def strip_tracking(url: str) -> str:
     if not _has_tracking(url):
         return url
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not TRACKING_PARAMS.match(k)]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, _query_without_tracking(parts.query), parts.fragment))
+
+
+# A parameter that decoding and re-encoding leave as it is (most are).
+_PLAIN_PARAM = re.compile(r"[\w.~-]*(?:=[\w.~-]*)?", re.ASCII)
+
+
+def _query_without_tracking(query: str) -> str:
+    """`urlencode` of `parse_qsl(query, keep_blank_values=True)` without tracking
+    parameters, which is what links always got; but plain parameters are kept as they are
+    rather than decoded and encoded again, which costs most of the time here."""
+    kept = []
+    for param in query.split("&"):
+        if not param:
+            continue
+        if _PLAIN_PARAM.fullmatch(param):
+            name, equals, _ = param.partition("=")
+            if not TRACKING_PARAMS.match(name):
+                kept.append(param if equals else param + "=")
+        else:
+            name, _, value = param.partition("=")
+            name = unquote_plus(name)
+            if not TRACKING_PARAMS.match(name):
+                kept.append(quote_plus(name) + "=" + quote_plus(unquote_plus(value)))
+    return "&".join(kept)
 
 
 def _has_tracking(text: str) -> bool:
-    return "?" in text and any(hint in text for hint in _TRACKING_HINTS)
+    return "?" in text and any(map(text.__contains__, _TRACKING_HINTS))
 
 
 def _is_file(base_url: str | None) -> bool:
