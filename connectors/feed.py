@@ -278,8 +278,15 @@ def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | N
     return None
 
 
+# A link that urlsplit and urlunsplit give back unchanged: scheme and host in lower case, no
+# fragment, nothing they would strip or drop (whitespace, an empty query).
+_PLAIN_LINK = re.compile(r"https?://[a-z0-9.-]+(?::[0-9]+)?(?:/[^?#\s]*)?(?:\?[^#\s]+)?")
+
+
 def _normalized_link(link: str) -> str:
     """The link as a key: fragment dropped, scheme and host lower-cased."""
+    if _PLAIN_LINK.fullmatch(link):  # most links; urlsplit would cost more than the rest of the key
+        return link
     parts = urlsplit(link)
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
 
@@ -350,12 +357,15 @@ def _media_of(entry: dict, body_html: str, base_url: str) -> list[Media]:
     return list(found.values())
 
 
-_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+# Case-sensitive: nh3 writes tags in lower case, and a literal start lets the regex engine
+# skip ahead (ignoring case made it try every position).
+_IMG = re.compile(r"<img\b[^>]*>")
 _ATTR = re.compile(r'(src|alt)="([^"]*)"')
 
 
 def _images_in(body_html: str) -> list[tuple[str, str | None]]:
-    """Images in already sanitized HTML (nh3 writes attributes in double quotes)."""
+    """Images in already sanitized HTML (nh3 writes tags in lower case, attributes in double
+    quotes)."""
     out = []
     for tag in _IMG.findall(body_html):
         attrs = dict(_ATTR.findall(tag))

@@ -33,14 +33,15 @@ _STOP = {
         it an as was were has have not or but all more about can there their they what which when new
         just get its""".split()),
 }
+_ALL_STOP = frozenset().union(*_STOP.values())
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 LANGUAGE_SAMPLE = 400  # characters; the start of a text says enough
 
 
 def detect_language(text: str) -> str | None:
     """'de' or 'en' when the stop words clearly say so, else None."""
-    words = _words(text[:LANGUAGE_SAMPLE].lower())
-    hits = {lang: sum(map(stop.__contains__, words)) for lang, stop in _STOP.items()}
+    stop_words = list(filter(_ALL_STOP.__contains__, _words(text[:LANGUAGE_SAMPLE].lower())))
+    hits = {lang: sum(map(stop.__contains__, stop_words)) for lang, stop in _STOP.items()}
     (best, n), (_, runner_up) = sorted(hits.items(), key=lambda kv: kv[1], reverse=True)
     # Three stop words are a sentence; twice the other language's count is a clear lead.
     return best if n >= 3 and n >= 2 * runner_up else None
