@@ -312,9 +312,8 @@ def _content_of(entry: dict) -> str:
 
 def _summary(text: str) -> str:
     # Lines are blocks (paragraphs, list items); a list reads better with separators.
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = len(lines) - 1
-    text = " ".join(line if i == last or line[-1] in ".!?:;…)»“\"" else line + " ·" for i, line in enumerate(lines))
+    lines = list(filter(None, map(str.strip, text.splitlines())))
+    text = " ".join([line if line[-1] in ".!?:;…)»“\"" else line + " ·" for line in lines[:-1]] + lines[-1:])
     if len(text) <= SUMMARY_CHARS:
         return text
     cut = text[:SUMMARY_CHARS].rsplit(" ", 1)[0]

@@ -69,8 +69,13 @@ def plain_text(fragment: str) -> str:
     if "<" in fragment:
         fragment = _TAG.sub("", _BLOCK_END.sub("\n", fragment))
     text = html.unescape(fragment) if "&" in fragment else fragment
-    # map/filter rather than a generator: this runs for every line of every entry.
-    lines = map(" ".join, map(str.split, text.splitlines()))
+    lines = text.split("\n")
+    if "  " not in text and all(map(str.isprintable, lines)):
+        # The common case: no whitespace but single spaces and "\n" (every other whitespace
+        # and line break character is unprintable), so stripping the lines is enough.
+        lines = map(str.strip, lines)
+    else:
+        lines = map(" ".join, map(str.split, text.splitlines()))
     return "\n".join(filter(None, lines))
 
 
