@@ -14,7 +14,7 @@ import pytest
 
 from hub import config
 from hub.http import Fetcher
-from hub.pipeline import Pipeline, source_specs
+from hub.pipeline import POOL_FROM_SOURCES, Pipeline, source_specs
 from hub.store import Store
 from tests.feedserver import FeedServer
 
@@ -145,3 +145,44 @@ def test_cli_fetch_items_sources_and_check(server, tmp_path):
     assert done.returncode == 2
     located = [line for line in done.stderr.splitlines() if line.startswith(str(bad) + ":")]
     assert len(located) == 3
+
+
+async def test_a_large_run_parses_and_stores_in_worker_processes(tmp_path):
+    """From POOL_FROM_SOURCES sources on, worker processes parse and store, taking turns to
+    write. Every entry is stored once, a broken feed fails alone, an entry two sources of
+    one merchant share (parsed in different batches) becomes one record, and the re-poll
+    is all 304."""
+    n = POOL_FROM_SOURCES + 10
+    files = {f"f{i}.xml": rss([(f"s{i}-e{k}", f"Beitrag {i}.{k}", k) for k in range(1, 6)]) for i in range(n)}
+    shared = [("geteilt", "Gemeinsamer Beitrag", 0)]
+    files["f0.xml"] = rss(shared + [(f"s0-e{k}", f"Beitrag 0.{k}", k) for k in range(1, 5)])
+    files[f"f{n - 1}.xml"] = rss(shared + [(f"s{n - 1}-e{k}", f"Beitrag x.{k}", k) for k in range(1, 5)])
+    with FeedServer(files={**files, "broken.xml": b"Wartungsarbeiten, bitte spaeter"}) as server:
+        lines = ["platform: {name: Teststadt}", f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}",
+                 "fetcher: {allow_private_networks: true, host_spacing: 0, max_per_host: 16, retries: 0}",
+                 "merchants:", "  - id: laden", "    name: Laden", "    sources:"]
+        lines += [f"      - {{connector: rss, id: s{i}, url: '{server.url(f'/files/f{i}.xml')}'}}" for i in (0, n - 1)]
+        for i in [*range(1, n - 1), "broken"]:
+            url = server.url(f"/files/{'broken' if i == 'broken' else f'f{i}'}.xml")
+            lines += [f"  - id: m{i}", f"    name: Händler {i}", "    sources:",
+                      f"      - {{connector: rss, id: s{i}, url: '{url}'}}"]
+        (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
+        settings = config.load(tmp_path / "config.yaml")
+        store = Store(settings.store.url, base_dir=settings.base_dir)
+        store.sync_sources(source_specs(settings))
+        async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+            pipeline = Pipeline(settings, store, fetcher)
+            try:
+                first = {r.source_id: r for r in await pipeline.run(settings.sources())}
+                assert pipeline._pool is not None  # the worker path, not the in-process one
+                again = {r.source_id: r for r in await pipeline.run(settings.sources())}
+            finally:
+                pipeline.close()
+    broken = first.pop("sbroken")
+    assert broken.status == "failed" and "not a feed" in broken.error
+    assert {(r.status, r.new) for r in first.values()} == {("ok", 5)}
+    assert again.pop("sbroken").status == "failed"
+    assert {r.status for r in again.values()} == {"not_modified"}
+    assert store.count_items() == 5 * n
+    assert store.records.count() == 5 * n - 1  # the shared entry is one record
+    store.close()
