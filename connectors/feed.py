@@ -452,6 +452,8 @@ def _escape(text: str) -> str:
 
 
 def _unescape_attr(value: str) -> str:
+    if "&" not in value:  # most values
+        return value
     return value.replace("&amp;", "&").replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
 
 

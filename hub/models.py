@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 
 class Kind(str, Enum):
@@ -95,26 +95,23 @@ class Item:
         the ids, `updated`, `origin_url` and `content_text` (derived from `content_html`).
         Built by hand rather than via `asdict`: it runs for every entry of every fetch."""
         if self._hash is None:
-            h = hashlib.blake2b(digest_size=16)
-            for part in self._hashed_parts():
-                h.update(part.encode())
-                h.update(b"\x1f")
-            object.__setattr__(self, "_hash", h.hexdigest())
+            # Hashed as one string: the same digest as one update per part and separator.
+            data = ("\x1f".join(self._hashed_parts()) + "\x1f").encode()
+            object.__setattr__(self, "_hash", hashlib.blake2b(data, digest_size=16).hexdigest())
         return self._hash  # type: ignore[return-value]
 
-    def _hashed_parts(self) -> Iterator[str]:
-        yield from (self.kind.value, self.title, self.summary, self.content_html, self.url or "",
-                    self.language or "", _iso(self.published))
-        for m in self.media:
-            yield f"m:{m.url}|{m.type}|{m.mime_type}|{m.width}|{m.height}|{m.alt}"
-        for tag in self.tags:
-            yield f"t:{tag}"
+    def _hashed_parts(self) -> list[str]:
+        parts = [self.kind.value, self.title, self.summary, self.content_html, self.url or "",
+                 self.language or "", _iso(self.published)]
+        parts += [f"m:{m.url}|{m.type}|{m.mime_type}|{m.width}|{m.height}|{m.alt}" for m in self.media]
+        parts += [f"t:{tag}" for tag in self.tags]
         if self.event:
             e = self.event
-            yield f"e:{_iso(e.start)}|{_iso(e.end)}|{e.timezone}|{e.all_day}|{e.location}|{e.cancelled}"
+            parts.append(f"e:{_iso(e.start)}|{_iso(e.end)}|{e.timezone}|{e.all_day}|{e.location}|{e.cancelled}")
         if self.offer:
             o = self.offer
-            yield f"o:{o.price}|{o.currency}|{_iso(o.valid_from)}|{_iso(o.valid_until)}"
+            parts.append(f"o:{o.price}|{o.currency}|{_iso(o.valid_from)}|{_iso(o.valid_until)}")
+        return parts
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO 8601 strings)."""

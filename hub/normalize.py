@@ -41,6 +41,8 @@ LANGUAGE_SAMPLE = 400  # characters; the start of a text says enough
 def detect_language(text: str) -> str | None:
     """'de' or 'en' when the stop words clearly say so, else None."""
     stop_words = list(filter(_ALL_STOP.__contains__, _words(text[:LANGUAGE_SAMPLE].lower())))
+    if len(stop_words) < 3:  # too few for either language (see below)
+        return None
     hits = {lang: sum(map(stop.__contains__, stop_words)) for lang, stop in _STOP.items()}
     (best, n), (_, runner_up) = sorted(hits.items(), key=lambda kv: kv[1], reverse=True)
     # Three stop words are a sentence; twice the other language's count is a clear lead.
