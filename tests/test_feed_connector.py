@@ -42,3 +42,15 @@ def test_fast_path_and_feedparser_agree_on_identity(case):
         return [(i.external_id, i.title, i.url, i.published) for i in items]
 
     assert identity(fast) == identity(slow)
+
+
+@pytest.mark.parametrize("link", ["https://m.example/a/b?x=1", "https://M.Example/a", "https://m.example/a#f",
+                                  "https://m.example/a?", "https://m.example", "https://m.example:8080//a?b?c",
+                                  "https://user@m.example/a", "https://m.example/a b", "http://m.example/a\t"])
+def test_normalized_link_is_what_urlsplit_gives(link):
+    from urllib.parse import urlsplit, urlunsplit
+
+    from connectors.feed import _normalized_link
+
+    parts = urlsplit(link)
+    assert _normalized_link(link) == urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))

@@ -86,3 +86,20 @@ def test_normalize_cleans_the_link_and_keeps_a_configured_language_when_unsure()
     item = normalize(Item("s", "e", "m", title="Pizza", url="https://x.example/a?utm_source=fb&id=3&fbclid=1",
                           language="de-DE", published=datetime(2026, 11, 20, tzinfo=timezone.utc)))
     assert (item.url, item.language) == ("https://x.example/a?id=3", "de")
+
+
+@pytest.mark.parametrize("text", ["Der Markt, die Bühne; und (das) Fest!", "für-alle z.B. 3x ½ ² der2 2der the_end",
+                                  "DER  Und\tdie\xa0das\nthe «and» „is“ …of… are/of", ""])
+def test_words_count_stop_words_as_the_word_regex_does(text):
+    from hub.normalize import _ALL_STOP, _WORD, _words
+
+    text = text.lower()
+    assert sorted(filter(_ALL_STOP.__contains__, _words(text))) == sorted(filter(_ALL_STOP.__contains__, _WORD.findall(text)))
+
+
+@pytest.mark.parametrize("text", ["am 5.12.2026, 19 Uhr und 6.12.", "x5.12. a.5.12. ٣5.12. 12.12.2026-2026-12-24",
+                                  "Preise: 12,50 € – 3 Stück", "2026-12-05T10:00 5th Dec 6 Dezember", "keine Ziffern"])
+def test_date_matches_are_those_of_the_date_pattern(text):
+    from hub.normalize import _DATE, _date_matches
+
+    assert [m.span() for m in _date_matches(text)] == [m.span() for m in _DATE.finditer(text)]

@@ -62,3 +62,20 @@ def test_plain_text_of_html():
 def test_strip_tracking_keeps_everything_else():
     assert strip_tracking("https://m.example/a?id=3&utm_source=x#f") == "https://m.example/a?id=3#f"
     assert strip_tracking("https://m.example/a?id=3#f") == "https://m.example/a?id=3#f"
+
+
+@pytest.mark.parametrize("url", [
+    "https://m.example/s?utm_source=a&id=1&fbclid=x#f", "https://m.example/s?a&&b=&utm_medium=1&c=d%20e+f",
+    "https://m.example/s?q=%C3%A4&x=a/b:c&utm_term=%20", "https://m.example/s?UTM_Source=1&x=%zz&y==&fbclid=1",
+    "https://m.example/s?utm%5Fsource=1&gclid=2;x=3&z=~._-", "HTTPS://M.example/s?mc_cid=1#", "/rel?_hsenc=1&a=ä",
+])
+def test_strip_tracking_encodes_what_it_keeps_as_urlencode_would(url):
+    """Plain parameters are kept as they are; that must be what decoding and encoding them
+    (parse_qsl, urlencode) gave, which links have always got."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from hub.sanitize import TRACKING_PARAMS
+
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not TRACKING_PARAMS.match(k)])
+    assert strip_tracking(url) == urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
