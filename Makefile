@@ -34,6 +34,7 @@ chromium:
 
 # On demand, never part of `make test`: prints the figures the issues ask for.
 bench: setup
+	$(BIN)/python tests/benchmarks/bench_parse.py
 	$(BIN)/python tests/benchmarks/bench_ingest.py
 	$(BIN)/python tests/benchmarks/bench_schedule.py
 	$(BIN)/python tests/benchmarks/bench_identity.py
