@@ -13,6 +13,7 @@ once, where SQLite's busy handler would sleep), across processes by the database
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from contextlib import nullcontext
@@ -127,6 +128,7 @@ def start_worker(turn: Any) -> None:
     _turn = turn
     for name in plugins.names("hub.connectors"):
         plugins.connector(name)
+    gc.freeze()  # what is imported lives as long as the worker: no need to scan it again
 
 
 def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
