@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Sequence
 
-from hub import plugins
 from connectors.base import ConnectorOptions
+from hub import plugins
 from hub.errors import ConnectorError
 from hub.models import Parsed, Retrieved, SourceRef
 from hub.moderation import Rules

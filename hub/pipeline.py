@@ -30,8 +30,8 @@ from hub.store import FetchOutcome, SourceSpec, Store, utcnow
 from schedules.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
-# Sources per batch: a batch is one transaction (one fsync); smaller batches keep both
-# workers busy to the end of a run.
+# Sources per batch: a batch is one transaction; fewer, larger ones cost less per entry,
+# smaller ones keep both workers busy to the end of a run.
 BATCH_SOURCES = 50
 # Waiting this long for more fetches to finish turns many small transactions into a few
 # large ones; while every worker is busy, batches grow on their own.
@@ -95,7 +95,7 @@ class Pipeline:
         needs, so the first real batch does not pay for interpreter start-up."""
         if self._pool is not None or self._workers < 2:
             return
-        # spawn, not fork: this process runs threads (resolver, writer) that fork would copy mid-flight
+        # spawn, not fork: this process runs threads (DNS, database) that fork would copy mid-flight
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=start_worker,
                                          initargs=(context.Lock(),))
