@@ -67,7 +67,9 @@ class HostLimiter:
         """Wait for the host's spacing and a global place. The spacing is checked again once
         the global place is held: another request to the host may have started meanwhile."""
         while True:
-            await asyncio.sleep(max(0.0, state.last_start + self._spacing - time.monotonic()))
+            wait = state.last_start + self._spacing - time.monotonic()
+            if wait > 0:  # (not sleep(0) regardless: a turn of the event loop per request)
+                await asyncio.sleep(wait)
             await self._total.acquire()
             if time.monotonic() >= state.last_start + self._spacing:
                 state.last_start = time.monotonic()
