@@ -183,8 +183,15 @@ class Store:
         Rows are built before the transaction takes the write lock, so that writers in
         other processes wait only for the database, not for this one's Python."""
         parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
-        rows = {o.source_id: _insert_rows(o, self.dialect) for o in parsed}
-        prepared = self.records.prepare(parsed)
+        # What is new or changed, judged before the lock (a source's items have one writer
+        # at a time: leases) and judged again under it; only that much is prepared.
+        with self.engine.connect() as conn:
+            before = _known_items(conn, [o.source_id for o in parsed])
+        fresh = {o.source_id: [i for i in o.parsed.items if _differs(before[o.source_id].get(i.external_id), i)]
+                 for o in parsed}
+        rows = {o.source_id: _insert_rows(o, [i for i in fresh[o.source_id] if i.external_id not in before[o.source_id]],
+                                          self.dialect) for o in parsed}
+        prepared = self.records.prepare([(i, o.at) for o in parsed for i in fresh[o.source_id]])
         results = []
         with self._ingest_transaction() as conn:
             known = _known_items(conn, [o.source_id for o in parsed])
@@ -230,7 +237,7 @@ class Store:
             row = existing.get(item.external_id)
             digest = item.content_hash
             if row is None:
-                inserts.append(rows[item.external_id])
+                inserts.append(rows.get(item.external_id) or _insert_rows(outcome, [item], self.dialect)[item.external_id])
                 result.new.append(item.external_id)
             elif row.content_hash == digest:
                 result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone
@@ -406,16 +413,19 @@ def _insert_new(conn: Connection, rows: list[tuple]) -> None:
     conn.exec_driver_sql(sql, rows)
 
 
-def _insert_rows(outcome: FetchOutcome, dialect: str) -> dict[str, tuple]:
-    """external id -> the values of its INSERT, for every item of `outcome`.
+def _differs(row: Any, item: Item) -> bool:
+    return row is None or row.content_hash != item.content_hash
+
+
+def _insert_rows(outcome: FetchOutcome, items: Sequence[Item], dialect: str) -> dict[str, tuple]:
+    """external id -> the values of its INSERT, for these items of `outcome`.
 
     This is the ingest hot path: SQLAlchemy's per-value bind processing cost more than
     SQLite itself needs here, so rows are built as tuples and datetimes encoded the way
     `UTCDateTime` stores them."""
-    assert outcome.parsed is not None
     dt = sqlite_datetime if dialect == "sqlite" else _same
     at = dt(outcome.at)
-    return {item.external_id: _insert_values(item, dt, at) for item in outcome.parsed.items}
+    return {item.external_id: _insert_values(item, dt, at) for item in items}
 
 
 def _insert_values(item: Item, dt, at: Any) -> tuple:

@@ -41,13 +41,14 @@ class Records:
 
     # --- writing (inside Store.apply's transaction) -------------------------------------------
 
-    def prepare(self, outcomes: Sequence) -> dict[tuple[str, str], Prepared]:
-        """What placing the outcomes' items needs that the database does not decide; run
-        before the write lock is taken (`Store.apply`)."""
-        merchants = {i.merchant_id for o in outcomes for i in o.parsed.items}
+    def prepare(self, items: Sequence[tuple[Item, datetime]]) -> dict[tuple[str, str], Prepared]:
+        """What placing these (item, fetched at) needs that the database does not decide;
+        run before the write lock is taken (`Store.apply`)."""
+        if not items:
+            return {}
         with self.engine.connect() as conn:
-            multi = multi_source_merchants(conn, merchants)
-        return prepare(((i, o.at) for o in outcomes for i in o.parsed.items), self.rules, multi)
+            multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
+        return prepare(items, self.rules, multi)
 
     def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
                      prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
