@@ -27,7 +27,7 @@ from connectors import websub
 from connectors.base import ConnectorOptions
 from hub.errors import ParseError
 from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef
-from hub.sanitize import absolute_url, clean_html, plain_text, strip_tracking, text_only
+from hub.sanitize import absolute_url, clean_html, plain_text, strip_tracking, text_only, unescape_attribute
 
 if TYPE_CHECKING:
     from hub.http import Fetcher
@@ -369,7 +369,7 @@ def _images_in(body_html: str) -> list[tuple[str, str | None]]:
     for tag in _IMG.findall(body_html):
         attrs = dict(_ATTR.findall(tag))
         if attrs.get("src"):
-            out.append((_unescape_attr(attrs["src"]), _unescape_attr(attrs.get("alt", "")) or None))
+            out.append((unescape_attribute(attrs["src"]), unescape_attribute(attrs.get("alt", "")) or None))
     return out
 
 
@@ -449,12 +449,6 @@ def _feed_link_hint(page: bytes) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
-
-
-def _unescape_attr(value: str) -> str:
-    if "&" not in value:  # most values
-        return value
-    return value.replace("&amp;", "&").replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
 
 
 def _int(value: Any) -> int | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Sequence
@@ -140,7 +139,7 @@ def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutco
         store = _stores[url] = Store(url, migrate=False, autocheckpoint=False)
     store.records.configure(rules)
     parsed = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
-    with _turn if _turn is not None else nullcontext():
+    with _turn:
         stored = ingest(store, parsed)
     store.checkpoint()
     return stored

@@ -155,12 +155,23 @@ def _strip_tracking_attr(attr: re.Match) -> str:
     name, value = attr.groups()
     if name not in ("href", "src") or not _has_tracking(value):
         return attr.group()
-    for char, escaped in reversed(_ATTR_ESCAPES):  # &amp; last: "&amp;lt;" is "&lt;" in the URL
+    return f'{name}="{escape_attribute(strip_tracking(unescape_attribute(value)))}"'
+
+
+def unescape_attribute(value: str) -> str:
+    """An attribute value of nh3's output as the text it stands for."""
+    if "&" not in value:  # most values
+        return value
+    for char, escaped in reversed(_ATTR_ESCAPES):  # &amp; last: "&amp;lt;" stands for "&lt;"
         value = value.replace(escaped, char)
-    value = strip_tracking(value)
+    return value
+
+
+def escape_attribute(value: str) -> str:
+    """`value` escaped as nh3 writes attribute values."""
     for char, escaped in _ATTR_ESCAPES:
         value = value.replace(char, escaped)
-    return f'{name}="{value}"'
+    return value
 
 
 @lru_cache(maxsize=512)

@@ -187,11 +187,11 @@ class Store:
         # at a time: leases) and judged again under it; only that much is prepared.
         with self.engine.connect() as conn:
             before = _known_items(conn, [o.source_id for o in parsed])
-        fresh = {o.source_id: [i for i in o.parsed.items if _differs(before[o.source_id].get(i.external_id), i)]
-                 for o in parsed}
+            fresh = {o.source_id: [i for i in o.parsed.items if _differs(before[o.source_id].get(i.external_id), i)]
+                     for o in parsed}
+            prepared = self.records.prepare(conn, [(i, o.at) for o in parsed for i in fresh[o.source_id]])
         rows = {o.source_id: _insert_rows(o, [i for i in fresh[o.source_id] if i.external_id not in before[o.source_id]],
                                           self.dialect) for o in parsed}
-        prepared = self.records.prepare([(i, o.at) for o in parsed for i in fresh[o.source_id]])
         results = []
         with self._ingest_transaction() as conn:
             known = _known_items(conn, [o.source_id for o in parsed])

@@ -74,7 +74,6 @@ class Placement:
         self.now = now
         self.read_item = read_item
         self.zone = rules.timezone
-        self.tz = ZoneInfo(rules.timezone)
         self.dirty: set[int] = set()
         self.new_records: list[NewRecord] = []
         self.joins: list[tuple[int, Origin]] = []  # (existing record id, new origin)

@@ -41,14 +41,12 @@ class Records:
 
     # --- writing (inside Store.apply's transaction) -------------------------------------------
 
-    def prepare(self, items: Sequence[tuple[Item, datetime]]) -> dict[tuple[str, str], Prepared]:
+    def prepare(self, conn: Connection, items: Sequence[tuple[Item, datetime]]) -> dict[tuple[str, str], Prepared]:
         """What placing these (item, fetched at) needs that the database does not decide;
         run before the write lock is taken (`Store.apply`)."""
         if not items:
             return {}
-        with self.engine.connect() as conn:
-            multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
-        return prepare(items, self.rules, multi)
+        return prepare(items, self.rules, multi_source_merchants(conn, {i.merchant_id for i, _ in items}))
 
     def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
                      prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
