@@ -13,12 +13,15 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import sys
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Awaitable, Callable, Literal, Mapping, Sequence
+from typing import Awaitable, Callable, Iterator, Literal, Mapping, Sequence
 
 from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
@@ -101,8 +104,9 @@ class Pipeline:
                                          initargs=(context.Lock(),))
         loop = asyncio.get_running_loop()
         for _ in range(5):  # workers start on demand; ask until each one has answered
-            pids = await asyncio.gather(*(loop.run_in_executor(self._pool, worker_pid) for _ in range(self._workers)))
-            if len(set(pids)) == self._workers:
+            with _main_module_hidden():  # a worker starts within the call, not later
+                asking = [loop.run_in_executor(self._pool, worker_pid) for _ in range(self._workers)]
+            if len(set(await asyncio.gather(*asking))) == self._workers:
                 break
 
     def close(self) -> None:
@@ -174,6 +178,19 @@ class Pipeline:
                 log.warning("the worker pool broke; parsing and storing in this process from now on")
                 self.close()
         return await asyncio.to_thread(ingest, self.store, work)
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """A spawned process imports its parent's __main__ again, in case what it runs was
+    defined there. The workers run `hub.ingest` alone, and for `hub run` that import would
+    be the whole CLI and web stack: 30 MB more in each worker, for nothing."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _report(merchant_id: str, stored: Stored, seconds: float) -> SourceReport:
