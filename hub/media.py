@@ -183,7 +183,13 @@ class MediaStore:
             return self._read_local(url)
         if self.fetcher is None:
             raise FetchError("no fetcher configured for remote images")
-        resp = await self.fetcher.get(url, max_bytes=MAX_IMAGE_BYTES, accept="image/*")
+        try:
+            resp = await self.fetcher.get(url, max_bytes=MAX_IMAGE_BYTES, accept="image/*")
+        except FetchError as exc:
+            if exc.status in (404, 410):  # the fetcher's own words are about feeds
+                raise NotAnImage(f"HTTP {exc.status}: the image is no longer at {url}",
+                                 hint="the merchant removed or moved it; the record shows no picture") from exc
+            raise
         return resp.body
 
     def _read_local(self, url: str) -> bytes:

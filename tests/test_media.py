@@ -95,7 +95,9 @@ async def test_what_is_not_an_image_or_too_large_is_refused_and_remembered(serve
         page = await media.store(server.url("/files/seite.html"))
         huge = await media.store(server.url("/huge?mb=6"))
         local = await media.store("file:///etc/passwd")
+        gone = await media.store(server.url("/files/weg.jpg"))
     assert page.sha256 is None and "not a JPEG" in page.error
+    assert gone.sha256 is None and gone.error.startswith("HTTP 404: the image is no longer at") and "feed" not in gone.error
     assert huge.sha256 is None and "larger than 5 MiB" in huge.error
     assert local.sha256 is None and "below" in local.error
     assert store.records.media.lookup([server.url("/files/seite.html")])[server.url("/files/seite.html")].error
