@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Sequence
@@ -143,7 +142,3 @@ def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutco
         stored = ingest(store, parsed)
     store.checkpoint()
     return stored
-
-
-def worker_pid() -> int:
-    return os.getpid()

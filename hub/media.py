@@ -316,7 +316,6 @@ async def ingest_media(store_media: MediaStore, rounds: int = 50) -> IngestRepor
     return total
 
 
-
 async def collect_media_garbage(store_media: MediaStore) -> int:
     """`collect_garbage` off the event loop (a task function for the scheduler)."""
     removed = await asyncio.to_thread(store_media.collect_garbage)

@@ -27,7 +27,7 @@ from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
 from hub.errors import ConnectorError, NotModified
 from hub.http import Fetcher
-from hub.ingest import Fetched, Stored, failed, ingest, ingest_in_worker, start_worker, worker_pid
+from hub.ingest import Fetched, Stored, failed, ingest, ingest_in_worker, start_worker
 from hub.models import FetchState, Retrieved, SourceRef
 from hub.store import FetchOutcome, SourceSpec, Store, utcnow
 from schedules.politeness import HostLimiter
@@ -105,7 +105,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         for _ in range(5):  # workers start on demand; ask until each one has answered
             with _main_module_hidden():  # a worker starts within the call, not later
-                asking = [loop.run_in_executor(self._pool, worker_pid) for _ in range(self._workers)]
+                asking = [loop.run_in_executor(self._pool, os.getpid) for _ in range(self._workers)]
             if len(set(await asyncio.gather(*asking))) == self._workers:
                 break
 

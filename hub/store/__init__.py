@@ -305,7 +305,6 @@ class Store:
         return _from_row(row) if row else None
 
 
-
 # --- helpers -------------------------------------------------------------------------------
 
 def _known_items(conn: Connection, source_ids: list[str]) -> dict[str, dict[str, Any]]:
