@@ -14,10 +14,11 @@ fetcher treats each one as hostile:
 - Retries with backoff (tenacity) for transient faults only; a long Retry-After is handed to
   the scheduler instead of being slept through.
 
-Requests are httpx requests sent straight to the aiohttp transport from `httpx-aiohttp`:
-aiohttp's pool costs a fraction of httpx's own CPU per request on many feeds, and httpx's
-client layer (cookies, auth, redirects: none of them used here) cost as much again as the
-rest of a conditional GET.
+GETs go straight to an aiohttp session: on a re-poll of many feeds, httpx's client
+layer (cookies, auth, redirects: none of them used here), its request and response objects
+and the conversion between them cost twice what aiohttp itself does per conditional GET.
+httpx parses and joins URLs, and sends the rare POST (WebSub) over the same session
+through the `httpx-aiohttp` transport.
 """
 
 from __future__ import annotations
@@ -86,27 +87,27 @@ class Fetcher:
     """Fetches http(s) and file: URLs for connectors. One per process; use as a context manager."""
 
     def __init__(self, config: FetcherConfig, *, base_dir: Path,
-                 user_agent_product: str = "MusterHub",
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """`base_dir` resolves relative file: URLs (the config file's folder). `transport`
-        replaces the guarded aiohttp transport, e.g. with httpx.MockTransport in tests; host
-        names are then not checked after DNS (IP literals still are)."""
+                 user_agent_product: str = "MusterHub") -> None:
+        """`base_dir` resolves relative file: URLs (the config file's folder)."""
         self._config = config
         self._base_dir = base_dir
         self._guard = _AddressGuard(config)
         # Waiting for a slot must not eat into a request's deadline, so the limit is taken
         # here, before the deadline starts, rather than in the connection pool.
         self._slots = asyncio.Semaphore(config.max_in_flight)
-        self._transport = transport or _guarded_transport(self._guard, config.max_in_flight)
+        self._tls = httpx.create_ssl_context()  # certifi's CA bundle, as httpx would use
+        self._session: aiohttp.ClientSession | None = None  # made on first use, inside the loop
         self._headers = {"User-Agent": user_agent(user_agent_product, config.contact_url),
                          # Only what _Inflater decodes with a bounded output.
                          "Accept-Encoding": "gzip, deflate"}
-        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
-                                write=config.read_timeout, pool=config.connect_timeout)
-        self._timeouts = timeout.as_dict()
-        # GETs go to the transport directly (`_hop`); the client serves the rare POST.
+        self._timeout = aiohttp.ClientTimeout(sock_connect=config.connect_timeout, sock_read=config.read_timeout,
+                                              connect=config.connect_timeout)
+        # GETs go to the session directly (`_hop`); the client serves the rare POST.
         self._client = httpx.AsyncClient(
-            transport=self._transport, headers=self._headers, timeout=timeout,
+            transport=AiohttpTransport(verify=self._tls, client=self._aiohttp),
+            headers=self._headers,
+            timeout=httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
+                                  write=config.read_timeout, pool=config.connect_timeout),
             follow_redirects=False,  # each hop must pass the SSRF guard: see _fetch_once
             trust_env=False,  # an environment proxy would connect on our behalf, unchecked
             # Sources are unrelated sites; a cookie one sets must not follow the hub around.
@@ -121,6 +122,17 @@ class Fetcher:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        """The session every request goes through: its resolver is the SSRF guard's."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(resolver=_GuardedResolver(self._guard),
+                                             limit=self._config.max_in_flight, ssl=self._tls)
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                                  auto_decompress=False, trust_env=False)
+        return self._session
 
     async def get(self, url: str, *, state: FetchState = FetchState(), max_bytes: int | None = None,
                   accept: str | None = None) -> Response:
@@ -207,24 +219,17 @@ class Fetcher:
 
     async def _hop(self, url: httpx.URL, headers: dict[str, str], state: FetchState,
                    cap: int) -> Response | str:
-        """Send one request; the response, or the URL a redirect points to.
-
-        Straight to the transport: redirects, cookies (none: sources are unrelated sites)
-        and retries are this fetcher's own, so httpx's client layer would only add cost,
-        about half of all the CPU a conditional GET takes here."""
-        request = httpx.Request("GET", url, headers=headers, extensions={"timeout": self._timeouts})
-        response = await self._transport.handle_async_request(request)
-        # Read once: every lookup in httpx.Headers decodes all of them again.
-        answer = {name.lower(): value for name, value in response.headers.items()}
-        try:
+        """Send one request; the response, or the URL a redirect points to. Redirects,
+        cookies (none: sources are unrelated sites) and retries are this fetcher's own."""
+        async with self._aiohttp().get(str(url), headers=headers, allow_redirects=False,
+                                       timeout=self._timeout) as response:
+            answer = _header_dict(response.headers)
             location = answer.get("location")
-            if response.status_code in _REDIRECTS and location:
+            if response.status in _REDIRECTS and location:
                 return str(url.join(location))
-            _raise_for_status(response.status_code, answer, conditional=any(h.startswith("If-") for h in headers))
-            body = await _read_capped(response, answer, cap)
-        finally:
-            await response.aclose()
-        return Response(url=str(url), status=response.status_code, body=body, headers=answer,
+            _raise_for_status(response.status, answer, conditional=any(h.startswith("If-") for h in headers))
+            body = await _read_capped(response.content, answer, cap)
+        return Response(url=str(url), status=response.status, body=body, headers=answer,
                         state=_new_state(answer, state), fresh_until=_fresh_until(answer, datetime.now(UTC)))
 
     def _file_path(self, url: str) -> Path:
@@ -357,18 +362,16 @@ class _GuardedResolver(AbstractResolver):
         await self._dns.close()
 
 
-def _guarded_transport(guard: _AddressGuard, limit: int) -> AiohttpTransport:
-    tls = httpx.create_ssl_context()  # certifi's CA bundle, as httpx would use
-
-    def session() -> aiohttp.ClientSession:  # called on first use, inside the running loop
-        connector = aiohttp.TCPConnector(resolver=_GuardedResolver(guard), limit=limit, ssl=tls)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                     auto_decompress=False, trust_env=False)
-
-    return AiohttpTransport(verify=tls, client=session)
-
-
 # --- requests and responses ----------------------------------------------------------------
+
+def _header_dict(headers: Mapping[str, str]) -> dict[str, str]:
+    """Response headers with lower-case names, a repeated header's values joined by ", "."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        name = name.lower()
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
 
 def _request_headers(state: FetchState, accept: str | None) -> dict[str, str]:
     headers = {"Accept": accept or "*/*"}
@@ -460,14 +463,14 @@ def _status_error(status: int, retry_after: float | None) -> FetchError:
 
 # --- the body, capped after decoding -------------------------------------------------------
 
-async def _read_capped(response: httpx.Response, headers: Mapping[str, str], cap: int) -> bytes:
+async def _read_capped(stream: aiohttp.StreamReader, headers: Mapping[str, str], cap: int) -> bytes:
     """Stream the body, decoding as it comes, and stop as soon as it passes `cap`."""
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(cap, f" (the server announced {_size(int(declared))})")
     inflater = _Inflater(headers.get("content-encoding", ""))
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in stream.iter_chunked(1 << 16):
         body += inflater.decode(chunk, limit=cap - len(body) + 1)
         if len(body) > cap:
             raise _too_large(cap)

@@ -33,8 +33,9 @@ from hub.store import FetchOutcome, SourceSpec, Store, utcnow
 from schedules.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
-# Sources per batch: a batch is one transaction; fewer, larger ones cost less per entry,
-# smaller ones keep both workers busy to the end of a run.
+# Payloads per batch: a batch is one transaction; fewer, larger ones cost less per entry,
+# smaller ones keep both workers busy to the end of a run. Outcomes without a payload (a
+# 304, a failure) cost next to nothing to record, so any number of them ride along.
 BATCH_SOURCES = 50
 # Waiting this long for more fetches to finish turns many small transactions into a few
 # large ones; while every worker is busy, batches grow on their own.
@@ -246,14 +247,27 @@ class _Batches:
         while True:
             await self._arrived.wait()
             await self._slots.acquire()
-            if len(self._waiting) < BATCH_SOURCES:
+            if self._payloads() < BATCH_SOURCES:
                 await asyncio.sleep(BATCH_LINGER)
-            batch, self._waiting = self._waiting[:BATCH_SOURCES], self._waiting[BATCH_SOURCES:]
+            cut = self._cut()
+            batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
             if not self._waiting:
                 self._arrived.clear()
             task = asyncio.create_task(self._one(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _payloads(self) -> int:
+        return sum(isinstance(work, Fetched) for work, _ in self._waiting)
+
+    def _cut(self) -> int:
+        """Where the next batch ends: after BATCH_SOURCES payloads, or with all that waits."""
+        payloads = 0
+        for n, (work, _) in enumerate(self._waiting):
+            payloads += isinstance(work, Fetched)
+            if payloads > BATCH_SOURCES:
+                return n
+        return len(self._waiting)
 
     async def _one(self, batch: list[tuple[Fetched | FetchOutcome, asyncio.Future]]) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -14,8 +15,9 @@ import pytest
 
 from hub import config
 from hub.http import Fetcher
-from hub.pipeline import POOL_FROM_SOURCES, Pipeline, source_specs
-from hub.store import Store
+from hub.ingest import Fetched, Stored
+from hub.pipeline import BATCH_SOURCES, POOL_FROM_SOURCES, Pipeline, _Batches, source_specs
+from hub.store import FetchOutcome, Store
 from tests.feedserver import FeedServer
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
@@ -186,3 +188,22 @@ async def test_a_large_run_parses_and_stores_in_worker_processes(tmp_path):
     assert store.count_items() == 5 * n
     assert store.records.count() == 5 * n - 1  # the shared entry is one record
     store.close()
+
+
+async def test_a_batch_holds_at_most_batch_sources_payloads_and_any_number_of_304s():
+    """A re-poll's 304s need no worker round trip per BATCH_SOURCES sources: outcomes
+    without a payload all go in the next batch, payloads are cut at BATCH_SOURCES."""
+    seen: list[list] = []
+
+    async def record(work: list) -> list[Stored]:
+        seen.append(work)
+        return [Stored(w.source_id, "ok") for w in work]
+
+    batches = _Batches(record, slots=1)
+    work = [FetchOutcome(f"n{i}", T0, "not_modified") for i in range(3 * BATCH_SOURCES)]
+    work += [Fetched(f"p{i}", "rss", None, None, None, T0) for i in range(BATCH_SOURCES + 5)]
+    stored = await asyncio.gather(*map(batches.submit, work))
+    await batches.close()
+    assert [s.source_id for s in stored] == [w.source_id for w in work]
+    assert [(len(b), sum(isinstance(w, Fetched) for w in b)) for b in seen] == [
+        (4 * BATCH_SOURCES, BATCH_SOURCES), (5, 5)]
