@@ -248,9 +248,13 @@ def _item_ids(conn: Connection, work: Sequence) -> dict[tuple[str, str], int]:
 
 
 def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:
+    """Which of these items already have a record (driver level: the list holds every new
+    item of a batch, and SQLAlchemy would render a bind parameter for each)."""
     if not item_ids:
         return set()
-    return set(conn.execute(select(ORIGINS.c.item_id).where(ORIGINS.c.item_id.in_(item_ids))).scalars())
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"SELECT item_id FROM record_origins WHERE item_id IN ({', '.join([mark] * len(item_ids))})"
+    return {item_id for item_id, in conn.exec_driver_sql(sql, tuple(item_ids))}
 
 
 def _matching(word: str):
