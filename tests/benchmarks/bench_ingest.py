@@ -3,8 +3,10 @@
     .venv/bin/python tests/benchmarks/bench_ingest.py [--feeds 1000] [--runs 1]
 
 Prints the wall time and entries/s of a first full ingest into an empty SQLite store, the
-wall time of a re-poll in which every feed answers 304, and the peak memory (max RSS) of
-the ingesting process and of a parse worker. The feeds are served by a separate process
+wall time of a re-poll in which every feed answers 304, and the peak memory: the peak RSS
+of the fetching process and of the largest worker, and the peak PSS of all of them
+together (shared pages counted once). --runs repeats it all with a fresh store and prints
+medians and ranges: this machine's speed varies from run to run. The feeds are served by a separate process
 (tests/feedserver.py), each feed on its own loopback address as merchants' feeds live on
 their own hosts; the hub's default politeness settings apply. For judging a noisy machine
 it also prints the CPU the feed server took on the same two cores, and a floor for the
@@ -20,7 +22,7 @@ import argparse
 import asyncio
 import gc
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,16 @@ class PeakMemory(threading.Thread):
         return self.peak_mb
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak RSS (VmHWM) afresh, so each run reports its own."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb(folder: Path) -> float:
+    """The peak resident set size (VmHWM) of a process so far, in MB."""
+    return int((folder / "status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+
+
 def cpu_seconds(pool: list[Path], server_pid: int) -> tuple[float, float, float]:
     """CPU time so far of this process, of its worker processes and of the feed server
     (from /proc): on a busy machine, steadier figures than wall time."""
@@ -159,6 +171,7 @@ async def ingest(path: Path, server_pid: int) -> dict[str, float]:
         await pipeline.start_workers()  # as in `hub run`, where the workers live as long as the process
         gc.freeze()  # as `hub run` does once set up
         figures, memory, pool = {}, PeakMemory(), workers()
+        reset_peak_rss()
         memory.start()
         for run in ("first", "again"):
             started, cpu = time.perf_counter(), cpu_seconds(pool, server_pid)
@@ -168,6 +181,8 @@ async def ingest(path: Path, server_pid: int) -> dict[str, float]:
                 after - before for after, before in zip(cpu_seconds(pool, server_pid), cpu))
             figures[f"{run}_reports"] = reports
         figures["pss_mb"] = memory.stop()
+        figures["main_rss_mb"] = peak_rss_mb(Path("/proc/self"))
+        figures["worker_rss_mb"] = max(map(peak_rss_mb, pool))
         pipeline.close()
     first, again = figures.pop("first_reports"), figures.pop("again_reports")
     failed = [r for r in first + again if r.status == "failed"]
@@ -184,20 +199,33 @@ async def ingest(path: Path, server_pid: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat the whole measurement (a fresh store each time); "
+                             "this machine's speed varies, so several runs tell more than one")
     args = parser.parse_args()
     proc, port = start_server(args.feeds)
+    runs = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_config(Path(tmp), port, args.feeds)
-            f = asyncio.run(ingest(path, proc.pid))
-        # The workers have ended (the pool is shut down), the feed server not yet: the
-        # largest child so far is a worker.
-        worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = write_config(Path(tmp), port, args.feeds)
+                runs.append(asyncio.run(ingest(path, proc.pid)))
+            report(args.feeds, runs[-1])
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
-    main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"feeds:                  {args.feeds}")
+    if len(runs) > 1:
+        for name, key, form in (("first ingest", "first", "{:.2f} s"), ("re-poll, all 304", "again", "{:.3f} s"),
+                                ("floor, bare aiohttp", "floor", "{:.3f} s"), ("peak PSS, all", "pss_mb", "{:.0f} MB"),
+                                ("peak RSS, fetching", "main_rss_mb", "{:.0f} MB"),
+                                ("peak RSS, a worker", "worker_rss_mb", "{:.0f} MB")):
+            values = sorted(f[key] for f in runs)
+            print(f"{name + ':':24}median {form.format(statistics.median(values))}, range "
+                  f"{form.format(values[0])} to {form.format(values[-1])} over {len(values)} runs")
+
+
+def report(feeds: int, f: dict[str, float]) -> None:
+    print(f"feeds:                  {feeds}")
     print(f"first ingest:           {f['first']:.2f} s, {f['entries']:.0f} entries, "
           f"{f['entries'] / f['first']:,.0f} entries/s")
     print(f"  CPU:                  {f['first_cpu_main']:.2f} s fetching process, {f['first_cpu_workers']:.2f} s workers "
@@ -206,8 +234,8 @@ def main() -> None:
     print(f"  CPU:                  {f['again_cpu_main']:.2f} s fetching process, {f['again_cpu_workers']:.2f} s workers "
           f"({f['again_cpu_server']:.2f} s feed server)")
     print(f"  floor, bare aiohttp:  {f['floor']:.3f} s")
-    print(f"peak memory:            {f['pss_mb']:.0f} MB all {1 + WORKERS} processes (PSS); max RSS "
-          f"{main_mb:.0f} MB fetching process, {worker_mb:.0f} MB largest worker")
+    print(f"peak memory:            {f['pss_mb']:.0f} MB all {1 + WORKERS} processes (PSS); peak RSS "
+          f"{f['main_rss_mb']:.0f} MB fetching process, {f['worker_rss_mb']:.0f} MB largest worker", flush=True)
 
 
 if __name__ == "__main__":
