@@ -6,7 +6,8 @@ Prints the wall time and entries/s of a first full ingest into an empty SQLite s
 wall time of a re-poll in which every feed answers 304, and the peak memory: the peak RSS
 of the fetching process and of the largest worker, and the peak PSS of all of them
 together (shared pages counted once). --runs repeats it all with a fresh store and prints
-medians and ranges: this machine's speed varies from run to run. The feeds are served by a separate process
+medians and ranges: this machine's speed varies from run to run (the fetching process's
+peak RSS creeps up a few MB per run, as one long-lived process's would). The feeds are served by a separate process
 (tests/feedserver.py), each feed on its own loopback address as merchants' feeds live on
 their own hosts; the hub's default politeness settings apply. For judging a noisy machine
 it also prints the CPU the feed server took on the same two cores, and a floor for the
@@ -184,6 +185,7 @@ async def ingest(path: Path, server_pid: int) -> dict[str, float]:
         figures["main_rss_mb"] = peak_rss_mb(Path("/proc/self"))
         figures["worker_rss_mb"] = max(map(peak_rss_mb, pool))
         pipeline.close()
+        gc.unfreeze()  # what this run left behind must not outlive it (--runs)
     first, again = figures.pop("first_reports"), figures.pop("again_reports")
     failed = [r for r in first + again if r.status == "failed"]
     if failed:
