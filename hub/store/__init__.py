@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from hub.errors import StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
-from hub.store.bulk import sqlite_datetime, to_json
+from hub.store.bulk import placeholders, sqlite_datetime, to_json
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
@@ -406,8 +406,7 @@ _INSERT_COLUMNS = (
 def _insert_new(conn: Connection, rows: list[tuple]) -> None:
     """Insert new items (`_insert_rows`) with one driver-level executemany. Two writers may
     race on the same new entry; the unique key decides, quietly (ON CONFLICT DO NOTHING)."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO items ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}) "
+    sql = (f"INSERT INTO items ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders(conn, len(_INSERT_COLUMNS))}) "
            "ON CONFLICT (source_id, external_id) DO NOTHING")
     conn.exec_driver_sql(sql, rows)
 

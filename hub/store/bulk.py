@@ -23,9 +23,8 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if not rows:
         return
     columns = list(rows[0])
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {table.name} ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) "
-           f"VALUES ({', '.join([mark] * len(columns))})")
+           f"VALUES ({placeholders(conn, len(columns))})")
     get = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     dates = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, (DateTime, UTCDateTime))]
     if conn.dialect.name != "sqlite" or not dates:
@@ -39,6 +38,12 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
                 value[i] = sqlite_datetime(value[i])
         values.append(tuple(value))
     conn.exec_driver_sql(sql, values)
+
+
+def placeholders(conn: Connection, n: int) -> str:
+    """`n` parameter marks for driver-level SQL: "?, ?" (SQLite) or "%s, %s" (psycopg)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([mark] * n)
 
 
 def new_ids(conn: Connection, table: Table, n: int) -> list[int]:

@@ -21,7 +21,7 @@ from hub import moderation
 from hub.models import Item
 from hub.records import Origin, Record, Revision, canonical
 from hub.store.mediadb import MediaIndex
-from hub.store.bulk import new_ids
+from hub.store.bulk import new_ids, placeholders
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
                                  multi_source_merchants, prepare)
 
@@ -242,8 +242,7 @@ def _item_ids(conn: Connection, work: Sequence) -> dict[tuple[str, str], int]:
     """(source id, external id) -> item id of the batch's sources (driver level: this reads
     a row per stored item of the batch's sources on every ingest)."""
     sources = sorted({o.source_id for o, _ in work})
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"SELECT id, source_id, external_id FROM items WHERE source_id IN ({', '.join([mark] * len(sources))})"
+    sql = f"SELECT id, source_id, external_id FROM items WHERE source_id IN ({placeholders(conn, len(sources))})"
     return {(source, external): item_id for item_id, source, external in conn.exec_driver_sql(sql, tuple(sources))}
 
 
@@ -252,8 +251,7 @@ def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:
     item of a batch, and SQLAlchemy would render a bind parameter for each)."""
     if not item_ids:
         return set()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"SELECT item_id FROM record_origins WHERE item_id IN ({', '.join([mark] * len(item_ids))})"
+    sql = f"SELECT item_id FROM record_origins WHERE item_id IN ({placeholders(conn, len(item_ids))})"
     return {item_id for item_id, in conn.exec_driver_sql(sql, tuple(item_ids))}
 
 
