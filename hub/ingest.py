@@ -86,12 +86,8 @@ def parse_fetched(f: Fetched) -> FetchOutcome:
     """Parse one payload; every failure becomes a recorded outcome."""
     try:
         parsed = parse_payload(f.connector, f.options, f.ref, f.got)
-    except ConnectorError as exc:
-        return failed(f.source_id, f.at, str(exc), exc.code, getattr(exc, "retry_after", None))
-    except Exception as exc:  # a connector bug must not take the other sources down
-        log.exception("connector %s crashed on source %s", f.connector, f.source_id)
-        return failed(f.source_id, f.at, f"unexpected error in the {f.connector} connector: {exc!r} "
-                      "(this is a bug; please report it with the log)", "connector_crashed")
+    except Exception as exc:
+        return connector_failed(f.source_id, f.connector, f.at, exc)
     if f.pushed:  # a push may carry only what changed, so it cannot tell deletions,
         # and it leaves the feed's caching state (ETag) as it was
         return FetchOutcome(f.source_id, f.at, "ok", parsed=replace(parsed, complete=False))
@@ -106,6 +102,17 @@ def parse_payload(connector: str, options: Any, ref: SourceRef, got: Retrieved) 
     for item in parsed.items:
         item.content_hash
     return parsed
+
+
+def connector_failed(source_id: str, connector: str, at: datetime, exc: Exception) -> FetchOutcome:
+    """The outcome to record when a connector's retrieve or parse raised `exc`. A
+    ConnectorError says what is wrong with the source; anything else is a bug in the
+    connector, which must not take the other sources down."""
+    if isinstance(exc, ConnectorError):
+        return failed(source_id, at, str(exc), exc.code, getattr(exc, "retry_after", None))
+    log.error("connector %s crashed on source %s", connector, source_id, exc_info=exc)
+    return failed(source_id, at, f"unexpected error in the {connector} connector: {exc!r} "
+                  "(this is a bug; please report it with the log)", "connector_crashed")
 
 
 def failed(source_id: str, at: datetime, message: str, code: str, retry_after: float | None = None) -> FetchOutcome:

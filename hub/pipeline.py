@@ -25,9 +25,9 @@ from typing import Awaitable, Callable, Iterator, Literal, Mapping, Sequence
 
 from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
-from hub.errors import ConnectorError, NotModified
+from hub.errors import NotModified
 from hub.http import Fetcher
-from hub.ingest import Fetched, Stored, failed, ingest, ingest_in_worker, start_worker
+from hub.ingest import Fetched, Stored, connector_failed, ingest, ingest_in_worker, start_worker
 from hub.models import FetchState, Retrieved, SourceRef
 from hub.store import FetchOutcome, SourceSpec, Store, utcnow
 from schedules.politeness import HostLimiter
@@ -161,12 +161,8 @@ class Pipeline:
                 got = await connector.retrieve(source.options, state, self.fetcher)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
-        except ConnectorError as exc:
-            return failed(source.id, utcnow(), str(exc), exc.code, getattr(exc, "retry_after", None))
-        except Exception as exc:  # a connector bug must not take the other sources down
-            log.exception("connector %s crashed on source %s", source.connector, source.id)
-            return failed(source.id, utcnow(), f"unexpected error in the {source.connector} connector: {exc!r} "
-                          "(this is a bug; please report it with the log)", "connector_crashed")
+        except Exception as exc:
+            return connector_failed(source.id, source.connector, utcnow(), exc)
         return Fetched(source.id, source.connector, source.options, ref, got, utcnow())
 
     async def _ingest(self, work: list[Fetched | FetchOutcome]) -> list[Stored]:
