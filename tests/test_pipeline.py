@@ -15,7 +15,8 @@ import pytest
 
 from hub import config
 from hub.http import Fetcher
-from hub.ingest import Fetched, Stored
+from hub.errors import ParseError
+from hub.ingest import Fetched, Stored, connector_failed
 from hub.pipeline import BATCH_SOURCES, POOL_FROM_SOURCES, Pipeline, _Batches, source_specs
 from hub.store import FetchOutcome, Store
 from tests.feedserver import FeedServer
@@ -207,3 +208,12 @@ async def test_a_batch_holds_at_most_batch_sources_payloads_and_any_number_of_30
     assert [s.source_id for s in stored] == [w.source_id for w in work]
     assert [(len(b), sum(isinstance(w, Fetched) for w in b)) for b in seen] == [
         (4 * BATCH_SOURCES, BATCH_SOURCES), (5, 5)]
+
+
+def test_a_connector_error_names_the_problem_and_a_crash_is_reported_as_a_bug():
+    told = connector_failed("s1", "rss", T0, ParseError("the feed cannot be read"))
+    assert (told.status, told.error_code, told.error) == ("failed", "parse_failed", "the feed cannot be read")
+    crash = connector_failed("s1", "rss", T0, KeyError("title"))
+    assert (crash.status, crash.error_code) == ("failed", "connector_crashed")
+    assert crash.error.startswith("unexpected error in the rss connector: KeyError('title')")
+    assert "this is a bug" in crash.error
