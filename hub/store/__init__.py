@@ -12,6 +12,7 @@ returns, per source, the keys that were inserted, changed and deleted.
 from __future__ import annotations
 
 import json
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -369,6 +370,7 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
 
 def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     if url.startswith("sqlite"):
+        _bind_nulls_and_flags_directly()
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -394,6 +396,16 @@ def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_pre_ping=True)
+
+
+def _bind_nulls_and_flags_directly() -> None:
+    """sqlite3 binds int, float, str and bytes as they are, but sends every other value,
+    None and booleans included, through its adapter lookup, which fails by way of an
+    AttributeError each time: ~3,000 instructions per NULL or flag, a fifth of the database
+    time of an ingest (items have many empty columns). With an adapter registered for them,
+    the lookup ends at once and they bind as before. (Process-wide, and the same values.)"""
+    sqlite3.register_adapter(type(None), {}.get)  # None -> None, without a Python call
+    sqlite3.register_adapter(bool, int)
 
 
 _INSERT_COLUMNS = (
