@@ -18,13 +18,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from hub import config as config_mod
 from hub.config import Settings
 from hub.cli_items import items_app
 from hub.errors import ConfigError, HubError
 from hub.http import Fetcher
-from hub.media import MediaStore, ingest_media
+from hub.media import IngestReport, MediaStore, ingest_media
 from hub.moderation import rules_from
 from hub.pipeline import Pipeline, SourceReport, select_sources, source_specs
 from hub.store import Store
@@ -104,23 +105,43 @@ def fetch(config: ConfigOpt = Path("config.yaml"),
         err.print("no source matches; `hub sources` lists the configured ones", style="yellow")
         raise typer.Exit(2)
     store = _store(settings)
-    reports = asyncio.run(_fetch_with_progress(settings, store, chosen))
+    reports, images = asyncio.run(_fetch_with_progress(settings, store, chosen))
     out.print(_report_table(reports))
+    if summary := _images_summary(images):
+        out.print(summary)
     failed = [r for r in reports if r.status == "failed"]
     if failed:
         err.print(f"{len(failed)} of {len(reports)} sources failed.", style="bold red")
         raise typer.Exit(1)
 
 
-async def _fetch_with_progress(settings: Settings, store: Store, chosen) -> list[SourceReport]:
-    columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+async def _fetch_with_progress(settings: Settings, store: Store, chosen) -> tuple[list[SourceReport], IngestReport]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("fetch", total=len(chosen))
+        task = progress.add_task("fetching", total=len(chosen))
         async with _pipeline(settings, store) as pipeline:
             reports = await pipeline.run(chosen, on_done=lambda _: progress.advance(task))
             # issue 4: the new records' images are downloaded at ingest, before their URLs expire
-            await ingest_media(MediaStore(settings.data_dir, settings.base_dir, store.records.media, pipeline.fetcher))
-            return reports
+            media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, pipeline.fetcher)
+            images = progress.add_task("images", total=await asyncio.to_thread(media.index.count_pending))
+            stored = await ingest_media(media, on_round=lambda r: progress.advance(images, r.items))
+            return reports, stored
+
+
+def _images_summary(report: IngestReport) -> Text | None:
+    """What became of the new records' images; hosts given up on are named with the reason."""
+    if not report.items:
+        return None
+    images = report.downloaded + report.failed
+    text = Text(f"{report.items} new or changed entries brought {images or 'no'} new images")
+    if report.failed:
+        text.append(f": {report.downloaded} stored, {report.failed} not (a page asks the hub for those again "
+                    "when it shows them)", style="yellow")
+    elif images:
+        text.append(": all stored")
+    for why in report.unreachable.values():
+        text.append(f"\n  {why}", style="yellow")
+    return text
 
 
 def _report_table(reports: list[SourceReport]) -> Table:

@@ -31,15 +31,15 @@ import logging
 import re
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hub.errors import FetchError, HubError
+from hub.errors import FetchError, HubError, TooLarge
 from hub.http import Fetcher
 from hub.identity import key_of
 from hub.store.mediadb import MediaIndex, StoredImage
@@ -79,7 +79,8 @@ class Picture:
 class IngestReport:
     downloaded: int = 0
     failed: int = 0
-    items: int = 0
+    items: int = 0  # origins whose images were seen to
+    unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it was given up on
 
 
 class MediaStore:
@@ -132,39 +133,61 @@ class MediaStore:
 
     # --- ingest -----------------------------------------------------------------------------
 
-    async def ingest_pending(self, limit: int = INGEST_BATCH) -> IngestReport:
-        """Download the images of origins stored since the last run (at most `limit` origins)."""
-        report = IngestReport()
+    async def ingest_pending(self, limit: int = INGEST_BATCH, unreachable: dict[str, str] | None = None) -> IngestReport:
+        """Download the images of origins stored since the last run (at most `limit` origins).
+        `unreachable` (host -> why) carries the hosts given up on across the rounds of a run."""
+        report = IngestReport(unreachable={} if unreachable is None else unreachable)
         pending = await asyncio.to_thread(self.index.pending, limit)
         if not pending:
             return report
         urls = list(dict.fromkeys(u for _, us in pending for u in us))
         known = await asyncio.to_thread(self.index.lookup, urls)
         slots = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
+        images: list[StoredImage] = []
 
         async def one(url: str) -> None:
             async with slots:
-                image = await self.store(url)
-            report.downloaded += image.sha256 is not None
-            report.failed += image.sha256 is None
+                images.append(await self._obtain(url, report.unreachable))
 
-        await asyncio.gather(*(one(u) for u in urls if u not in known))
-        await asyncio.to_thread(self.index.done, [item_id for item_id, _ in pending])
+        async def host(first: str, *rest: str) -> None:
+            await one(first)  # a host that is down is found out by one request, not by several at once
+            await asyncio.gather(*map(one, rest))
+
+        by_host: dict[str | None, list[str]] = {}
+        for url in urls:
+            if url not in known:
+                by_host.setdefault(urlsplit(url).hostname, []).append(url)
+        await asyncio.gather(*(host(*host_urls) for host_urls in by_host.values()))
+        await asyncio.to_thread(self.index.save, images, datetime.now(timezone.utc), [i for i, _ in pending])
+        report.downloaded = sum(i.sha256 is not None for i in images)
+        report.failed = len(images) - report.downloaded
         report.items = len(pending)
         return report
 
     async def store(self, url: str) -> StoredImage:
         """Download, check, clean and store the image at `url`; a failure is recorded too,
         so it is not tried on every run (the on-demand route tries again)."""
+        image = await self._obtain(url, {})
+        await asyncio.to_thread(self.index.save, [image], datetime.now(timezone.utc))
+        return image
+
+    async def _obtain(self, url: str, unreachable: dict[str, str]) -> StoredImage:
+        """The image at `url`, downloaded and its variants written; or what went wrong. A host
+        that could not be reached is not asked again in the same run (`unreachable`): a
+        feed's images often share one host, and each DNS failure or connect timeout takes
+        its time again."""
+        host = urlsplit(url).hostname
+        if host in unreachable:
+            return StoredImage(url, None, None, None, None, f"not tried: {unreachable[host]}")
         try:
             body = await self._download(url)
             sha, width, height, mime = await asyncio.to_thread(self._write_variants, body)
-            image = StoredImage(url, sha, width, height, mime)
+            return StoredImage(url, sha, width, height, mime)
         except HubError as exc:
             log.info("image %s not stored: %s", url, exc)
-            image = StoredImage(url, None, None, None, None, str(exc))
-        await asyncio.to_thread(self.index.save, image, datetime.now(timezone.utc))
-        return image
+            if host and _host_wide(exc):
+                unreachable.setdefault(host, f"{host} could not be reached for another image in this run: {exc}")
+            return StoredImage(url, None, None, None, None, str(exc))
 
     async def variant_for(self, url: str) -> Path:
         """The 960 px JPEG of `url`, stored now if need be (the on-demand route)."""
@@ -303,17 +326,27 @@ def _load_or_create_key(path: Path) -> bytes:
     return path.read_bytes()
 
 
-async def ingest_media(store_media: MediaStore, rounds: int = 50) -> IngestReport:
+async def ingest_media(store_media: MediaStore, rounds: int = 50,
+                       on_round: Callable[[IngestReport], None] | None = None) -> IngestReport:
     """Work the whole backlog of pending images, batch by batch (a task function for
-    `hub fetch` and the scheduler)."""
+    `hub fetch` and the scheduler); `on_round` hears of each batch (a progress bar)."""
     total = IngestReport()
     for _ in range(rounds):
-        report = await store_media.ingest_pending()
+        report = await store_media.ingest_pending(unreachable=total.unreachable)
         if not report.items:
             break
-        total.downloaded, total.failed, total.items = (total.downloaded + report.downloaded,
-                                                       total.failed + report.failed, total.items + report.items)
+        total.downloaded += report.downloaded
+        total.failed += report.failed
+        total.items += report.items
+        if on_round:
+            on_round(report)
     return total
+
+
+def _host_wide(exc: HubError) -> bool:
+    """A failure every other image on the same host would meet now: no connection (DNS,
+    refused, timeout, TLS, an address the guard blocks) or an answer to slow down."""
+    return isinstance(exc, FetchError) and not isinstance(exc, TooLarge) and exc.status in (None, 429, 503)
 
 
 async def collect_media_garbage(store_media: MediaStore) -> int:

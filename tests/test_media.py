@@ -5,6 +5,9 @@ and collected when no record uses them any more."""
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import sys
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -148,3 +151,32 @@ def test_pages_serve_only_the_hubs_own_images(server, settings, store):
         assert "http://127.0.0.1" not in "".join(re.findall(r'(?:src|srcset)="([^"]+)"', page))
         assert client.get(on_demand[:-4] + "AAAA").status_code == 404  # not our signature
         assert client.get(variant.replace("480.webp", "../../media.key")).status_code == 404
+
+
+def test_hub_fetch_shows_what_became_of_the_images_and_asks_an_unreachable_host_once(tmp_path):
+    """`hub fetch` downloads the new entries' images after the fetch and says how that
+    went. A host that refuses the connection is tried once per run, not once per image:
+    a town's feed often keeps all its pictures on one host."""
+    with socket.socket() as closed:  # a port nobody listens on: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with FeedServer(host="127.0.0.2", files={"foto.jpg": jpeg_with_exif(800, 600)}) as srv:
+        images = [srv.url("/files/foto.jpg")] + [f"{dead}/bild{n}.jpg" for n in range(1, 5)]
+        entries = "".join(f"<item><guid>e{n}</guid><title>Beitrag {n}</title><link>https://laden.example/{n}</link>"
+                          f'<enclosure url="{url}" type="image/jpeg" length="1"/></item>' for n, url in enumerate(images))
+        srv.files["laden.xml"] = f'<?xml version="1.0"?><rss version="2.0"><channel><title>Laden</title>{entries}</channel></rss>'.encode()
+        (tmp_path / "config.yaml").write_text(
+            f"platform: {{name: Teststadt}}\nstore: {{url: 'sqlite:///{tmp_path}/hub.db'}}\n"
+            "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5}\n"
+            f"merchants:\n  - id: laden\n    name: Laden\n    sources:\n      - {{connector: rss, id: laden-rss, url: '{srv.url('/files/laden.xml')}'}}\n")
+        done = subprocess.run([sys.executable, "-m", "hub", "fetch", "-c", "config.yaml"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    summary = " ".join(done.stdout.split())  # rich wraps long lines
+    assert "5 new or changed entries brought 5 new images: 1 stored, 4 not" in summary
+    assert "127.0.0.1 could not be reached for another image in this run: 127.0.0.1 refused the connection" in summary
+
+    settings = config.load(tmp_path / "config.yaml", env={})
+    known = Store(settings.store.url, base_dir=tmp_path).records.media.lookup(images)
+    outcomes = sorted((i.error or "stored").split(" ")[0] for i in known.values())
+    assert outcomes == ["127.0.0.1", "not", "not", "not", "stored"]  # refused once, then not tried

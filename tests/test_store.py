@@ -10,6 +10,7 @@ from alembic.config import Config as AlembicConfig
 
 from hub.models import Event, FetchState, Item, Media, Parsed
 from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store
+from hub.store.mediadb import StoredImage
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -158,3 +159,18 @@ def test_datetimes_are_stored_as_utc_and_offsets_of_older_versions_are_repaired(
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql(raw).one() == ("2026-12-05 15:00:00.000000", "2026-11-21 12:00:00.000000")
     store.close()
+
+
+def test_image_outcomes_are_saved_in_one_go_and_the_last_one_wins(store):
+    prepared(store).apply([fetched([entry(1), entry(2)])])
+    index = store.records.media
+    assert index.count_pending() == 2
+    ids = [item_id for item_id, _ in index.pending(10)]
+    first, second = "https://laden.example/1.jpg", "https://laden.example/2.jpg"
+    index.save([StoredImage(first, None, None, None, None, "HTTP 503"), StoredImage(second, "b" * 64, 800, 600, "image/jpeg")],
+               T0, done=ids)
+    assert index.count_pending() == 0
+    index.save([StoredImage(first, "a" * 64, 800, 600, "image/jpeg")], T0 + timedelta(hours=1))  # the on-demand route
+    known = index.lookup([first, second])
+    assert (known[first].sha256, known[first].error) == ("a" * 64, None)
+    assert (known[second].sha256, known[second].width) == ("b" * 64, 800)

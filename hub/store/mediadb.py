@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.identity import key_of
@@ -41,14 +41,22 @@ class MediaIndex:
             rows = conn.execute(select(MEDIA).where(MEDIA.c.url_key.in_(keys))).all()
         return {r.url: StoredImage(r.url, r.sha256, r.width, r.height, r.mime, r.error) for r in rows}
 
-    def save(self, image: StoredImage, at: datetime) -> None:
-        values = {"url": image.url, "sha256": image.sha256, "width": image.width, "height": image.height,
-                  "mime": image.mime, "status": "ok" if image.sha256 else "failed", "error": image.error,
-                  "fetched_at": at}
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(MEDIA).values(url_key=key_of(image.url), **values)
-        with self.engine.begin() as conn:  # two processes may store one URL at once: last one wins
-            conn.execute(statement.on_conflict_do_update(index_elements=["url_key"], set_=values))
+    def save(self, images: Sequence[StoredImage], at: datetime, done: Sequence[int] = ()) -> None:
+        """Record what became of `images` and mark the origins `done` waiting, in one
+        transaction (a commit per image made a run over thousands of images crawl)."""
+        rows = [{"url_key": key_of(i.url), "url": i.url, "sha256": i.sha256, "width": i.width, "height": i.height,
+                 "mime": i.mime, "status": "ok" if i.sha256 else "failed", "error": i.error, "fetched_at": at}
+                for i in images]
+        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(MEDIA)
+        # two processes may store one URL at once: last one wins
+        upsert = insert.on_conflict_do_update(
+            index_elements=["url_key"], set_={name: insert.excluded[name] for name in rows[0] if name != "url_key"}
+        ) if rows else None
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(upsert, rows)
+            if done:
+                conn.execute(update(ORIGINS).where(ORIGINS.c.item_id.in_(list(done))).values(media_pending=False))
 
     def pending(self, limit: int) -> list[tuple[int, list[str]]]:
         """(item id, image URLs) of live origins whose images were not fetched yet."""
@@ -57,9 +65,10 @@ class MediaIndex:
                                 .where(ORIGINS.c.media_pending, ORIGINS.c.live).limit(limit)).all()
         return [(r.item_id, json.loads(r.images or "[]")) for r in rows]
 
-    def done(self, item_ids: Sequence[int]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(ORIGINS).where(ORIGINS.c.item_id.in_(list(item_ids))).values(media_pending=False))
+    def count_pending(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(ORIGINS)
+                                .where(ORIGINS.c.media_pending, ORIGINS.c.live)).scalar_one()
 
     def used_urls(self) -> Iterator[str]:
         """Every image URL a live origin still uses (streamed: a maintenance pass)."""
