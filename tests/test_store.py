@@ -7,10 +7,12 @@ from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy import func, select
 
-from hub.models import Event, FetchState, Item, Media, Parsed
-from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store
+from hub.models import Event, FetchState, Item, Kind, Media, Parsed
+from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store, tables
 from hub.store.mediadb import StoredImage
+from hub.store.scheduling import ScheduleStore
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -174,3 +176,35 @@ def test_image_outcomes_are_saved_in_one_go_and_the_last_one_wins(store):
     known = index.lookup([first, second])
     assert (known[first].sha256, known[first].error) == ("a" * 64, None)
     assert (known[second].sha256, known[second].width) == ("b" * 64, 800)
+
+
+def test_retention_forgets_long_deleted_items_with_everything_that_points_at_them(store):
+    """An item deleted at its source is kept as a tombstone for `schedule.retention`, then
+    forgotten with its origin, identity keys and deliveries; a record left with no origin
+    at all goes too. What is still live, or deleted more recently, stays untouched."""
+    def event(n: int) -> Item:  # an event has identity keys (its day and title words)
+        start = datetime(2026, 12, n, 16, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+        return entry(n).evolve(kind=Kind.EVENT, event=Event(start=start, timezone="Europe/Berlin"))
+
+    prepared(store).apply([fetched([event(1), event(2), event(3)])])
+    store.apply([fetched([event(1), event(3)], at=T0 + timedelta(days=1))])  # e2 deleted at the source
+    store.apply([fetched([event(3)], at=T0 + timedelta(days=50))])  # e1 deleted later
+
+    def counts() -> dict[str, int]:
+        with store.engine.connect() as conn:
+            return {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in (tables.ItemRow, tables.RecordOriginRow, tables.RecordRow)}
+
+    assert counts() == {"items": 3, "record_origins": 3, "records": 3}
+
+    plans = ScheduleStore(store)
+    assert plans.forget_deleted(T0 + timedelta(days=30)) == 1  # e2 only: e1's tombstone is younger
+    assert counts() == {"items": 2, "record_origins": 2, "records": 2}
+    with store.engine.connect() as conn:
+        item_ids = set(conn.execute(select(tables.ItemRow.id)).scalars())
+        keyed = set(conn.execute(select(tables.IdentityKeyRow.item_id)).scalars())
+    assert keyed and keyed <= item_ids  # no identity key points at a forgotten item
+    assert plans.forget_deleted(T0 + timedelta(days=30)) == 0  # idempotent
+    assert [r.item.external_id for r in store.records.list()] == ["e3"]  # e1 stays deleted, e3 live
+    [again] = store.apply([fetched([event(2), event(3)], at=T0 + timedelta(days=60))])
+    assert again.new == ["e2"]  # forgotten means forgotten: if it comes back, it is new

@@ -21,10 +21,16 @@ from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row, _p
-from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
+from hub.store.tables import (ChannelRow, DeliveryRow, IdentityKeyRow, IdentitySplitRow, RecordOriginRow,
+                              RecordRevisionRow, RecordRow, UTCDateTime)
 
 CHANNELS = ChannelRow.__table__
 DELIVERIES = DeliveryRow.__table__
+RECORDS = RecordRow.__table__
+ORIGINS = RecordOriginRow.__table__
+IDENTITY_KEYS = IdentityKeyRow.__table__
+SPLITS = IdentitySplitRow.__table__
+REVISIONS = RecordRevisionRow.__table__
 MAX_DELIVERY_ATTEMPTS = 5  # a failed item is retried on this many runs, then left as failed
 
 
@@ -305,12 +311,22 @@ class ScheduleStore:
     # --- maintenance ---------------------------------------------------------------------
 
     def forget_deleted(self, before: datetime) -> int:
-        """Delete items tombstoned before `before`, with their ledger rows. By then no feed
-        window still carries them, so the tombstone has done its job."""
+        """Delete items tombstoned before `before`, with everything that points at them:
+        deliveries, their origin in a record, identity keys and remembered splits; then the
+        records left without any origin (removed long ago), with their revisions. By then no
+        feed window still carries the items, so the tombstones have done their job."""
         old = select(ITEMS.c.id).where(ITEMS.c.deleted_at < before)
+        orphaned = select(RECORDS.c.id).where(RECORDS.c.removed_at.is_not(None),
+                                              RECORDS.c.id.not_in(select(ORIGINS.c.record_id)))
         with self.engine.begin() as conn:
             conn.execute(delete(DELIVERIES).where(DELIVERIES.c.item_id.in_(old)))
-            return conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
+            conn.execute(delete(ORIGINS).where(ORIGINS.c.item_id.in_(old)))
+            conn.execute(delete(IDENTITY_KEYS).where(IDENTITY_KEYS.c.item_id.in_(old)))
+            conn.execute(delete(SPLITS).where(or_(SPLITS.c.item_a.in_(old), SPLITS.c.item_b.in_(old))))
+            forgotten = conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
+            conn.execute(delete(REVISIONS).where(REVISIONS.c.record_id.in_(orphaned)))
+            conn.execute(delete(RECORDS).where(RECORDS.c.id.in_(orphaned)))
+        return forgotten
 
     def housekeeping(self) -> None:
         """SQLite: refresh the planner's statistics and fold the WAL back into the database,
