@@ -48,10 +48,9 @@ class MediaIndex:
                  "mime": i.mime, "status": "ok" if i.sha256 else "failed", "error": i.error, "fetched_at": at}
                 for i in images]
         insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(MEDIA)
+        changed = [c.name for c in MEDIA.columns if c.name != "url_key"]
         # two processes may store one URL at once: last one wins
-        upsert = insert.on_conflict_do_update(
-            index_elements=["url_key"], set_={name: insert.excluded[name] for name in rows[0] if name != "url_key"}
-        ) if rows else None
+        upsert = insert.on_conflict_do_update(index_elements=["url_key"], set_={c: insert.excluded[c] for c in changed})
         with self.engine.begin() as conn:
             if rows:
                 conn.execute(upsert, rows)
