@@ -21,16 +21,11 @@ from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row, _p
-from hub.store.tables import (ChannelRow, DeliveryRow, IdentityKeyRow, IdentitySplitRow, RecordOriginRow,
-                              RecordRevisionRow, RecordRow, UTCDateTime)
+from hub.store.placement import KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
+from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
 CHANNELS = ChannelRow.__table__
 DELIVERIES = DeliveryRow.__table__
-RECORDS = RecordRow.__table__
-ORIGINS = RecordOriginRow.__table__
-IDENTITY_KEYS = IdentityKeyRow.__table__
-SPLITS = IdentitySplitRow.__table__
-REVISIONS = RecordRevisionRow.__table__
 MAX_DELIVERY_ATTEMPTS = 5  # a failed item is retried on this many runs, then left as failed
 
 
@@ -321,7 +316,7 @@ class ScheduleStore:
         with self.engine.begin() as conn:
             conn.execute(delete(DELIVERIES).where(DELIVERIES.c.item_id.in_(old)))
             conn.execute(delete(ORIGINS).where(ORIGINS.c.item_id.in_(old)))
-            conn.execute(delete(IDENTITY_KEYS).where(IDENTITY_KEYS.c.item_id.in_(old)))
+            conn.execute(delete(KEYS).where(KEYS.c.item_id.in_(old)))
             conn.execute(delete(SPLITS).where(or_(SPLITS.c.item_a.in_(old), SPLITS.c.item_b.in_(old))))
             forgotten = conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
             conn.execute(delete(REVISIONS).where(REVISIONS.c.record_id.in_(orphaned)))
