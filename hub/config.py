@@ -19,7 +19,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from hub import plugins, yamlsrc
 from hub.errors import ConfigError
-from schedules.cron import check_cron
+from hub.cron import check_cron
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")

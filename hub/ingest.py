@@ -17,15 +17,17 @@ import gc
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from connectors.base import ConnectorOptions
 from hub import plugins
 from hub.errors import ConnectorError
 from hub.models import Parsed, Retrieved, SourceRef
 from hub.moderation import Rules
 from hub.normalize import normalize_parsed
 from hub.store import FetchOutcome, Store
+
+if TYPE_CHECKING:  # the plugin contract, for the annotation only: the core loads connectors by name
+    from connectors.base import ConnectorOptions
 
 log = logging.getLogger("hub.ingest")
 

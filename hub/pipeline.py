@@ -30,7 +30,7 @@ from hub.http import Fetcher
 from hub.ingest import Fetched, Stored, connector_failed, ingest, ingest_in_worker, start_worker
 from hub.models import FetchState, Retrieved, SourceRef
 from hub.store import FetchOutcome, SourceSpec, Store, utcnow
-from schedules.politeness import HostLimiter
+from hub.politeness import HostLimiter
 
 log = logging.getLogger("hub.pipeline")
 # Payloads per batch: a batch is one transaction; fewer, larger ones cost less per entry,

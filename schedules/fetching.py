@@ -27,7 +27,7 @@ from hub.store import Store
 from hub.store.scheduling import ScheduleStore, SourceFacts
 from schedules import policy
 from schedules.clock import Clock
-from schedules.politeness import host_of
+from hub.politeness import host_of
 
 log = logging.getLogger("hub.schedule")
 

@@ -25,7 +25,7 @@ from hub.store import Store, StoredItem
 from hub.store.scheduling import ChannelFilter, ScheduleStore
 from renderers.base import ChannelRef, Delivery, item_key
 from schedules.clock import Clock, SystemClock
-from schedules.cron import next_run
+from hub.cron import next_run
 
 log = logging.getLogger("hub.publish")
 PUBLISH_BATCH = 1000  # most items one run sends; the rest go out on the next run

@@ -10,8 +10,6 @@ polled `push_slowdown` times less often; before its lease ends it is renewed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta
@@ -29,21 +27,10 @@ log = logging.getLogger("hub.websub")
 VERIFY_TIMEOUT = timedelta(hours=1)  # a hub that has not verified by then is asked again
 RETRY_REFUSED = timedelta(days=1)  # after a refusal or an error, ask again this much later
 RENEW_BEFORE = timedelta(days=1)  # renew a lease when less than this is left (or half of it)
-_DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
 def callback_url(settings: Settings, source_id: str) -> str:
     return f"{settings.platform.base_url.rstrip('/')}/hooks/websub/{quote(source_id, safe='')}"
-
-
-def signature_ok(secret: str | None, header: str | None, body: bytes) -> bool:
-    """Whether `X-Hub-Signature: method=hexdigest` is the HMAC of `body` under `secret`."""
-    method, _, given = (header or "").partition("=")
-    digest = _DIGESTS.get(method.strip().lower())
-    if not secret or digest is None or not given:
-        return False
-    expected = hmac.new(secret.encode(), body, digest).hexdigest()
-    return hmac.compare_digest(expected, given.strip().lower())
 
 
 def wants_subscription(sub: Subscription, found: tuple[str, str], now: datetime) -> bool:

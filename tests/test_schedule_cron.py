@@ -9,7 +9,7 @@ import pytest
 
 from hub import config
 from hub.errors import ConfigError
-from schedules.cron import check_cron, next_run
+from hub.cron import check_cron, next_run
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = timezone.utc

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 
-from schedules.politeness import HostLimiter, host_of
+from hub.politeness import HostLimiter, host_of
 
 
 async def test_requests_to_one_host_are_spaced_and_capped_and_the_total_is_capped():

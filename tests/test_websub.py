@@ -20,7 +20,7 @@ from connectors import websub
 from connectors.feed import FeedConnector
 from hub.models import FetchState, Retrieved, SourceRef
 from hub.web.app import create_app
-from schedules.websub import signature_ok
+from hub.signatures import signature_ok
 from tests.clock import ManualClock
 from tests.feedserver import FeedServer
 from tests.schedtown import feed, town, write_config

@@ -26,7 +26,7 @@ from hub.models import FetchState, Retrieved
 from hub.pipeline import Pipeline
 from hub.store import Store, utcnow
 from hub.store.scheduling import ScheduleStore
-from schedules.websub import signature_ok
+from hub.signatures import signature_ok
 
 log = logging.getLogger("hub.websub")
 

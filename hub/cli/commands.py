@@ -10,65 +10,34 @@ import logging
 import signal
 import sys
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, AsyncIterator, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from hub import config as config_mod
+from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
+from hub.cli.items import items_app
 from hub.config import Settings
-from hub.cli_items import items_app
-from hub.errors import ConfigError, HubError
 from hub.http import Fetcher
 from hub.media import IngestReport, MediaStore, ingest_media
-from hub.moderation import rules_from
-from hub.pipeline import Pipeline, SourceReport, select_sources, source_specs
+from hub.pipeline import Pipeline, SourceReport, select_sources
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore, SourceSchedule
 from schedules.clock import SystemClock
 from schedules.policy import describe
-from schedules.publishing import ChannelPublisher, PublishReport, prepare_channels, push_channels
+from schedules.publishing import ChannelPublisher, PublishReport, push_channels
 from schedules.scheduler import Scheduler, process_owner
 
 app = typer.Typer(help="Post once, appear everywhere: the town's content hub.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path, typer.Option("-c", "--config", envvar="HUB_CONFIG", help="The YAML config file.")]
-HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
-PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
 def main() -> None:
     app()
-
-
-def _settings(path: Path) -> Settings:
-    try:
-        return config_mod.load(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False)
-        err.print(f"{len(exc.problems)} problem(s) in {path}; nothing was started.", style="bold red")
-        raise typer.Exit(2) from None
-
-
-def _store(settings: Settings) -> Store:
-    try:
-        store = Store(settings.store.url, base_dir=settings.base_dir)
-    except HubError as exc:
-        err.print(f"error: {exc}", style="red", markup=False)
-        raise typer.Exit(2) from None
-    store.sync_sources(source_specs(settings))
-    store.records.configure(rules_from(settings))  # moderation rules of the config (issue 4)
-    prepare_channels(settings, store)
-    return store
 
 
 @asynccontextmanager
@@ -87,7 +56,7 @@ async def _pipeline(settings: Settings, store: Store) -> AsyncIterator[Pipeline]
 @app.command()
 def check(config: ConfigOpt = Path("config.yaml")) -> None:
     """Validate the config; print every problem as file:line: message (exit 2 if any)."""
-    settings = _settings(config)
+    settings = settings_from(config)
     n_sources = len(settings.sources())
     out.print(f"{config}: OK — {len(settings.merchants)} merchants, {n_sources} sources, "
               f"{len(settings.channels)} channels")
@@ -99,12 +68,12 @@ def fetch(config: ConfigOpt = Path("config.yaml"),
           merchant: Annotated[Optional[list[str]], typer.Option("--merchant", "-m", help="Only this merchant's sources (repeatable).")] = None,
           ) -> None:
     """Fetch sources once and show what was new, changed, unchanged or failed (exit 1 if any failed)."""
-    settings = _settings(config)
+    settings = settings_from(config)
     chosen = select_sources(settings, source, merchant)
     if not chosen:
         err.print("no source matches; `hub sources` lists the configured ones", style="yellow")
         raise typer.Exit(2)
-    store = _store(settings)
+    store = open_store(settings)
     reports, images = asyncio.run(_fetch_with_progress(settings, store, chosen))
     out.print(_report_table(reports))
     if summary := _images_summary(images):
@@ -162,15 +131,15 @@ def _report_table(reports: list[SourceReport]) -> Table:
     return table
 
 
-app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli_items.py)
+app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
 
 
 @app.command()
 def sources(config: ConfigOpt = Path("config.yaml"),
             format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table") -> None:
     """Show every source's health and schedule: last fetch, error, next fetch, interval, why."""
-    settings = _settings(config)
-    store = _store(settings)
+    settings = settings_from(config)
+    store = open_store(settings)
     configured = {s.id for _, s in settings.sources()}
     statuses = [s for s in store.source_statuses() if s.id in configured]
     schedules = ScheduleStore(store).source_schedules()
@@ -185,7 +154,7 @@ def sources(config: ConfigOpt = Path("config.yaml"),
     styles = {"ok": "green", "failing": "red", "new": "yellow"}
     for s in statuses:
         table.add_row(s.id, s.merchant_id, f"[{styles.get(s.status, '')}]{s.status}[/]", str(s.items),
-                      _when(s.last_fetch_at), _when(s.last_ok_at), s.last_error or "; ".join(s.warnings))
+                      when(s.last_fetch_at), when(s.last_ok_at), s.last_error or "; ".join(s.warnings))
     out.print(table)
     out.print(_schedule_table([(s.id, schedules[s.id]) for s in statuses]))
 
@@ -200,7 +169,7 @@ def _schedule_table(rows: list[tuple[str, SourceSchedule]]) -> Table:
         why = plan.reason or ("first fetch" if plan.next_fetch_at else "scheduled when `hub run` starts")
         if plan.push_state in ("pending", "denied", "failed"):
             why += f"; WebSub {plan.push_state}"
-        table.add_row(source_id, _when(plan.next_fetch_at), interval, why)
+        table.add_row(source_id, when(plan.next_fetch_at), interval, why)
     return table
 
 
@@ -210,7 +179,7 @@ def publish(config: ConfigOpt = Path("config.yaml"),
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go out; send nothing.")] = False,
             ) -> None:
     """Publish push channels now, whatever their schedule (exit 1 if an item failed)."""
-    settings = _settings(config)
+    settings = settings_from(config)
     pushing = [c.id for c in push_channels(settings)]
     unknown = sorted(set(channel or ()) - set(pushing))
     if unknown or not pushing:
@@ -218,7 +187,7 @@ def publish(config: ConfigOpt = Path("config.yaml"),
                   f"{', '.join(pushing) or 'none'} (pull channels such as `platform` are served by the web app)",
                   style="yellow")
         raise typer.Exit(2)
-    store = _store(settings)
+    store = open_store(settings)
     reports = asyncio.run(_publish(settings, store, channel, dry_run))
     out.print(_publish_table(reports))
     if any(r.status == "failed" for r in reports):
@@ -249,16 +218,16 @@ def _publish_table(reports: list[PublishReport]) -> Table:
 @app.command()
 def serve(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Run the web server alone (resident pages, feeds, health)."""
-    settings = _settings(config)
-    store = _store(settings)
+    settings = settings_from(config)
+    store = open_store(settings)
     asyncio.run(_serve(settings, store, host, port, with_loop=False))
 
 
 @app.command()
 def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """The main job: the web server plus the scheduler (fetching, publishing, WebSub, upkeep)."""
-    settings = _settings(config)
-    store = _store(settings)
+    settings = settings_from(config)
+    store = open_store(settings)
     asyncio.run(_serve(settings, store, host, port, with_loop=True))
 
 
@@ -288,7 +257,3 @@ def _absorb_stop_signals() -> None:
     or hand back its work (`Scheduler.stop`) before the process ends."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-
-
-def _when(dt: datetime | None) -> str:
-    return dt.astimezone().strftime("%Y-%m-%d %H:%M") if dt else "–"

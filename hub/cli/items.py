@@ -12,7 +12,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from hub.cli.common import err, open_store, out, settings_from, when
 from hub.records import HASHED_FIELDS, Record
+from hub.store import Store
 
 items_app = typer.Typer(help="Canonical records: one per real thing, with their origins.", invoke_without_command=True)
 ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", envvar="HUB_CONFIG", help="The YAML config file.")]
@@ -46,7 +48,7 @@ def items(ctx: typer.Context, config: ConfigOpt = None,
         for record in found:
             sys.stdout.write(json.dumps(as_json(record), ensure_ascii=False, default=str) + "\n")
         return
-    _out().print(_table(found, "review queue" if pending else "records"))
+    out.print(_table(found, "review queue" if pending else "records"))
 
 
 @items_app.command()
@@ -63,7 +65,6 @@ def show(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
                                                    "item_id": r.item_id, **r.detail} for r in revisions]}
         sys.stdout.write(json.dumps(body, ensure_ascii=False, default=str) + "\n")
         return
-    out = _out()
     out.print(_table([record], f"record {record_id}"))
     origins = Table(title="origins")
     for name in ("item", "source", "external id", "merchant", "live", "joined because"):
@@ -77,7 +78,7 @@ def show(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
     for name in ("at", "change", "by", "detail"):
         history.add_column(name, overflow="fold")
     for r in revisions:
-        history.add_row(_when(r.at), r.change, r.actor, _detail(r.item_id, r.detail))
+        history.add_row(when(r.at), r.change, r.actor, _detail(r.item_id, r.detail))
     out.print(history)
 
 
@@ -102,7 +103,7 @@ def split(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
     new = store.records.split(record_id, origin)
     if not new:
         _fail(f"nothing to split: record {record_id} does not exist, has one origin, or those are not its origins")
-    _out().print(f"record {record_id} split; new records: {', '.join(map(str, new))}")
+    out.print(f"record {record_id} split; new records: {', '.join(map(str, new))}")
 
 
 def as_json(record: Record) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def _act(config: Path | None, record_id: int, verb: str, status: str) -> None:
     store = _open(config)
     if not getattr(store.records, verb)(record_id):
         _fail(f"there is no record {record_id}")
-    _out().print(f"record {record_id} is {status}")
+    out.print(f"record {record_id} is {status}")
 
 
 def _table(records: list[Record], title: str) -> Table:
@@ -129,7 +130,7 @@ def _table(records: list[Record], title: str) -> Table:
         title = r.item.title + (" [red](entfernt)[/]" if r.removed_at else "")
         status = r.status + (f": {r.status_reason}" if r.status_reason else "")
         sources = ", ".join(dict.fromkeys(o.item.source_id for o in r.origins if o.live))
-        table.add_row(str(r.id), _when(r.item.published), r.item.kind.value, r.item.merchant_id, title, status, sources)
+        table.add_row(str(r.id), when(r.item.published), r.item.kind.value, r.item.merchant_id, title, status, sources)
     return table
 
 
@@ -144,27 +145,10 @@ def _detail(item_id: int | None, detail: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _cli():
-    """The shared helpers of the CLI (settings, store, consoles). Imported on use: hub.cli
-    imports this module to register the `items` group."""
-    from hub import cli
-
-    return cli
-
-
-def _open(config: Path | None):
-    cli = _cli()
-    return cli._store(cli._settings(config or Path("config.yaml")))
-
-
-def _out():
-    return _cli().out
-
-
-def _when(dt) -> str:
-    return _cli()._when(dt)
+def _open(config: Path | None) -> Store:
+    return open_store(settings_from(config or Path("config.yaml")))
 
 
 def _fail(message: str) -> None:
-    _cli().err.print(message, style="red")
+    err.print(message, style="red")
     raise typer.Exit(2)
