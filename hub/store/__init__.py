@@ -368,6 +368,9 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     return prefix + str(path)
 
 
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one
+
+
 def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     if url.startswith("sqlite"):
         _bind_nulls_and_flags_directly()
@@ -382,7 +385,7 @@ def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit survives power loss; a lost "sent" mark would mean a duplicate.
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # Checkpoint every ~32 MB of WAL instead of 4 MB: a first ingest writes ~100 MB,
             # and each checkpoint is an extra copy plus fsync.
             cur.execute(f"PRAGMA wal_autocheckpoint={8000 if autocheckpoint else 0}")

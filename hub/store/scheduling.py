@@ -13,6 +13,8 @@ the item is sent.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Sequence
@@ -20,9 +22,11 @@ from typing import Iterable, Mapping, Sequence
 from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.store import ITEMS, SOURCES, StoredItem, Store, _from_row, _p
+from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
 from hub.store.placement import KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
+
+log = logging.getLogger("hub.maintenance")
 
 CHANNELS = ChannelRow.__table__
 DELIVERIES = DeliveryRow.__table__
@@ -323,14 +327,30 @@ class ScheduleStore:
             conn.execute(delete(RECORDS).where(RECORDS.c.id.in_(orphaned)))
         return forgotten
 
-    def housekeeping(self) -> None:
+    def housekeeping(self) -> bool:
         """SQLite: refresh the planner's statistics and fold the WAL back into the database,
-        so the -wal file does not grow without bound. PostgreSQL's autovacuum does both."""
+        so the -wal file does not grow without bound. PostgreSQL's autovacuum does both.
+
+        Housekeeping yields to writers: it never waits for a lock, and whatever a busy
+        database does not allow now is left for the next run. Returns whether it all got done."""
         if self.store.dialect != "sqlite":
-            return
+            return True
         with self.engine.connect() as conn:
-            conn.execute(text("PRAGMA optimize"))
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            # The driver's connection, outside any transaction: SQLAlchemy would BEGIN first,
+            # and a checkpoint inside a transaction fails ("database table is locked").
+            raw = conn.connection.driver_connection
+            raw.execute("PRAGMA busy_timeout=0")
+            try:
+                raw.execute("PRAGMA optimize")
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError as exc:  # a writer holds the lock: next time
+                log.info("housekeeping postponed: %s", exc)
+                return False
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy:  # readers or a writer were active: it checkpointed what it could (as PASSIVE)
+            log.info("WAL checkpoint partly postponed: the database was busy")
+        return not busy
 
 
 # --- helpers -------------------------------------------------------------------------------
