@@ -41,7 +41,7 @@ class HubRun:
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(path), "--port", str(self.port)],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                     env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
 
     def wait_ready(self) -> None:
         wait_until(lambda: self._healthy(), 20)
