@@ -1,14 +1,49 @@
-"""Shared fixtures: stores on SQLite (always) and PostgreSQL (when one is reachable)."""
+"""Shared fixtures: stores on SQLite (always) and PostgreSQL (when one is reachable), and
+`--clock-ahead DAYS`, which runs the suite as if it were DAYS days later (`make test` runs
+it a second time a year ahead, so no test can depend on today's date)."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from hub.store import Store
+
+TIMESHIFT = Path(__file__).parent / "timeshift"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--clock-ahead", type=float, default=0.0, metavar="DAYS",
+                     help="move the clock DAYS days ahead, in this process and in every Python "
+                          "process the tests start (hub run, hub fetch, workers)")
+
+
+def pytest_configure(config):
+    days = config.getoption("--clock-ahead")
+    if not days:
+        return
+    import time_machine
+    from datetime import datetime, timedelta, timezone
+
+    os.environ["HUB_TEST_CLOCK_AHEAD"] = str(days)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TIMESHIFT), os.environ.get("PYTHONPATH")]))
+    config._clock_ahead = time_machine.travel(datetime.now(timezone.utc) + timedelta(days=days), tick=True)
+    config._clock_ahead.start()
+
+
+def pytest_unconfigure(config):
+    if traveller := getattr(config, "_clock_ahead", None):
+        traveller.stop()
+
+
+def pytest_report_header(config):
+    if days := config.getoption("--clock-ahead"):
+        return f"clock moved {days:g} days ahead: today is {date.today().isoformat()}"
+
 
 PG_ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -183,7 +183,8 @@ def test_retention_forgets_long_deleted_items_with_everything_that_points_at_the
     forgotten with its origin, identity keys and deliveries; a record left with no origin
     at all goes too. What is still live, or deleted more recently, stays untouched."""
     def event(n: int) -> Item:  # an event has identity keys (its day and title words)
-        start = datetime(2026, 12, n, 16, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+        # upcoming throughout the test's time line, which ends at T0 + 60 days
+        start = (T0 + timedelta(days=90 + n)).astimezone(ZoneInfo("Europe/Berlin")).replace(hour=16)
         return entry(n).evolve(kind=Kind.EVENT, event=Event(start=start, timezone="Europe/Berlin"))
 
     prepared(store).apply([fetched([event(1), event(2), event(3)])])
@@ -205,6 +206,7 @@ def test_retention_forgets_long_deleted_items_with_everything_that_points_at_the
         keyed = set(conn.execute(select(tables.IdentityKeyRow.item_id)).scalars())
     assert keyed and keyed <= item_ids  # no identity key points at a forgotten item
     assert plans.forget_deleted(T0 + timedelta(days=30)) == 0  # idempotent
-    assert [r.item.external_id for r in store.records.list()] == ["e3"]  # e1 stays deleted, e3 live
+    listed = store.records.list(now=T0 + timedelta(days=30))
+    assert [r.item.external_id for r in listed] == ["e3"]  # e1 stays deleted, e3 live
     [again] = store.apply([fetched([event(2), event(3)], at=T0 + timedelta(days=60))])
     assert again.new == ["e2"]  # forgotten means forgotten: if it comes back, it is new
