@@ -1,14 +1,16 @@
 """The feed connector: RSS 0.9x/1.0/2.0, Atom 0.3/1.0 and JSON Feed 1.0/1.1.
 
-Well-formed XML feeds take the fast path (fastfeedparser, a native parser); anything it
-cannot read falls back to feedparser's forgiving parser, so every feed feedparser reads is
-still read. JSON Feed is mapped here directly (feedparser cannot read it). Neither parser is
-ever allowed to fetch: both only see the bytes the hub's fetcher already downloaded.
+Well-formed UTF-8 XML feeds take the fast path (fastfeedparser, a native parser); anything
+it cannot take, for whatever reason, falls back to feedparser's forgiving parser and its
+encoding detection, so every feed feedparser reads is still read. JSON Feed is mapped here
+directly (feedparser cannot read it). Neither parser is ever allowed to fetch: both only see
+the bytes the hub's fetcher already downloaded.
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import json
 import pyexpat
@@ -71,9 +73,10 @@ class FeedConnector:
                          websub=websub.from_link_header(resp.headers.get("link"), resp.url))
 
     def parse(self, opts: FeedOptions, source: SourceRef, got: Retrieved) -> Parsed:
-        doc = _parse_document(got.payload)
+        view = _utf8_view(got.payload)
+        doc = _parse_document(got.payload, view)
         warnings = list(doc.warnings)
-        base_url = _xml_base(got.payload, got.url)
+        base_url = _xml_base(view, got.url)
         items: dict[str, Item] = {}
         for entry in doc.entries:
             item = _entry_to_item(entry, source, base_url, opts.key, doc.language)
@@ -84,7 +87,7 @@ class FeedConnector:
             else:
                 items[item.external_id] = item
         # WebSub says the Link header comes first, then the document.
-        hub = got.websub or websub.from_document(got.payload, got.url)
+        hub = got.websub or websub.from_document(view, got.url)
         return Parsed(items=tuple(items.values()), warnings=tuple(warnings), complete=True,
                       ttl_seconds=doc.ttl_seconds, websub=hub)
 
@@ -102,24 +105,39 @@ class _Document:
         self.ttl_seconds = ttl_seconds
 
 
-def _parse_document(payload: bytes) -> _Document:
-    head = payload[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+def _parse_document(payload: bytes, view: bytes | None = None) -> _Document:
+    """`view` is `_utf8_view(payload)` if the caller has it at hand."""
+    view = _utf8_view(payload) if view is None else view
+    head = view[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"{"):
-        return _parse_json_feed(payload)
+        return _parse_json_feed(view)
     if not head.startswith(b"<"):
         raise ParseError("the response is not a feed (neither XML nor JSON)",
                          hint="check that the url points at the feed itself, not a web page")
     if _looks_like_html(head):
-        raise ParseError("the response is an HTML page, not a feed", hint=_feed_link_hint(payload))
-    if _well_formed(payload) and not _is_rss10(head):
-        try:
-            parsed = fastfeedparser_parse(payload)
-        except ValueError:  # not a feed fastfeedparser knows (RSS 0.90, odd roots): fall back
-            parsed = None
-        if parsed is not None and (parsed.entries or not _has_entries(payload)):
-            entries = [_drop_guessed_date(e) for e in parsed.entries]
-            return _Document(entries, parsed.feed.get("language"), ttl_seconds=_ttl(payload))
-    return _parse_with_feedparser(payload)
+        raise ParseError("the response is an HTML page, not a feed", hint=_feed_link_hint(view))
+    if view is payload and _is_utf8(payload, head) and not _is_rss10(head):
+        doc = _parse_fast(payload)
+        if doc is not None:
+            return doc
+    return _parse_with_feedparser(payload, view)
+
+
+def _parse_fast(payload: bytes) -> _Document | None:
+    """The fast path's reading, or None if it cannot take the document, whatever the
+    reason: not well-formed, an encoding the scan cannot decode (expat raises LookupError
+    for an unknown name, ValueError for a multi-byte one), a root fastfeedparser does not
+    know (RSS 0.90), or anything else either of them raises. feedparser then reads it."""
+    try:
+        if not _well_formed(payload):
+            return None
+        parsed = fastfeedparser_parse(payload)
+        if not parsed.entries and _has_entries(payload):
+            return None
+        entries = [_drop_guessed_date(e) for e in parsed.entries]
+        return _Document(entries, parsed.feed.get("language"), ttl_seconds=_ttl(payload))
+    except Exception:  # whatever the fast path cannot take goes to feedparser
+        return None
 
 
 def _is_rss10(head: bytes) -> bool:
@@ -130,12 +148,71 @@ def _is_rss10(head: bytes) -> bool:
 def _well_formed(payload: bytes) -> bool:
     """fastfeedparser quietly repairs broken XML; a repair must be reported, so only
     well-formed documents take the fast path and the rest go to feedparser (which says
-    what was wrong)."""
+    what was wrong). A document the scan cannot even decode is not taken either."""
     try:
         pyexpat.ParserCreate().Parse(payload, True)  # a scan only, no tree: ~3x faster than lxml
-    except pyexpat.ExpatError:
+    except Exception:  # ExpatError, LookupError, ValueError, UnicodeError, ...
         return False
     return True
+
+
+# --- encodings -----------------------------------------------------------------------------
+
+_DECLARED_ENCODING = re.compile(rb"<\?xml\s[^>]*?\bencoding\s*=\s*[\"']\s*([^\"'\s]*)")
+
+
+def _is_utf8(payload: bytes, head: bytes) -> bool:
+    """Whether the document is UTF-8 (declared so, or not declared at all), the only
+    encoding the fast path takes. Any other goes to feedparser, whose encoding detection is
+    the reference: the fast path would read windows-1252's quotes and euro sign in an
+    "ISO-8859-1" document as control characters, where feedparser maps them. A document
+    in plain ASCII reads the same in any ASCII-compatible encoding, so it stays fast.
+    `head` is the document's start, lower-cased, without a UTF-8 BOM."""
+    declared = _DECLARED_ENCODING.match(head)
+    return declared is None or declared.group(1) in (b"utf-8", b"utf8") or payload.isascii()
+
+
+# A document that starts with a byte order mark, or with "<?" in UTF-16 or UTF-32 without one,
+# or with "<?xm" in EBCDIC (XML 1.0, appendix F; feedparser sniffs the same): (start, codec,
+# whether the start is a BOM to drop). A UTF-32 BOM first: UTF-16's is its prefix.
+_NOT_ASCII_STARTS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", True), (codecs.BOM_UTF32_BE, "utf-32-be", True),
+    (codecs.BOM_UTF16_LE, "utf-16-le", True), (codecs.BOM_UTF16_BE, "utf-16-be", True),
+    (b"<\0\0\0", "utf-32-le", False), (b"\0\0\0<", "utf-32-be", False),
+    (b"<\0?\0", "utf-16-le", False), (b"\0<\0?", "utf-16-be", False),
+    (b"\x4c\x6f\xa7\x94", "cp037", False),
+)
+
+
+def _utf8_view(payload: bytes) -> bytes:
+    """The document in UTF-8 for the looks this module takes at its bytes (JSON or XML, an
+    HTML page, xml:base, <ttl>, WebSub links): the payload itself, unless it starts in an
+    encoding that is not ASCII-compatible (UTF-16, UTF-32, EBCDIC). Parsers always get the
+    payload as it came, never this view (except JSON Feed, which is UTF-8 anyway)."""
+    for start, codec, bom in _NOT_ASCII_STARTS:
+        if payload.startswith(start):
+            return payload[len(start) if bom else 0:].decode(codec, "replace").encode("utf-8")
+    return payload
+
+
+# Windows' own names for its code pages (Internet Explorer's, still found in the XML
+# declaration of old CMS templates), which Python's codecs do not know: registered for the
+# whole process, so that feedparser (and the scan) read the text right instead of guessing
+# windows-1252 for Cyrillic or Greek. A name nobody knows (tcvn, viscii, a typo) stays
+# unknown; feedparser then tries UTF-8 and windows-1252 and the feed gets a warning.
+_CODEPAGE_ALIASES = {
+    "ms_ansi": "cp1252", "ms_ee": "cp1250", "ms_cyrl": "cp1251", "ms_greek": "cp1253",
+    "ms_turk": "cp1254", "ms_hebr": "cp1255", "ms_arab": "cp1256", "winbaltrim": "cp1257",
+    "mac": "mac_roman", "csmacintosh": "mac_roman",
+}
+
+
+def _codepage_alias(name: str) -> codecs.CodecInfo | None:
+    target = _CODEPAGE_ALIASES.get(name.replace("-", "_").replace(" ", "_"))
+    return codecs.lookup(target) if target else None
+
+
+codecs.register(_codepage_alias)
 
 
 def _drop_guessed_date(entry: dict) -> dict:
@@ -151,21 +228,32 @@ def _drop_guessed_date(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if not (k in ("published", "updated") and v == guess)}
 
 
-def _parse_with_feedparser(payload: bytes) -> _Document:
-    # feedparser gets bytes only: it must never fetch anything itself.
-    parsed = feedparser.parse(payload, sanitize_html=False, resolve_relative_uris=False)
+def _parse_with_feedparser(payload: bytes, view: bytes | None = None) -> _Document:
+    # feedparser gets bytes only: it must never fetch anything itself. It detects their
+    # encoding (BOM, XML declaration, then UTF-8 and windows-1252) and says what it guessed.
+    try:
+        parsed = feedparser.parse(payload, sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # it reads nearly anything; what it cannot is the feed's
+        raise ParseError(f"the feed cannot be read: {exc!r}",
+                         hint="open the feed URL in a browser or a feed validator to see the error") from exc
     warnings = []
     if parsed.bozo:
         problem = parsed.get("bozo_exception")
-        if not parsed.entries:
+        # Read in another encoding than the one it declares ("bogus", or a name Python does
+        # not know), the feed was read all the same: had its XML been broken too, feedparser
+        # would say so instead.
+        recoded = isinstance(problem, feedparser.CharacterEncodingOverride)
+        if not parsed.entries and not recoded:
             raise ParseError(f"the feed cannot be read: {problem}",
                              hint="open the feed URL in a browser or a feed validator to see the error")
-        warnings.append(f"the feed is malformed ({problem}); read {len(parsed.entries)} entries anyway")
+        what = "the feed's declared encoding was not usable" if recoded else "the feed is malformed"
+        warnings.append(f"{what} ({problem}); read {len(parsed.entries)} entries anyway")
     if not parsed.version and not parsed.entries:
         raise ParseError("the response is XML but not RSS or Atom",
                          hint="check that the url points at the feed itself")
     entries = [_from_feedparser(e) for e in parsed.entries]
-    return _Document(entries, parsed.feed.get("language"), warnings, _ttl(payload))
+    view = _utf8_view(payload) if view is None else view
+    return _Document(entries, parsed.feed.get("language"), warnings, _ttl(view))
 
 
 def _from_feedparser(entry: Any) -> dict:
@@ -227,7 +315,7 @@ def _from_json_item(raw: dict, feed: dict) -> dict:
 
 def _entry_to_item(entry: dict, source: SourceRef, base_url: str, key: str,
                    feed_language: str | None) -> Item | None:
-    link = absolute_url(_link_of(entry), base_url)
+    link = _absolute_url(_link_of(entry), base_url)
     title = _title(entry.get("title") or "")
     published = _date(entry.get("published")) or _date(entry.get("updated"))
     external_id = _external_id(entry, link, title, key)
@@ -287,8 +375,20 @@ def _normalized_link(link: str) -> str:
     """The link as a key: fragment dropped, scheme and host lower-cased."""
     if _PLAIN_LINK.fullmatch(link):  # most links; urlsplit would cost more than the rest of the key
         return link
-    parts = urlsplit(link)
+    try:
+        parts = urlsplit(link)
+    except ValueError:  # "http://example.c[o.test/": a "[" that opens no IPv6 address
+        return link.split("#", 1)[0]
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+
+
+def _absolute_url(url: str | None, base_url: str) -> str | None:
+    """`absolute_url`, but None for a URL urllib refuses to split ("http://a[b/"): no
+    link the hub could use, and no reason to lose the entry over it."""
+    try:
+        return absolute_url(url, base_url)
+    except ValueError:
+        return None
 
 
 def _link_of(entry: dict) -> str | None:
@@ -330,7 +430,7 @@ def _media_of(entry: dict, body_html: str, base_url: str) -> list[Media]:
 
     def add(url: str | None, mime: str | None = None, width: Any = None, height: Any = None,
             alt: str | None = None, medium: str | None = None) -> None:
-        url = absolute_url(url, base_url)
+        url = _absolute_url(url, base_url)
         if not url or url in found:
             return
         kind = medium or _kind_of(mime, url)
@@ -420,7 +520,10 @@ def _xml_base(payload: bytes, url: str) -> str:
     match = _XML_BASE.search(payload[:4096])
     if not match:
         return url
-    return urljoin(url, match.group(1).decode("utf-8", "replace"))
+    try:
+        return urljoin(url, match.group(1).decode("utf-8", "replace"))
+    except ValueError:  # an xml:base urllib refuses ("http://[x/"): the feed's URL it is
+        return url
 
 
 def _ttl(payload: bytes) -> int | None:

@@ -1,4 +1,4 @@
-"""Recorded feed cases: every file in tests/data/feeds/ beside its expected result.
+"""Recorded feed cases: every file in tests/data/feeds/ (and its folders) beside its expected result.
 
 `python -m tests.feedcases` rewrites the expected files from the current parser; review
 the diff before committing it, because the expected files are the specification.
@@ -18,7 +18,10 @@ SOURCE = SourceRef(id="src", merchant_id="merchant", language=None)
 
 
 def inputs() -> list[Path]:
-    return sorted(p for p in CASES.iterdir() if ".expected." not in p.name)
+    """Every recorded feed, in tests/data/feeds/ and its folders (encodings/), without the
+    expected results and a folder's README.md or generator script."""
+    return sorted(p for p in CASES.rglob("*") if p.is_file() and ".expected." not in p.name
+                  and p.name != "README.md" and p.suffix != ".py")
 
 
 def expected_path(case: Path) -> Path:
