@@ -30,7 +30,7 @@ import random
 import socket
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate, parsedate_to_datetime
@@ -48,6 +48,7 @@ from aiohttp.resolver import DefaultResolver
 from httpx_aiohttp import AiohttpTransport
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from hub import demo_dates
 from hub.config import FetcherConfig
 from hub.errors import BlockedAddress, ConfigError, FetchError, NotModified, TooLarge
 from hub.models import FetchState
@@ -87,10 +88,13 @@ class Fetcher:
     """Fetches http(s) and file: URLs for connectors. One per process; use as a context manager."""
 
     def __init__(self, config: FetcherConfig, *, base_dir: Path,
-                 user_agent_product: str = "MusterHub") -> None:
-        """`base_dir` resolves relative file: URLs (the config file's folder)."""
+                 user_agent_product: str = "MusterHub",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`base_dir` resolves relative file: URLs (the config file's folder); `clock` is
+        the day demo feeds are dated to (see `hub.demo_dates`)."""
         self._config = config
         self._base_dir = base_dir
+        self._clock = clock
         self._guard = _AddressGuard(config)
         # Waiting for a slot must not eat into a request's deadline, so the limit is taken
         # here, before the deadline starts, rather than in the connection pool.
@@ -154,7 +158,7 @@ class Fetcher:
         """
         cap = self._config.max_body_bytes if max_bytes is None else max_bytes
         if url[:5].lower() == "file:":
-            return await asyncio.to_thread(_read_file, self._file_path(url), state, cap)
+            return await asyncio.to_thread(_read_file, self._file_path(url), state, cap, self._clock())
         async with self._slots:
             deadline = asyncio.timeout(self._config.total_timeout)
             try:
@@ -635,18 +639,31 @@ _ERROR_RULES = [
 
 # --- file: URLs ------------------------------------------------------------------------------
 
-def _read_file(path: Path, state: FetchState, cap: int) -> Response:
-    """A local file as a response: how the demo town ships its sample feeds."""
+def _read_file(path: Path, state: FetchState, cap: int, now: datetime) -> Response:
+    """A local file as a response: how the demo town ships its sample feeds. A demo feed
+    (one that names its anchor, see `hub.demo_dates`) comes dated to `now`, and its
+    validators change with the shift, so a long-running hub re-reads it each day."""
     try:
         stat = path.stat()
+        with path.open("rb") as f:
+            head = f.read(demo_dates.HEAD_BYTES)
     except FileNotFoundError:
         raise FetchError(f"file not found: {path}",
                          hint="a relative file: path is read from the config file's folder") from None
     except OSError as exc:
         raise FetchError(f"cannot read {path}: {exc.strerror}") from exc
-    last_modified = formatdate(stat.st_mtime, usegmt=True)
+    try:
+        anchor = demo_dates.find_anchor(head)
+    except ValueError as exc:
+        raise FetchError(f"{path}: {exc}", hint="see hub/demo/README.md for the marker's form") from None
+    modified = stat.st_mtime
     # Last-Modified has whole seconds only; mtime_ns and size also catch a quick second edit.
     etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    if anchor is not None:
+        days = anchor.days_until(now)
+        modified = max(modified, anchor.moved(days).timestamp())  # the dates changed then
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}-{days:+d}d"'
+    last_modified = formatdate(modified, usegmt=True)
     if (state.etag == etag) if state.etag else (state.last_modified == last_modified):
         raise NotModified(f"{path} has not changed since the last fetch")
     if stat.st_size > cap:
@@ -658,6 +675,8 @@ def _read_file(path: Path, state: FetchState, cap: int) -> Response:
         raise FetchError(f"cannot read {path}: {exc.strerror}") from exc
     if len(body) > cap:  # it grew since the stat
         raise _too_large(cap)
+    if anchor is not None:
+        body = demo_dates.redate(body, anchor, days)
     headers = {"content-type": _FILE_TYPES.get(path.suffix.lower(), "application/octet-stream"),
                "last-modified": last_modified, "etag": etag}
     return Response(url=path.resolve().as_uri(), status=200, body=body, headers=headers,
