@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
+import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -126,13 +130,29 @@ def failed(source_id: str, at: datetime, message: str, code: str, retry_after: f
 
 _turn: Any = None  # the pool's write lock (a multiprocessing lock), set by `start_worker`
 _stores: dict[str, Store] = {}
+# How often a worker looks whether its parent is still there: a worker outlives a killed
+# parent by at most this long.
+PARENT_CHECK_SECONDS = 0.25
 
 
-def start_worker(turn: Any) -> None:
+def start_worker(turn: Any, parent: int | None = None) -> None:
     """Pool initializer: keep the write lock and import every connector now, so the first
-    real batch does not pay for it."""
+    real batch does not pay for it.
+
+    A worker takes its orders from the process that started it (`parent`, its pid) and
+    from nobody else. Ctrl-C reaches every process of the terminal's process group, but it
+    is the parent's to handle (it stops taking work, lets the batches under way finish and
+    then shuts the pool down), so a worker ignores SIGINT. And a worker ends by itself soon
+    after its parent is gone, however the parent ended: SIGKILL and crashes included, which
+    no handler of the parent can see. Without this a worker waited for work forever: it
+    reads its tasks from a pipe whose writing end it holds itself, so it never sees the end
+    of it (nor, for as long as a worker lives, does multiprocessing's resource tracker,
+    whose pipe every worker holds too)."""
     global _turn
     _turn = turn
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        threading.Thread(target=_exit_without, args=(parent,), name="hub-parent-watch", daemon=True).start()
     for name in plugins.names("hub.connectors"):
         plugins.connector(name)
     gc.freeze()  # what is imported lives as long as the worker: no need to scan it again
@@ -151,3 +171,19 @@ def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutco
         stored = ingest(store, parsed)
     store.checkpoint()
     return stored
+
+
+def _exit_without(parent: int) -> None:
+    """End this worker once `parent` is gone (its parent process id changes: the orphan is
+    adopted by init or a subreaper). Polling works on any POSIX system and for any way the
+    parent ends; Linux's PR_SET_PDEATHSIG would fire when the parent's *thread* that
+    started the worker ends, which is not the same thing. A batch being written is not
+    committed: its transaction rolls back, and the next run fetches those sources again."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    try:
+        log.warning("hub worker %d: the hub process %d is gone; exiting (a batch not yet committed is rolled back)",
+                    os.getpid(), parent)
+    except Exception:  # stderr may be gone with the parent; exit anyway
+        pass
+    os._exit(1)

@@ -13,7 +13,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import types
 from concurrent.futures import ProcessPoolExecutor
@@ -102,13 +104,17 @@ class Pipeline:
         # spawn, not fork: this process runs threads (DNS, database) that fork would copy mid-flight
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=start_worker,
-                                         initargs=(context.Lock(),))
+                                         initargs=(context.Lock(), os.getpid()))
         loop = asyncio.get_running_loop()
-        for _ in range(5):  # workers start on demand; ask until each one has answered
-            with _main_module_hidden():  # a worker starts within the call, not later
-                asking = [loop.run_in_executor(self._pool, os.getpid) for _ in range(self._workers)]
-            if len(set(await asyncio.gather(*asking))) == self._workers:
-                break
+        try:
+            for _ in range(5):  # workers start on demand; ask until each one has answered
+                with _main_module_hidden(), _born_ignoring_sigint():  # a worker starts within the call, not later
+                    asking = [loop.run_in_executor(self._pool, os.getpid) for _ in range(self._workers)]
+                if len(set(await asyncio.gather(*asking))) == self._workers:
+                    break
+        except BrokenProcessPool:
+            log.warning("a worker process did not start; parsing and storing in this process")
+            self.close()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -175,6 +181,24 @@ class Pipeline:
                 log.warning("the worker pool broke; parsing and storing in this process from now on")
                 self.close()
         return await asyncio.to_thread(ingest, self.store, work)
+
+
+@contextmanager
+def _born_ignoring_sigint() -> Iterator[None]:
+    """Workers started in here ignore SIGINT from their first instruction on: an ignored
+    signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+    handler. A Ctrl-C while they import (a second or so) would otherwise kill them with a
+    traceback; after that, `start_worker` ignores SIGINT anyway. Only the main thread can
+    change signal handlers. While they are being started, a Ctrl-C to this
+    process is lost (a few milliseconds: the start of a worker does not wait for it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
