@@ -51,6 +51,7 @@ WIDTHS = (480, 960)  # ascending
 FORMATS = {"jpg": ("JPEG", {"quality": 82, "optimize": True, "progressive": True}),
            "webp": ("WEBP", {"quality": 80, "method": 4})}
 INGEST_BATCH = 200
+INGEST_ROUNDS = 50  # batches per `ingest_media` call: 10,000 entries; the rest waits for the next call
 CONCURRENT_DOWNLOADS = 4
 GC_GRACE = timedelta(days=1)  # files younger than this are never collected: an ingest may be writing them
 # Magic bytes -> media type. SVG is left out on purpose: it can carry scripts.
@@ -58,6 +59,7 @@ _SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/pn
                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
 _VARIANT = re.compile(r"^(480|960)\.(jpg|webp)$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+_NOT_TRIED = "not tried: "
 
 
 class NotAnImage(HubError):
@@ -78,9 +80,10 @@ class Picture:
 @dataclass
 class IngestReport:
     downloaded: int = 0
-    failed: int = 0
+    failed: int = 0  # not tried included
     items: int = 0  # origins whose images were seen to
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it was given up on
+    not_tried: int = 0  # images of hosts given up on, not asked at all
 
 
 class MediaStore:
@@ -161,6 +164,7 @@ class MediaStore:
         await asyncio.to_thread(self.index.save, images, datetime.now(timezone.utc), [i for i, _ in pending])
         report.downloaded = sum(i.sha256 is not None for i in images)
         report.failed = len(images) - report.downloaded
+        report.not_tried = sum(i.error is not None and i.error.startswith(_NOT_TRIED) for i in images)
         report.items = len(pending)
         return report
 
@@ -178,7 +182,7 @@ class MediaStore:
         its time again."""
         host = urlsplit(url).hostname
         if host in unreachable:
-            return StoredImage(url, None, None, None, None, f"not tried: {unreachable[host]}")
+            return StoredImage(url, None, None, None, None, f"{_NOT_TRIED}{unreachable[host]}")
         try:
             body = await self._download(url)
             sha, width, height, mime = await asyncio.to_thread(self._write_variants, body)
@@ -326,17 +330,22 @@ def _load_or_create_key(path: Path) -> bytes:
     return path.read_bytes()
 
 
-async def ingest_media(store_media: MediaStore, rounds: int = 50,
-                       on_round: Callable[[IngestReport], None] | None = None) -> IngestReport:
-    """Work the whole backlog of pending images, batch by batch (a task function for
-    `hub fetch` and the scheduler); `on_round` hears of each batch (a progress bar)."""
+async def ingest_media(store_media: MediaStore, rounds: int = INGEST_ROUNDS,
+                       on_round: Callable[[IngestReport], None] | None = None,
+                       stop: asyncio.Event | None = None) -> IngestReport:
+    """Work the backlog of pending images, batch by batch, at most `rounds` batches (a task
+    function for `hub fetch` and the scheduler); `on_round` hears of each batch (a progress
+    bar). Once `stop` is set no batch starts; each batch is recorded in one transaction."""
     total = IngestReport()
     for _ in range(rounds):
+        if stop is not None and stop.is_set():
+            break
         report = await store_media.ingest_pending(unreachable=total.unreachable)
         if not report.items:
             break
         total.downloaded += report.downloaded
         total.failed += report.failed
+        total.not_tried += report.not_tried
         total.items += report.items
         if on_round:
             on_round(report)

@@ -23,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Awaitable, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Awaitable, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from hub import plugins
 from hub.config import MerchantConfig, Settings, SourceConfig
@@ -123,37 +123,54 @@ class Pipeline:
 
     async def run(self, sources: Sequence[tuple[MerchantConfig, SourceConfig]],
                   on_done: Callable[[SourceReport], None] | None = None,
-                  pushed: Mapping[str, Retrieved] | None = None) -> list[SourceReport]:
+                  pushed: Mapping[str, Retrieved] | None = None, stop: Stop | None = None) -> list[SourceReport]:
         """Fetch, parse and store `sources`; returns one report per source. A source in
-        `pushed` (by id) sent its payload itself (WebSub), so it is parsed, not retrieved."""
+        `pushed` (by id) sent its payload itself (WebSub), so it is parsed, not retrieved.
+
+        Once `stop` is requested no fetch starts any more; fetches under way may finish
+        until it is abandoned (see `Stop`), and what they fetched is stored. The reports are
+        then those of the sources done, fewer than `sources`; the others were left as they
+        were (not even their caching state changed), so the next run fetches them."""
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
-        if len(sources) >= POOL_FROM_SOURCES:
+        if len(sources) >= POOL_FROM_SOURCES and not (stop and stop.requested.is_set()):
             await self.start_workers()
         batches = _Batches(self._ingest, slots=max(1, self._workers if self._pool else 1))
         in_progress = asyncio.Semaphore(IN_PROGRESS)
+        retrieving = _Retrievals(stop)
 
-        async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport:
+        async def one(merchant: MerchantConfig, source: SourceConfig) -> SourceReport | None:
             started, permit = time.perf_counter(), _Permit(in_progress)
             try:
-                work = await self._retrieve(merchant, source, states.get(source.id, FetchState()),
-                                            (pushed or {}).get(source.id), permit)
+                with retrieving.one() as may_start:
+                    work = await self._retrieve(merchant, source, states.get(source.id, FetchState()),
+                                                (pushed or {}).get(source.id), permit, may_start)
+                if work is None:  # stopped before it was fetched
+                    return None
                 report = _report(merchant.id, await batches.submit(work), time.perf_counter() - started)
+            except _Abandoned:
+                return None
             finally:
                 permit.release()
             if on_done:
                 on_done(report)
             return report
 
+        watching = asyncio.create_task(retrieving.watch()) if stop else None
         try:
-            return list(await asyncio.gather(*(one(m, s) for m, s in sources)))
+            reports = await asyncio.gather(*(one(m, s) for m, s in sources))
+            return [r for r in reports if r is not None]
         finally:
+            if watching:
+                watching.cancel()
             await batches.close()
 
     async def _retrieve(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
-                        pushed: Retrieved | None, permit: _Permit) -> Fetched | FetchOutcome:
+                        pushed: Retrieved | None, permit: _Permit,
+                        may_start: Callable[[], bool] = lambda: True) -> Fetched | FetchOutcome | None:
         """Retrieve one source; a failure becomes an outcome to record. `permit` is taken
         once the host may be asked (not before: a queue for one busy host must not hold
-        permits the others need), and given back by the caller once stored."""
+        permits the others need), and given back by the caller once stored. None: the run
+        is stopping, and `may_start` said not to begin."""
         ref = SourceRef(id=source.id, merchant_id=merchant.id,  # type: ignore[arg-type]
                         language=source.language or merchant.language or self.settings.platform.language,
                         timezone=self.settings.platform.timezone)
@@ -164,6 +181,8 @@ class Pipeline:
             connector = plugins.connector(source.connector)()
             async with self._hosts.slot(getattr(source.options, "url", None)):
                 await permit.take()
+                if not may_start():
+                    return None
                 got = await connector.retrieve(source.options, state, self.fetcher)
         except NotModified:
             return FetchOutcome(source.id, utcnow(), "not_modified")
@@ -221,6 +240,92 @@ def _report(merchant_id: str, stored: Stored, seconds: float) -> SourceReport:
     if report.status == "failed":
         log.warning("source %s failed: %s", report.source_id, report.error)
     return report
+
+
+class Stop:
+    """A request to end a run early (SIGTERM, Ctrl-C). From `request` on, no fetch starts;
+    fetches under way get `grace` seconds to finish (a second request cuts that short),
+    then they are `abandoned`: nothing of theirs is stored, so the next run fetches them
+    again. What was fetched is stored, and a batch handed to a worker always finishes: it
+    is one transaction, committed or rolled back as a whole, never half-written."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.abandoned = asyncio.Event()
+        self.reason: str | None = None  # what asked for it, e.g. "SIGTERM"
+        self._timer: asyncio.TimerHandle | None = None
+
+    def request(self, reason: str, grace: float) -> bool:
+        """Ask the run to stop; True the first time, False if it was already asked (and
+        now abandons what is under way at once)."""
+        if self.requested.is_set():
+            self.abandon()
+            return False
+        self.reason = reason
+        self.requested.set()
+        self._timer = asyncio.get_running_loop().call_later(grace, self.abandon)
+        return True
+
+    def abandon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.requested.set()
+        self.abandoned.set()
+
+
+class _Abandoned(Exception):
+    """A fetch cut short by `Stop`."""
+
+
+class _Retrievals:
+    """The sources of one run between the start of their retrieval and its end, so a
+    `Stop` can end them: those still waiting for their host at once, those being fetched
+    once the stop is abandoned. A task cancelled here raises `_Abandoned` from `one()`; a
+    cancellation from anywhere else (`hub run` stopping its fetch tasks) passes through."""
+
+    def __init__(self, stop: Stop | None) -> None:
+        self._stop = stop
+        self._tasks: dict[asyncio.Task, bool] = {}  # task -> fetching (past its host's queue)
+        self._cancelled: set[asyncio.Task] = set()
+
+    @contextmanager
+    def one(self) -> Iterator[Callable[[], bool]]:
+        """Around one retrieval; gives `may_start`, to be called once the host may be asked."""
+        stop = self._stop
+        if stop is None:
+            yield lambda: True
+            return
+        if stop.requested.is_set():
+            raise _Abandoned()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def may_start() -> bool:
+            self._tasks[task] = True
+            return not stop.requested.is_set()
+
+        self._tasks[task] = False
+        try:
+            yield may_start
+        except asyncio.CancelledError:
+            if task not in self._cancelled or task.cancelling() > 1:
+                raise
+            task.uncancel()
+            raise _Abandoned() from None
+        finally:
+            self._tasks.pop(task, None)
+
+    async def watch(self) -> None:
+        assert self._stop is not None
+        await self._stop.requested.wait()
+        self._cancel(t for t, fetching in self._tasks.items() if not fetching)
+        await self._stop.abandoned.wait()
+        self._cancel(self._tasks)
+
+    def _cancel(self, tasks: Iterable[asyncio.Task]) -> None:
+        for task in list(tasks):
+            self._cancelled.add(task)
+            task.cancel()
 
 
 class _Permit:

@@ -173,10 +173,93 @@ def test_hub_fetch_shows_what_became_of_the_images_and_asks_an_unreachable_host_
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     summary = " ".join(done.stdout.split())  # rich wraps long lines
-    assert "5 new or changed entries brought 5 new images: 1 stored, 4 not" in summary
+    assert re.search(r"images: \d+\.\d s for 5 entries \(all from this run\): 5 new images, 1 stored, 4 not; "
+                     r"3 of them not tried, their host being unreachable", summary), summary
     assert "127.0.0.1 could not be reached for another image in this run: 127.0.0.1 refused the connection" in summary
 
     settings = config.load(tmp_path / "config.yaml", env={})
     known = Store(settings.store.url, base_dir=tmp_path).records.media.lookup(images)
     outcomes = sorted((i.error or "stored").split(" ")[0] for i in known.values())
     assert outcomes == ["127.0.0.1", "not", "not", "not", "stored"]  # refused once, then not tried
+
+
+def _rss(*entries: tuple[int, str]) -> bytes:
+    items = "".join(f"<item><guid>e{n}</guid><title>Beitrag {n}</title><link>https://laden.example/{n}</link>"
+                    f'<enclosure url="{url}" type="image/jpeg" length="1"/></item>' for n, url in entries)
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Laden</title>{items}</channel></rss>'.encode()
+
+
+def _town(tmp_path: Path, feed_url: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"platform: {{name: Teststadt}}\nstore: {{url: 'sqlite:///{tmp_path}/hub.db'}}\n"
+                    "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5}\n"
+                    "schedule: {shutdown_grace: 1s}\n"
+                    f"merchants:\n  - id: laden\n    name: Laden\n    sources:\n"
+                    f"      - {{connector: rss, id: laden-rss, url: '{feed_url}'}}\n")
+    return path
+
+
+def _hub_fetch(tmp_path: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "hub", "fetch", "-c", "config.yaml", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return " ".join(done.stdout.split())  # rich wraps long lines
+
+
+def _waiting(path: Path) -> int:
+    settings = config.load(path, env={})
+    store = Store(settings.store.url, base_dir=settings.base_dir)
+    try:
+        return store.records.media.count_pending()
+    finally:
+        store.close()
+
+
+def test_hub_fetch_no_images_leaves_them_for_the_first_view_or_a_later_run(tmp_path):
+    """`hub fetch` says how long fetching and storing took and how long the images took;
+    `--no-images` skips the images: they wait, a page loads one on its first view, and the
+    next `hub fetch` (every feed answering 304) names them as images of earlier runs."""
+    files = {f"bild{n}.jpg": jpeg_with_exif(400 + n, 300) for n in range(3)}
+    with FeedServer(files=files) as srv:
+        srv.files["laden.xml"] = _rss(*((n, srv.url(f"/files/bild{n}.jpg")) for n in range(3)))
+        path = _town(tmp_path, srv.url("/files/laden.xml"))
+
+        skipped = _hub_fetch(tmp_path, "--no-images")
+        assert re.search(r"fetched and stored 1 sources in \d+\.\d s", skipped), skipped
+        assert ("images skipped (--no-images): 3 entries wait for their images (3 of this run); `hub run` "
+                "downloads them, or they load on first view") in skipped
+        assert not [r for r in srv.requests if r.path.endswith(".jpg")] and _waiting(path) == 3
+
+        settings = config.load(path, env={})
+        store = Store(settings.store.url, base_dir=settings.base_dir)
+        with TestClient(create_app(settings, store)) as client:  # a resident opens the page
+            on_demand = re.search(r'src="(/media/[0-9a-f]{32}/[^"]+)"', client.get("/").text).group(1)
+            image = client.get(on_demand)
+            assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        store.close()
+
+        later = _hub_fetch(tmp_path)
+        images = sorted(r.path for r in srv.requests if r.path.endswith(".jpg"))
+    assert re.search(r"fetched and stored 1 sources in \d+\.\d s", later), later
+    # one of the three was stored on its first view: two are new to the media store
+    assert re.search(r"images: \d+\.\d s for 3 entries \(all from earlier runs\): 2 new images, all stored", later), later
+    assert images == [f"/files/bild{n}.jpg" for n in range(3)] and _waiting(path) == 0
+
+
+def test_hub_run_downloads_the_images_hub_fetch_no_images_left(tmp_path):
+    from tests.test_schedule_processes import HubRun, wait_until
+
+    files = {f"bild{n}.jpg": jpeg_with_exif(400 + n, 300) for n in range(3)}
+    with FeedServer(files=files) as srv:
+        srv.files["laden.xml"] = _rss(*((n, srv.url(f"/files/bild{n}.jpg")) for n in range(3)))
+        path = _town(tmp_path, srv.url("/files/laden.xml"))
+        _hub_fetch(tmp_path, "--no-images")
+        assert _waiting(path) == 3
+        run = HubRun(path)
+        try:
+            wait_until(lambda: _waiting(path) == 0, 30)  # the media job runs as `hub run` starts
+        finally:
+            code, output = run.stop()
+        images = sorted(r.path for r in srv.requests if r.path.endswith(".jpg"))
+    assert code == 0, output
+    assert images == [f"/files/bild{n}.jpg" for n in range(3)]

@@ -9,10 +9,12 @@ import json
 import logging
 import signal
 import sys
-from contextlib import asynccontextmanager
+import time
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, AsyncIterator, Optional
+from typing import Annotated, AsyncIterator, Awaitable, Iterator, Optional, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,8 +25,8 @@ from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, se
 from hub.cli.items import items_app
 from hub.config import Settings
 from hub.http import Fetcher
-from hub.media import IngestReport, MediaStore, ingest_media
-from hub.pipeline import Pipeline, SourceReport, select_sources
+from hub.media import INGEST_BATCH, INGEST_ROUNDS, IngestReport, MediaStore, ingest_media
+from hub.pipeline import Pipeline, SourceReport, Stop, select_sources
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore, SourceSchedule
 from schedules.clock import SystemClock
@@ -32,6 +34,7 @@ from schedules.policy import describe
 from schedules.publishing import ChannelPublisher, PublishReport, push_channels
 from schedules.scheduler import Scheduler, process_owner
 
+T = TypeVar("T")
 app = typer.Typer(help="Post once, appear everywhere: the town's content hub.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
@@ -66,50 +69,150 @@ def check(config: ConfigOpt = Path("config.yaml")) -> None:
 def fetch(config: ConfigOpt = Path("config.yaml"),
           source: Annotated[Optional[list[str]], typer.Option("--source", "-s", help="Only this source (repeatable).")] = None,
           merchant: Annotated[Optional[list[str]], typer.Option("--merchant", "-m", help="Only this merchant's sources (repeatable).")] = None,
+          no_images: Annotated[bool, typer.Option("--no-images", help="Skip the image downloads after the fetch; "
+                                                  "`hub run` downloads them, or they load on first view.")] = False,
           ) -> None:
-    """Fetch sources once and show what was new, changed, unchanged or failed (exit 1 if any failed)."""
+    """Fetch sources once and show what was new, changed, unchanged or failed (exit 1 if any
+    failed), then download the new entries' images. SIGTERM or Ctrl-C stops it cleanly (exit
+    143 or 130): no new fetch starts, what was fetched is stored, nothing is half-written."""
     settings = settings_from(config)
     chosen = select_sources(settings, source, merchant)
     if not chosen:
         err.print("no source matches; `hub sources` lists the configured ones", style="yellow")
         raise typer.Exit(2)
     store = open_store(settings)
-    reports, images = asyncio.run(_fetch_with_progress(settings, store, chosen))
-    out.print(_report_table(reports))
-    if summary := _images_summary(images):
-        out.print(summary)
-    failed = [r for r in reports if r.status == "failed"]
+    run = asyncio.run(_fetch_with_progress(settings, store, chosen, images=not no_images))
+    out.print(_report_table(run.reports))
+    out.print(f"fetched and stored {len(run.reports):,} sources in {run.fetch_seconds:.1f} s")
+    if images := _images_summary(run):
+        out.print(images)
+    if run.stopped_by:
+        if len(run.reports) < len(chosen):
+            err.print(f"stopped by {run.stopped_by}: {len(run.reports):,} of {len(chosen):,} sources done; "
+                      "run again to fetch the rest", style="bold yellow")
+        else:
+            err.print(f"stopped by {run.stopped_by} after the fetch: all {len(chosen):,} sources done; "
+                      f"{run.waiting_after:,} entries wait for their images", style="bold yellow")
+        raise typer.Exit(130 if run.stopped_by == "SIGINT" else 143)
+    failed = [r for r in run.reports if r.status == "failed"]
     if failed:
-        err.print(f"{len(failed)} of {len(reports)} sources failed.", style="bold red")
+        err.print(f"{len(failed)} of {len(run.reports)} sources failed.", style="bold red")
         raise typer.Exit(1)
 
 
-async def _fetch_with_progress(settings: Settings, store: Store, chosen) -> tuple[list[SourceReport], IngestReport]:
+@dataclass
+class _FetchRun:
+    """What `hub fetch` did, for its summary."""
+
+    reports: list[SourceReport]
+    fetch_seconds: float
+    images: IngestReport | None = None  # None: the image phase did not run
+    image_seconds: float = 0.0
+    waiting_before: int = 0  # entries waiting for their images before this run
+    waiting: int = 0  # ... once this run's entries were stored
+    waiting_after: int = 0  # ... at the end
+    stopped_by: str | None = None  # the signal that stopped it
+
+
+async def _fetch_with_progress(settings: Settings, store: Store, chosen, *, images: bool = True) -> _FetchRun:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+    stop = Stop()
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress, \
+            _stopping_on_signals(stop, settings.schedule.shutdown_grace.total_seconds()):
         task = progress.add_task("fetching", total=len(chosen))
+        index = store.records.media
+        waiting_before = await asyncio.to_thread(index.count_pending)
         async with _pipeline(settings, store) as pipeline:
-            reports = await pipeline.run(chosen, on_done=lambda _: progress.advance(task))
-            # issue 4: the new records' images are downloaded at ingest, before their URLs expire
-            media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, pipeline.fetcher)
-            images = progress.add_task("images", total=await asyncio.to_thread(media.index.count_pending))
-            stored = await ingest_media(media, on_round=lambda r: progress.advance(images, r.items))
-            return reports, stored
+            started = time.perf_counter()
+            reports = await pipeline.run(chosen, on_done=lambda _: progress.advance(task), stop=stop)
+            await asyncio.to_thread(pipeline.close)  # the workers' memory is not needed for the images
+            run = _FetchRun(reports, time.perf_counter() - started, waiting_before=waiting_before,
+                            waiting=await asyncio.to_thread(index.count_pending))
+            if images and not stop.requested.is_set():
+                # issue 4: the new records' images are downloaded at ingest, before their URLs expire
+                media = MediaStore(settings.data_dir, settings.base_dir, index, pipeline.fetcher)
+                bar = progress.add_task("images", total=min(run.waiting, INGEST_BATCH * INGEST_ROUNDS))
+                started = time.perf_counter()
+                run.images = await _unless_abandoned(stop, ingest_media(
+                    media, on_round=lambda r: progress.advance(bar, r.items), stop=stop.requested))
+                run.image_seconds = time.perf_counter() - started
+            run.waiting_after = await asyncio.to_thread(index.count_pending)
+    run.stopped_by = stop.reason
+    return run
 
 
-def _images_summary(report: IngestReport) -> Text | None:
-    """What became of the new records' images; hosts given up on are named with the reason."""
+async def _unless_abandoned(stop: Stop, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None if `stop` is abandoned first (then `work` is cancelled: an
+    image batch under way is not recorded, and its entries wait for the next run)."""
+    doing, abandoning = asyncio.ensure_future(work), asyncio.ensure_future(stop.abandoned.wait())
+    try:
+        await asyncio.wait([doing, abandoning], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        abandoning.cancel()
+        if not doing.done():
+            doing.cancel()
+            await asyncio.wait([doing])
+    return None if doing.cancelled() else doing.result()
+
+
+@contextmanager
+def _stopping_on_signals(stop: Stop, grace: float) -> Iterator[None]:
+    """SIGTERM (kill, systemd, a container runtime) and SIGINT (Ctrl-C) end `hub fetch`
+    the way they end `hub run`: no new work, `grace` for the work under way, nothing
+    half-written. A second signal abandons the fetches under way at once."""
+    loop = asyncio.get_running_loop()
+
+    def on(sig: signal.Signals) -> None:
+        if stop.request(sig.name, grace):
+            err.print(f"{sig.name}: stopping. No new fetches; those under way get {grace:g} s, and what was "
+                      f"fetched is stored ({'Ctrl-C' if sig == signal.SIGINT else sig.name} again: abandon them now)",
+                      style="yellow")
+        else:
+            err.print(f"{sig.name} again: abandoning the fetches under way", style="yellow")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _images_summary(run: _FetchRun) -> Text | None:
+    """Where the image phase's time went: how many entries' images it saw to, of this run
+    and of earlier ones, what became of them, and why hosts were given up on."""
+    new = max(0, run.waiting - run.waiting_before)
+    if run.images is None:
+        if run.stopped_by and not run.waiting_after:
+            return None
+        why = f"not downloaded (stopped by {run.stopped_by})" if run.stopped_by else "skipped (--no-images)"
+        text = Text(f"images {why}: ", style="yellow")
+        if run.waiting_after:
+            text.append(f"{run.waiting_after:,} entries wait for their images ({new:,} of this run); `hub run` "
+                        "downloads them, or they load on first view")
+        else:
+            text.append("no entry waits for its images")
+        return text
+    report = run.images
     if not report.items:
-        return None
+        return Text(f"images: none to download ({run.image_seconds:.1f} s)")
+    origin = ("all from this run" if new >= run.waiting else "all from earlier runs" if not new
+              else f"{new:,} from this run, {run.waiting - new:,} from earlier runs")
+    seen = f"{report.items:,}" if report.items >= run.waiting else f"{report.items:,} of {run.waiting:,} waiting"
     images = report.downloaded + report.failed
-    text = Text(f"{report.items} new or changed entries brought {images or 'no'} new images")
+    text = Text(f"images: {run.image_seconds:.1f} s for {seen} entries ({origin}): {images:,} new images")
     if report.failed:
-        text.append(f": {report.downloaded} stored, {report.failed} not (a page asks the hub for those again "
-                    "when it shows them)", style="yellow")
+        not_tried = f"; {report.not_tried:,} of them not tried, their host being unreachable" if report.not_tried else ""
+        text.append(f", {report.downloaded:,} stored, {report.failed:,} not{not_tried} (a page asks the hub for "
+                    "those again when it shows them)", style="yellow")
     elif images:
-        text.append(": all stored")
+        text.append(", all stored")
     for why in report.unreachable.values():
         text.append(f"\n  {why}", style="yellow")
+    if run.waiting_after:
+        text.append(f"\n  {run.waiting_after:,} entries still wait for their images: the next `hub fetch` or "
+                    "`hub run` downloads them, or they load on first view", style="yellow")
     return text
 
 
