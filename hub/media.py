@@ -18,6 +18,10 @@ through `/media/{signature}/{encoded url}`, stored the same way. The signature (
 per-installation key) makes the hub fetch only URLs it put on its own pages, so the route is
 no open proxy. `file:` URLs exist for the bundled demo town and are read only below the
 config's folder.
+
+A host that cannot be reached (DNS, refused, timeout, TLS, 429, 503) is asked once: its other
+images are given up on without asking, in that run and in the runs of the next
+HOST_RETRY_AFTER (the media table remembers the failed try). They load on first view.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -54,6 +58,10 @@ INGEST_BATCH = 200
 INGEST_ROUNDS = 50  # batches per `ingest_media` call: 10,000 entries; the rest waits for the next call
 CONCURRENT_DOWNLOADS = 4
 GC_GRACE = timedelta(days=1)  # files younger than this are never collected: an ingest may be writing them
+# A host no image download could reach (DNS, refused, timeout, TLS, 429, 503) is not asked
+# again for this long, by this run or the next ones: each try of a host that is down can
+# take its DNS and connect timeouts again, and `hub fetch` runs one after the other.
+HOST_RETRY_AFTER = timedelta(hours=1)
 # Magic bytes -> media type. SVG is left out on purpose: it can carry scripts.
 _SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
@@ -84,6 +92,8 @@ class IngestReport:
     items: int = 0  # origins whose images were seen to
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it was given up on
     not_tried: int = 0  # images of hosts given up on, not asked at all
+    # Hosts earlier runs could not reach (host -> why), read when first needed: not asked before HOST_RETRY_AFTER
+    earlier: dict[str, str] | None = field(default=None, repr=False)
 
 
 class MediaStore:
@@ -136,13 +146,18 @@ class MediaStore:
 
     # --- ingest -----------------------------------------------------------------------------
 
-    async def ingest_pending(self, limit: int = INGEST_BATCH, unreachable: dict[str, str] | None = None) -> IngestReport:
+    async def ingest_pending(self, limit: int = INGEST_BATCH, unreachable: dict[str, str] | None = None,
+                             earlier: dict[str, str] | None = None) -> IngestReport:
         """Download the images of origins stored since the last run (at most `limit` origins).
-        `unreachable` (host -> why) carries the hosts given up on across the rounds of a run."""
-        report = IngestReport(unreachable={} if unreachable is None else unreachable)
+        `unreachable` (host -> why) carries the hosts given up on across the rounds of a run;
+        `earlier`, the hosts earlier runs could not reach (read from the index if None)."""
+        report = IngestReport(unreachable={} if unreachable is None else unreachable, earlier=earlier)
         pending = await asyncio.to_thread(self.index.pending, limit)
         if not pending:
             return report
+        if report.earlier is None:
+            report.earlier = await asyncio.to_thread(self.hosts_down_earlier, datetime.now(timezone.utc))
+        down = report.earlier
         urls = list(dict.fromkeys(u for _, us in pending for u in us))
         known = await asyncio.to_thread(self.index.lookup, urls)
         slots = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
@@ -150,7 +165,7 @@ class MediaStore:
 
         async def one(url: str) -> None:
             async with slots:
-                images.append(await self._obtain(url, report.unreachable))
+                images.append(await self._obtain(url, report.unreachable, down))
 
         async def host(first: str, *rest: str) -> None:
             await one(first)  # a host that is down is found out by one request, not by several at once
@@ -168,6 +183,14 @@ class MediaStore:
         report.items = len(pending)
         return report
 
+    def hosts_down_earlier(self, now: datetime) -> dict[str, str]:
+        """Hosts a download could not reach less than HOST_RETRY_AFTER before `now` (host ->
+        why): `ingest_pending` gives their images up without asking, as it does in the run
+        that found them down. Those images load on first view (the on-demand route asks)."""
+        down = self.index.unreachable_hosts(now - HOST_RETRY_AFTER)
+        return {host: f"{host} could not be reached at {at:%Y-%m-%d %H:%M} UTC, so it is not asked again "
+                      f"before {at + HOST_RETRY_AFTER:%H:%M} UTC: {why}" for host, (at, why) in down.items()}
+
     async def store(self, url: str) -> StoredImage:
         """Download, check, clean and store the image at `url`; a failure is recorded too,
         so it is not tried on every run (the on-demand route tries again)."""
@@ -175,12 +198,16 @@ class MediaStore:
         await asyncio.to_thread(self.index.save, [image], datetime.now(timezone.utc))
         return image
 
-    async def _obtain(self, url: str, unreachable: dict[str, str]) -> StoredImage:
+    async def _obtain(self, url: str, unreachable: dict[str, str], earlier: Mapping[str, str] = {}) -> StoredImage:
         """The image at `url`, downloaded and its variants written; or what went wrong. A host
-        that could not be reached is not asked again in the same run (`unreachable`): a
-        feed's images often share one host, and each DNS failure or connect timeout takes
-        its time again."""
+        that could not be reached is not asked again in the same run (`unreachable`), nor
+        within HOST_RETRY_AFTER of an earlier run's try (`earlier`): a feed's images often
+        share one host, and each DNS failure or connect timeout takes its time again. Only
+        the image that was tried is recorded as `unreachable`: the host's retry time
+        counts from it."""
         host = urlsplit(url).hostname
+        if host in earlier and host not in unreachable:
+            unreachable[host] = earlier[host]
         if host in unreachable:
             return StoredImage(url, None, None, None, None, f"{_NOT_TRIED}{unreachable[host]}")
         try:
@@ -189,9 +216,10 @@ class MediaStore:
             return StoredImage(url, sha, width, height, mime)
         except HubError as exc:
             log.info("image %s not stored: %s", url, exc)
-            if host and _host_wide(exc):
+            down = bool(host) and _host_wide(exc)
+            if down:
                 unreachable.setdefault(host, f"{host} could not be reached for another image in this run: {exc}")
-            return StoredImage(url, None, None, None, None, str(exc))
+            return StoredImage(url, None, None, None, None, str(exc), unreachable=down)
 
     async def variant_for(self, url: str) -> Path:
         """The 960 px JPEG of `url`, stored now if need be (the on-demand route)."""
@@ -340,7 +368,8 @@ async def ingest_media(store_media: MediaStore, rounds: int = INGEST_ROUNDS,
     for _ in range(rounds):
         if stop is not None and stop.is_set():
             break
-        report = await store_media.ingest_pending(unreachable=total.unreachable)
+        report = await store_media.ingest_pending(unreachable=total.unreachable, earlier=total.earlier)
+        total.earlier = report.earlier
         if not report.items:
             break
         total.downloaded += report.downloaded

@@ -21,6 +21,7 @@ from hub.http import Fetcher
 from hub.media import MediaStore, ingest_media
 from hub.models import FetchState, Item, Media, Parsed
 from hub.store import FetchOutcome, SourceSpec, Store
+from hub.store.mediadb import StoredImage
 from hub.web.app import create_app
 from tests.feedserver import FeedServer
 
@@ -263,3 +264,34 @@ def test_hub_run_downloads_the_images_hub_fetch_no_images_left(tmp_path):
         images = sorted(r.path for r in srv.requests if r.path.endswith(".jpg"))
     assert code == 0, output
     assert images == [f"/files/bild{n}.jpg" for n in range(3)]
+
+
+def test_a_host_an_earlier_run_could_not_reach_is_not_asked_again_within_the_hour(tmp_path):
+    """A run that finds an image host down (503 here, as DNS failures and timeouts) asks it
+    once; the next run, minutes later, does not ask it again for the new entries' images:
+    each try of a host that is down can take its timeouts again."""
+    with FeedServer(host="127.0.0.3") as down, FeedServer(host="127.0.0.2") as srv:
+        entries = [(n, down.url(f"/status/503?bild={n}")) for n in range(2)]
+        srv.files["laden.xml"] = _rss(*entries)
+        _town(tmp_path, srv.url("/files/laden.xml"))
+        first = _hub_fetch(tmp_path)
+        assert len(down.requests) == 1, down.requests  # the first image; the second is not tried
+        assert "127.0.0.3 could not be reached for another image in this run: HTTP 503" in first, first
+
+        srv.files["laden.xml"] = _rss(*entries, *((n, down.url(f"/status/503?bild={n}")) for n in (2, 3)))
+        second = _hub_fetch(tmp_path)
+    assert len(down.requests) == 1, down.requests
+    assert re.search(r"2 new images, 0 stored, 2 not; 2 of them not tried, their host being unreachable", second), second
+    assert re.search(r"127\.0\.0\.3 could not be reached at \d{4}-\d\d-\d\d \d\d:\d\d UTC, so it is not asked again "
+                     r"before \d\d:\d\d UTC: HTTP 503", second), second
+
+
+def test_an_unreachable_host_is_asked_again_an_hour_after_its_last_try(store, settings):
+    media = MediaStore(settings.data_dir, settings.base_dir, store.records.media)
+    tried = StoredImage("https://cdn.laden.example/1.jpg", None, None, None, None, "cannot resolve host", unreachable=True)
+    given_up = StoredImage("https://cdn.laden.example/2.jpg", None, None, None, None, "not tried: ...")
+    store.records.media.save([tried], T0)
+    store.records.media.save([given_up], T0 + timedelta(minutes=30))  # not a try: the hour counts from T0
+    assert list(media.hosts_down_earlier(T0 + timedelta(minutes=59))) == ["cdn.laden.example"]
+    assert media.hosts_down_earlier(T0 + timedelta(minutes=61)) == {}
+    assert store.records.media.lookup([tried.url])[tried.url].unreachable

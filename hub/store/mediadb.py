@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +27,7 @@ class StoredImage:
     height: int | None
     mime: str | None
     error: str | None = None
+    unreachable: bool = False  # the download failed because the host could not be reached (or said 429/503)
 
 
 class MediaIndex:
@@ -39,13 +41,15 @@ class MediaIndex:
             return {}
         with self.engine.connect() as conn:
             rows = conn.execute(select(MEDIA).where(MEDIA.c.url_key.in_(keys))).all()
-        return {r.url: StoredImage(r.url, r.sha256, r.width, r.height, r.mime, r.error) for r in rows}
+        return {r.url: StoredImage(r.url, r.sha256, r.width, r.height, r.mime, r.error, r.status == "unreachable")
+                for r in rows}
 
     def save(self, images: Sequence[StoredImage], at: datetime, done: Sequence[int] = ()) -> None:
         """Record what became of `images` and mark the origins `done` waiting, in one
         transaction (a commit per image made a run over thousands of images crawl)."""
         rows = [{"url_key": key_of(i.url), "url": i.url, "sha256": i.sha256, "width": i.width, "height": i.height,
-                 "mime": i.mime, "status": "ok" if i.sha256 else "failed", "error": i.error, "fetched_at": at}
+                 "mime": i.mime, "status": "ok" if i.sha256 else "unreachable" if i.unreachable else "failed",
+                 "error": i.error, "fetched_at": at}
                 for i in images]
         insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(MEDIA)
         changed = [c.name for c in MEDIA.columns if c.name != "url_key"]
@@ -56,6 +60,20 @@ class MediaIndex:
                 conn.execute(upsert, rows)
             if done:
                 conn.execute(update(ORIGINS).where(ORIGINS.c.item_id.in_(list(done))).values(media_pending=False))
+
+    def unreachable_hosts(self, since: datetime) -> dict[str, tuple[datetime, str]]:
+        """Hosts a download could not reach since `since`: host -> (when, why) of the latest
+        such try. Only the image that was tried is marked, not the ones of the same host
+        given up on with it, so the rows are few; finding them scans the table (status has
+        no index), once per run that has images to fetch."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(MEDIA.c.url, MEDIA.c.error, MEDIA.c.fetched_at)
+                                .where(MEDIA.c.status == "unreachable", MEDIA.c.fetched_at >= since)).all()
+        found: dict[str, tuple[datetime, str]] = {}
+        for r in sorted(rows, key=lambda r: r.fetched_at):
+            if host := urlsplit(r.url).hostname:
+                found[host] = (r.fetched_at, r.error or "")
+        return found
 
     def pending(self, limit: int) -> list[tuple[int, list[str]]]:
         """(item id, image URLs) of live origins whose images were not fetched yet."""
