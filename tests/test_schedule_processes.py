@@ -163,3 +163,32 @@ def test_sigterm_stops_taking_work_and_hands_back_what_it_could_not_finish(tmp_p
     assert len(ScheduleStore(store).due_sources(utcnow(), 100)) == 10  # leases handed back, all due
     assert {s.status for s in store.source_statuses()} == {"new"} and store.count_items() == 0
     store.close()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no worker processes")
+def test_no_worker_of_a_killed_hub_run_survives_it(tmp_path):
+    """`hub run` keeps its pool of worker processes for its whole life; killed where no
+    handler sees it (SIGKILL, the OOM killer), it leaves none of them behind."""
+    from tests.test_fetch_processes import _alive, _cmdline, _descendants
+
+    with FeedServer() as server:
+        for i in range(60):  # from 50 sources in one fetch on, the workers parse and store
+            server.files[f"s{i:03d}.xml"] = feed(f"s{i:03d}")
+        urls = {f"s{i:03d}": server.url(f"/files/s{i:03d}.xml?delay=30") for i in range(60)}
+        path = write_config(tmp_path / "eins.yaml", urls, store_url=f"sqlite:///{tmp_path}/hub.db",
+                            schedule=", tick: 0.2s, batch: 100, shutdown_grace: 0.5s",
+                            fetcher=", host_spacing: 0, max_per_host: 100, max_in_flight: 100")
+        run = HubRun(path)
+        children: set[int] = set()
+        try:
+            wait_until(lambda: server.in_flight >= 60, 30)
+            children = _descendants(run.proc.pid)
+            assert sum("spawn_main" in _cmdline(pid) for pid in children) >= 2, [_cmdline(p) for p in children]
+            run.proc.kill()
+            run.proc.wait(timeout=10)
+            wait_until(lambda: not any(map(_alive, children)), 5)
+        finally:
+            for pid in children | {run.proc.pid}:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            run.proc.communicate(timeout=10)
