@@ -8,13 +8,15 @@ with a hint (a did-you-mean for a misspelled key, the allowed values for an enum
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
                       ValidationError, field_validator)
 
 from hub import plugins, yamlsrc
@@ -95,6 +97,12 @@ class SourceConfig(Strict):
     every: Duration | None = None
     language: str | None = None
     options: Any = None  # the connector's validated options, filled in by `load`
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the connector's options, secrets included: it changes when anything the
+        source is read with changes (a new token), and tells nothing about the values."""
+        return options_fingerprint(self.options)
 
 
 class ExpiryConfig(Strict):
@@ -191,6 +199,25 @@ class Settings(Strict):
 
     def merchant(self, merchant_id: str) -> MerchantConfig | None:
         return next((m for m in self.merchants if m.id == merchant_id), None)
+
+
+def options_fingerprint(options: Any) -> str:
+    """sha256 of an options model (its private attributes and revealed secrets included)."""
+    data = _revealed(options)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        private = {f"_{k.lstrip('_')}": v for k, v in (value.__pydantic_private__ or {}).items()}
+        return _revealed({**{k: getattr(value, k) for k in type(value).model_fields}, **private})
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {str(k): _revealed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_revealed(v) for v in value]
+    return value
 
 
 def load(path: str | Path, env: dict[str, str] | None = None) -> Settings:

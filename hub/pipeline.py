@@ -70,7 +70,7 @@ class SourceReport:
 
 
 def source_specs(settings: Settings) -> list[SourceSpec]:
-    return [SourceSpec(s.id, m.id, s.connector) for m, s in settings.sources()]  # type: ignore[arg-type]
+    return [SourceSpec(s.id, m.id, s.connector, s.fingerprint) for m, s in settings.sources()]  # type: ignore[arg-type]
 
 
 def select_sources(settings: Settings, source_ids: Sequence[str] | None = None,

@@ -45,6 +45,9 @@ class SourceSpec:
     id: str
     merchant_id: str
     connector: str
+    # A hash of the source's options (hub.config.options_fingerprint): when it changes, a
+    # source held back for a person to act on (an invalid token) is tried again.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
