@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr,
                       ValidationError, field_validator)
 
 from hub import plugins, yamlsrc
@@ -171,6 +171,12 @@ class Settings(Strict):
     merchants: list[MerchantConfig] = []
     channels: list[dict[str, Any]] = []
     path: Path | None = None  # the file this came from; relative paths resolve against it
+    # Not problems, but worth a look (`file:line: warning: ...`): `hub check` prints them.
+    _warnings: tuple[str, ...] = PrivateAttr(())
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self._warnings
 
     @field_validator("merchants")
     @classmethod

@@ -60,6 +60,8 @@ async def _pipeline(settings: Settings, store: Store) -> AsyncIterator[Pipeline]
 def check(config: ConfigOpt = Path("config.yaml")) -> None:
     """Validate the config; print every problem as file:line: message (exit 2 if any)."""
     settings = settings_from(config)
+    for warning in settings.warnings:  # worth a look, not a problem: the exit code stays 0
+        err.print(warning, markup=False, highlight=False, style="yellow")
     n_sources = len(settings.sources())
     out.print(f"{config}: OK — {len(settings.merchants)} merchants, {n_sources} sources, "
               f"{len(settings.channels)} channels")
