@@ -76,6 +76,24 @@ class TooLarge(FetchError):
     code = "response_too_large"
 
 
+class NeedsPerson(ConnectorError):
+    """A failure no retry can fix. The source is held back (no more fetches) until its
+    options in the config change; `hub sources` and `/healthz` say what to do."""
+
+    code = "needs_person"
+
+
+class TokenInvalid(NeedsPerson):
+    """The source's access token is expired, revoked or otherwise invalid: the merchant
+    must connect again and the config get the new token."""
+
+    code = "token_invalid"
+
+
+# Error codes whose source the store holds back until its options change (a new token).
+HOLDING = frozenset({NeedsPerson.code, TokenInvalid.code})
+
+
 class NotModified(ConnectorError):
     """The source answered 304: nothing to parse. Not a failure."""
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import random
+import re
 import socket
 import ssl
 import zlib
@@ -53,7 +54,7 @@ from hub.config import FetcherConfig
 from hub.errors import BlockedAddress, ConfigError, FetchError, NotModified, TooLarge
 from hub.models import FetchState
 
-__all__ = ["Fetcher", "Response", "user_agent"]
+__all__ = ["Fetcher", "Response", "redact", "user_agent"]
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -67,6 +68,18 @@ _FILE_TYPES = {".xml": "application/xml", ".rss": "application/rss+xml",
 _PRIVATE_HINT = ("set fetcher.allow_private_networks: true only if this source is on your own "
                  "network, or list its address in fetcher.allowed_networks")
 _URL_HINT = "check the source's url in the config"
+# Query parameters that carry secrets (Graph API tokens and proofs, OAuth client secrets),
+# also URL-encoded inside another URL: their values never reach a message.
+_SECRET_PARAMS = re.compile(
+    r"((?:access_token|appsecret_proof|client_secret|input_token|fb_exchange_token)(?:=|%3D))"
+    r"[^&\s#'\"<>%]*(?:%(?!26)[0-9A-Fa-f]{2}[^&\s#'\"<>%]*)*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of secret URL parameters (access_token=, appsecret_proof=,
+    client_secret=, input_token=, fb_exchange_token=) replaced by REDACTED: for every message,
+    log line or stored field that may hold a URL."""
+    return _SECRET_PARAMS.sub(r"\1REDACTED", text) if "=" in text or "%3D" in text.upper() else text
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,7 @@ class Fetcher:
         return self._session
 
     async def get(self, url: str, *, state: FetchState = FetchState(), max_bytes: int | None = None,
-                  accept: str | None = None) -> Response:
+                  accept: str | None = None, raise_for_status: bool = True) -> Response:
         """GET `url` (http, https or file:), conditionally if `state` holds validators.
 
         Args:
@@ -147,6 +160,9 @@ class Fetcher:
             state: the validators of the last successful fetch; `cursor` is carried over.
             max_bytes: cap on the decoded body; default `fetcher.max_body_bytes`.
             accept: the Accept header; default */*.
+            raise_for_status: False returns an HTTP error status (4xx, 5xx) as a response
+                with its body, unretried, for APIs whose error bodies say what went wrong
+                (the Graph API decides from the body's error code, not the status).
         Returns:
             the response, with the new validators in `state`.
         Raises:
@@ -154,22 +170,26 @@ class Fetcher:
             BlockedAddress: the URL, a redirect or a resolved address is not public.
             TooLarge: the decoded body is longer than the cap.
             FetchError: anything else; `.transient` says whether trying again soon may help,
-                `.status` and `.retry_after` come from the HTTP answer.
+                `.status` and `.retry_after` come from the HTTP answer. Its message never
+                holds a secret URL parameter (see `redact`).
         """
         cap = self._config.max_body_bytes if max_bytes is None else max_bytes
-        if url[:5].lower() == "file:":
-            return await asyncio.to_thread(_read_file, self._file_path(url), state, cap, self._clock())
-        async with self._slots:
-            deadline = asyncio.timeout(self._config.total_timeout)
-            try:
-                async with deadline:
-                    return await self._attempts(url, state, cap, accept)
-            except TimeoutError as exc:
-                if not deadline.expired():
-                    raise
-                raise FetchError(f"no answer within {self._config.total_timeout:g} s",
-                                 hint="the server is down or too slow; the hub tries again later",
-                                 transient=True) from exc
+        try:
+            if url[:5].lower() == "file:":
+                return await asyncio.to_thread(_read_file, self._file_path(url), state, cap, self._clock())
+            async with self._slots:
+                deadline = asyncio.timeout(self._config.total_timeout)
+                try:
+                    async with deadline:
+                        return await self._attempts(url, state, cap, accept, raise_for_status)
+                except TimeoutError as exc:
+                    if not deadline.expired():
+                        raise
+                    raise FetchError(f"no answer within {self._config.total_timeout:g} s",
+                                     hint="the server is down or too slow; the hub tries again later",
+                                     transient=True) from exc
+        except FetchError as exc:
+            raise _redacted(exc)
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> int:
         """POST a form (a WebSub subscription request) through the same address guard.
@@ -180,23 +200,27 @@ class Fetcher:
             BlockedAddress: the URL or a resolved address is not public.
             FetchError: the request could not be sent or got no answer in time.
         """
-        self._guard.check_url(url)
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self._config.total_timeout):
-                    response = await self._client.post(url, data=dict(form))
-            except TimeoutError as exc:
-                raise FetchError(f"no answer within {self._config.total_timeout:g} s", transient=True) from exc
-            except _NETWORK_ERRORS as exc:
-                raise _network_error(exc, url, self._config) from exc
+        try:
+            self._guard.check_url(url)
+            async with self._slots:
+                try:
+                    async with asyncio.timeout(self._config.total_timeout):
+                        response = await self._client.post(url, data=dict(form))
+                except TimeoutError as exc:
+                    raise FetchError(f"no answer within {self._config.total_timeout:g} s", transient=True) from exc
+                except _NETWORK_ERRORS as exc:
+                    raise _network_error(exc, url, self._config) from exc
+        except FetchError as exc:
+            raise _redacted(exc)
         return response.status_code
 
-    async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None) -> Response:
+    async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None,
+                        raise_for_status: bool = True) -> Response:
         """The first attempt, then (for transient faults only) the retries, with backoff.
         tenacity takes over only once an attempt failed: setting it up costs more CPU
         than a conditional GET on a kept-alive connection."""
         try:
-            return await self._fetch_once(url, state, cap, accept)
+            return await self._fetch_once(url, state, cap, accept, raise_for_status)
         except Exception as exc:
             if self._config.retries == 0 or not _worth_retrying_now(exc):
                 raise
@@ -204,15 +228,16 @@ class Fetcher:
         retrying = AsyncRetrying(stop=stop_after_attempt(self._config.retries),
                                  retry=retry_if_exception(_worth_retrying_now), reraise=True,
                                  wait=lambda rs: _backoff(rs.attempt_number + 1, rs.outcome.exception()))
-        return await retrying(self._fetch_once, url, state, cap, accept)
+        return await retrying(self._fetch_once, url, state, cap, accept, raise_for_status)
 
-    async def _fetch_once(self, url: str, state: FetchState, cap: int, accept: str | None) -> Response:
+    async def _fetch_once(self, url: str, state: FetchState, cap: int, accept: str | None,
+                          raise_for_status: bool = True) -> Response:
         """One attempt: follow redirects by hand, checking every hop against the guard."""
         headers = {**self._headers, **_request_headers(state, accept)}
         for _ in range(self._config.max_redirects + 1):
             parsed = self._guard.check_url(url)
             try:
-                outcome = await self._hop(parsed, headers, state, cap)
+                outcome = await self._hop(parsed, headers, state, cap, raise_for_status)
             except _NETWORK_ERRORS as exc:
                 raise _network_error(exc, url, self._config) from exc
             if isinstance(outcome, Response):
@@ -222,7 +247,7 @@ class Fetcher:
                          hint="open the url in a browser and put the address it ends at in the config")
 
     async def _hop(self, url: httpx.URL, headers: dict[str, str], state: FetchState,
-                   cap: int) -> Response | str:
+                   cap: int, raise_for_status: bool = True) -> Response | str:
         """Send one request; the response, or the URL a redirect points to. Redirects,
         cookies (none: sources are unrelated sites) and retries are this fetcher's own."""
         async with self._aiohttp().get(str(url), headers=headers, allow_redirects=False,
@@ -231,7 +256,9 @@ class Fetcher:
             location = answer.get("location")
             if response.status in _REDIRECTS and location:
                 return str(url.join(location))
-            _raise_for_status(response.status, answer, conditional=any(h.startswith("If-") for h in headers))
+            conditional = any(h.startswith("If-") for h in headers)
+            if raise_for_status or (response.status == 304 and conditional) or response.status < 400:
+                _raise_for_status(response.status, answer, conditional=conditional)
             body = await _read_capped(response.content, answer, cap)
         return Response(url=str(url), status=response.status, body=body, headers=answer,
                         state=_new_state(answer, state), fresh_until=_fresh_until(answer, datetime.now(UTC)))
@@ -509,6 +536,15 @@ class _Inflater:
             raise FetchError(f"the server sent a broken compressed body: {exc}",
                              hint="usually temporary; the hub tries again later",
                              transient=True) from exc
+
+
+def _redacted(exc: FetchError) -> FetchError:
+    """`exc` with secret URL parameters gone from its message, hint and args (in place:
+    its type, status and cause stay)."""
+    exc.message = redact(exc.message)
+    exc.hint = redact(exc.hint) if exc.hint else exc.hint
+    exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+    return exc
 
 
 def _too_large(cap: int, detail: str = "") -> TooLarge:

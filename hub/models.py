@@ -146,6 +146,11 @@ class FetchState(NamedTuple):
     etag: str | None = None
     last_modified: str | None = None
     cursor: str | None = None
+    # Why the source is held back (the message of an error a retry cannot fix, such as an
+    # invalid token), until its options change; None when it is not. Filled in by the store.
+    # A connector that raises holding errors (hub.errors.HOLDING) raises it again without
+    # asking the network; the others never see it set.
+    hold: str | None = None
 
 
 class Retrieved(NamedTuple):
@@ -170,6 +175,16 @@ class Parsed:
     complete: bool = True
     ttl_seconds: int | None = None  # the feed's own <ttl>, a lower bound for polling
     websub: tuple[str, str] | None = None  # (hub, topic): the WebSub hub that pushes this source
+    # With `complete`: the payload holds everything published since this moment (an API read
+    # back to a date), so an entry published since then and missing was deleted, even one
+    # newer than the oldest entry read. None: the window starts at the oldest entry read.
+    window_start: datetime | None = None
+    # External ids the source says are deleted (a re-read entry that no longer exists, a
+    # "remove" push): tombstoned whether or not the payload is complete.
+    gone: tuple[str, ...] = ()
+    # The payload was read live from the source (an API, never a cached copy): an entry that
+    # had been deleted and is there again is back (a Facebook post hidden, then shown again).
+    revive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,8 @@ async def test_a_failing_source_backs_off_and_stays_visible_never_disabled(serve
         assert (status.status, status.error_count) == ("failing", 14) and "HTTP 500" in status.last_error
         health = TestClient(create_app(t.settings, t.store)).get("/healthz").json()
         assert health["status"] == "degraded" and health["sources"]["failing"] == 1
-        assert health["failing_sources"] == ["kaputt"]
+        assert [f["id"] for f in health["failing_sources"]] == ["kaputt"]
+        assert "HTTP" in health["failing_sources"][0]["error"] and not health["failing_sources"][0]["waiting_for_a_person"]
 
 
 async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server, tmp_path):

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
+from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from hub.errors import StoreError
+from hub.errors import HOLDING, StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
 from hub.store.bulk import placeholders, sqlite_datetime, to_json
+from hub.store.holds import HOLDS
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
@@ -98,6 +99,10 @@ class SourceStatus:
     warnings: list[str]
     next_fetch_at: datetime | None
     items: int
+    # The error code that holds the source back until its options change (a person must act,
+    # e.g. the merchant reconnect: `last_error` says what to do); None when it is not held.
+    held: str | None = None
+    held_at: datetime | None = None
 
 
 class Store:
@@ -146,7 +151,9 @@ class Store:
     # --- sources ---------------------------------------------------------------------
 
     def sync_sources(self, specs: Iterable[SourceSpec]) -> None:
-        """Make sure every configured source has a row (its state survives restarts)."""
+        """Make sure every configured source has a row (its state survives restarts). A
+        source held back (an invalid token) whose options changed since (its fingerprint)
+        is let go: it is due again at once and its failures are forgotten."""
         specs = list(specs)
         with self.engine.begin() as conn:
             known = {r.id: r for r in conn.execute(select(SOURCES.c.id, SOURCES.c.merchant_id, SOURCES.c.connector))}
@@ -158,24 +165,44 @@ class Store:
                 elif (row.merchant_id, row.connector) != (spec.merchant_id, spec.connector):
                     conn.execute(update(SOURCES).where(SOURCES.c.id == spec.id).values(
                         merchant_id=spec.merchant_id, connector=spec.connector))
+            self._sync_fingerprints(conn, [s for s in specs if s.fingerprint is not None])
+
+    def _sync_fingerprints(self, conn: Connection, specs: list[SourceSpec]) -> None:
+        known = {r.source_id: r for r in conn.execute(select(HOLDS))}
+        fresh = [{"source_id": s.id, "fingerprint": s.fingerprint} for s in specs if s.id not in known]
+        changed = [s for s in specs if s.id in known and known[s.id].fingerprint != s.fingerprint]
+        if fresh:
+            conn.execute(HOLDS.insert(), fresh)
+        for spec in changed:
+            conn.execute(update(HOLDS).where(HOLDS.c.source_id == spec.id)
+                         .values(fingerprint=spec.fingerprint, hold=None, held_at=None))
+        released = [s.id for s in changed if known[s.id].hold is not None]
+        if released:  # due at once (a running scheduler sets it when it next prepares)
+            conn.execute(update(SOURCES).where(SOURCES.c.id.in_(released))
+                         .values(error_count=0, next_fetch_at=None, fresh_until=None))
 
     def fetch_states(self, source_ids: Sequence[str]) -> dict[str, FetchState]:
+        """Each source's caching state; `hold` is its last error if it is held back."""
+        query = (select(SOURCES.c.id, SOURCES.c.etag, SOURCES.c.last_modified, SOURCES.c.cursor,
+                        case((HOLDS.c.hold.is_not(None), SOURCES.c.last_error)).label("hold"))
+                 .select_from(SOURCES.outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id))
+                 .where(SOURCES.c.id.in_(list(source_ids))))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(SOURCES.c.id, SOURCES.c.etag, SOURCES.c.last_modified, SOURCES.c.cursor)
-                                .where(SOURCES.c.id.in_(list(source_ids))))
-            return {r.id: FetchState(r.etag, r.last_modified, r.cursor) for r in rows}
+            return {r.id: FetchState(r.etag, r.last_modified, r.cursor, r.hold or None)
+                    for r in conn.execute(query)}
 
     def source_statuses(self) -> list[SourceStatus]:
         counts = (select(ITEMS.c.source_id, func.count().label("n")).where(ITEMS.c.deleted_at.is_(None))
                   .group_by(ITEMS.c.source_id).subquery())
-        query = (select(SOURCES, func.coalesce(counts.c.n, 0).label("items"))
-                 .select_from(SOURCES.outerjoin(counts, counts.c.source_id == SOURCES.c.id))
+        query = (select(SOURCES, func.coalesce(counts.c.n, 0).label("items"), HOLDS.c.hold, HOLDS.c.held_at)
+                 .select_from(SOURCES.outerjoin(counts, counts.c.source_id == SOURCES.c.id)
+                              .outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id))
                  .order_by(SOURCES.c.merchant_id, SOURCES.c.id))
         with self.engine.connect() as conn:
             return [SourceStatus(id=r.id, merchant_id=r.merchant_id, connector=r.connector, status=r.status,
                                  last_fetch_at=r.last_fetch_at, last_ok_at=r.last_ok_at, last_error=r.last_error,
                                  error_count=r.error_count, warnings=json.loads(r.warnings or "[]"),
-                                 next_fetch_at=r.next_fetch_at, items=r.items)
+                                 next_fetch_at=r.next_fetch_at, items=r.items, held=r.hold, held_at=r.held_at)
                     for r in conn.execute(query)]
 
     # --- writing what connectors read ------------------------------------------------
@@ -243,8 +270,8 @@ class Store:
             if row is None:
                 inserts.append(rows.get(item.external_id) or _insert_rows(outcome, [item], self.dialect)[item.external_id])
                 result.new.append(item.external_id)
-            elif row.content_hash == digest:
-                result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone
+            elif row.content_hash == digest and not (outcome.parsed.revive and row.deleted_at is not None):
+                result.unchanged += 1  # a tombstoned item that reappears unchanged stays gone (a stale copy)
             else:
                 values = _to_row(item, digest, outcome.at)
                 del values["first_seen_at"]
@@ -257,6 +284,9 @@ class Store:
             conn.execute(update(ITEMS).where(ITEMS.c.id == bindparam("row_id")), updates)
         if outcome.parsed.complete:
             result.gone = self._tombstone_missing(conn, outcome, existing)
+        if outcome.parsed.gone:
+            result.gone += self._tombstone(conn, outcome, [existing[ext] for ext in outcome.parsed.gone
+                                                           if ext in existing and ext not in result.gone])
         return result
 
     def _tombstone_missing(self, conn: Connection, outcome: FetchOutcome, existing: dict) -> list[str]:
@@ -266,19 +296,36 @@ class Store:
         assert outcome.parsed is not None
         dates = [i.published for i in outcome.parsed.items if i.published]
         if not dates:
-            return []
-        window_start = min(dates)
+            return []  # an empty payload is more likely broken than a source that deleted everything
+        window_start = min(dates + ([outcome.parsed.window_start] if outcome.parsed.window_start else []))
         present = {i.external_id for i in outcome.parsed.items}
-        gone = [r for ext, r in existing.items()
-                if ext not in present and r.deleted_at is None and r.published and r.published >= window_start]
+        return self._tombstone(conn, outcome, [r for ext, r in existing.items() if ext not in present
+                                               and r.published and r.published >= window_start])
+
+    def _tombstone(self, conn: Connection, outcome: FetchOutcome, rows: list[Any]) -> list[str]:
+        gone = [r for r in rows if r.deleted_at is None]
         if gone:
             conn.execute(update(ITEMS).where(ITEMS.c.id.in_([r.id for r in gone]))
                          .values(deleted_at=outcome.at, changed_at=outcome.at))
         return [r.external_id for r in gone]
 
     def _record_sources(self, conn: Connection, outcomes: Sequence[FetchOutcome]) -> None:
-        """Health and caching state of every source in the batch, in one executemany."""
+        """Health and caching state of every source in the batch, in one executemany; a
+        failure no retry can fix holds its source back, a success lets it go."""
         conn.execute(_RECORD_SOURCE, [_source_values(o) for o in outcomes])
+        held = [o for o in outcomes if o.status == "failed" and o.error_code in HOLDING]
+        for o in held:
+            if conn.execute(update(HOLDS).where(HOLDS.c.source_id == o.source_id)
+                            .values(hold=o.error_code, held_at=o.at)).rowcount == 0:
+                conn.execute(HOLDS.insert().values(source_id=o.source_id, hold=o.error_code, held_at=o.at))
+        # A success lets a held source go (a connector that tried it anyway, and it worked).
+        ok = [o.source_id for o in outcomes if o.status == "ok"]
+        if ok and self._any_held(conn):
+            conn.execute(update(HOLDS).where(HOLDS.c.source_id.in_(ok), HOLDS.c.hold.is_not(None))
+                         .values(hold=None, held_at=None))
+
+    def _any_held(self, conn: Connection) -> bool:
+        return conn.execute(select(HOLDS.c.source_id).where(HOLDS.c.hold.is_not(None)).limit(1)).first() is not None
 
     # --- reading ---------------------------------------------------------------------
 

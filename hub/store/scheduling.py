@@ -23,6 +23,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
+from hub.store.holds import HOLDS
 from hub.store.placement import KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
@@ -99,8 +100,9 @@ class ScheduleStore:
                 conn.execute(update(SOURCES).where(SOURCES.c.id == _p("id")).values(next_fetch_at=None), gone)
 
     def due_sources(self, now: datetime, limit: int) -> list[str]:
-        """Ids of sources due at `now` and free to claim, longest overdue first."""
-        query = (select(SOURCES.c.id).where(SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now))
+        """Ids of sources due at `now` and free to claim, longest overdue first. A source held
+        back for a person to act on (an invalid token) is never due until its options change."""
+        query = (select(SOURCES.c.id).where(SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now), _not_held())
                  .order_by(SOURCES.c.next_fetch_at).limit(limit))
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
@@ -110,7 +112,8 @@ class ScheduleStore:
         if not ids:
             return []
         statement = (update(SOURCES)
-                     .where(SOURCES.c.id.in_(list(ids)), SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now))
+                     .where(SOURCES.c.id.in_(list(ids)), SOURCES.c.next_fetch_at <= now, _lease_free(SOURCES, now),
+                            _not_held())
                      .values(lease_owner=owner, lease_until=until).returning(SOURCES.c.id))
         with self.engine.begin() as conn:
             return list(conn.execute(statement).scalars())
@@ -362,6 +365,10 @@ _SUBSCRIPTION = (SOURCES.c.id, SOURCES.c.push_state, SOURCES.c.push_hub, SOURCES
 def _subscription(row) -> Subscription:
     return Subscription(row.id, row.push_state, row.push_hub, row.push_topic, row.push_secret,
                         row.push_requested_at, row.push_lease_until)
+
+
+def _not_held():
+    return SOURCES.c.id.not_in(select(HOLDS.c.source_id).where(HOLDS.c.hold.is_not(None)))
 
 
 def _lease_free(table, now: datetime):

@@ -23,7 +23,7 @@ from hub.config import Settings
 from hub.errors import HubError
 from hub.http import Fetcher
 from hub.media import MediaStore, Picture
-from hub.store import Store
+from hub.store import SourceStatus, Store
 from hub.web import formatting
 from hub.web.websub import websub_router
 
@@ -86,11 +86,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         statuses = store.source_statuses()
         configured = {s.id for _, s in settings.sources()}
         mine = [s for s in statuses if s.id in configured]
-        failing = [s.id for s in mine if s.status == "failing"]
+        failing = [s for s in mine if s.status == "failing"]
         body = {"status": "degraded" if failing else "ok", "items": store.count_items(),
                 "sources": {"total": len(configured), "healthy": sum(s.status == "ok" for s in mine),
-                            "failing": len(failing), "never_fetched": sum(s.status == "new" for s in mine)},
-                "failing_sources": failing}
+                            "failing": len(failing), "never_fetched": sum(s.status == "new" for s in mine),
+                            "waiting_for_a_person": sum(s.held is not None for s in failing)},
+                "failing_sources": [_failing(s) for s in failing]}
         return JSONResponse(body)
 
     @app.get("/media/{shard}/{sha}/{name}")
@@ -120,6 +121,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
                                           status_code=exc.status_code)
 
     return app
+
+
+def _failing(s: SourceStatus) -> dict:
+    """A failing source for /healthz: what is wrong and what to do (the error's own words,
+    which never hold a token), and whether the hub waits for a person before trying again."""
+    return {"id": s.id, "merchant": s.merchant_id, "connector": s.connector, "error": s.last_error,
+            "failures": s.error_count, "last_success": s.last_ok_at.isoformat() if s.last_ok_at else None,
+            "waiting_for_a_person": s.held is not None}
 
 
 def _listing(request: Request, templates: Jinja2Templates, store: Store, media: MediaStore, *, page: int,
