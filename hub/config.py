@@ -7,13 +7,14 @@ with a hint (a did-you-mean for a misspelled key, the allowed values for an enum
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr,
@@ -56,6 +57,59 @@ TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- Facebook and Instagram (issue 12): the app's settings, once per town ------------------------
+
+GRAPH_URL = "https://graph.facebook.com"
+GRAPH_API_VERSION = "v24.0"  # pinned; connectors/graph.py warns when it nears its end of life
+
+
+def _digits(value: Any) -> Any:
+    """An id written without quotes is a YAML number: take it as the text it is."""
+    value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value.strip()):
+        raise ValueError("a Facebook or Instagram id has digits only; write it in quotes, like \"104523984512345\"")
+    return value.strip() if isinstance(value, str) else value
+
+
+def _graph_version(value: str) -> str:
+    if not re.fullmatch(r"v[0-9]+\.[0-9]+", value):
+        raise ValueError(f"write the Graph API version like {GRAPH_API_VERSION}")
+    return value
+
+
+def _graph_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
+        raise ValueError(f"write the Graph API address like {GRAPH_URL}")
+    return value.rstrip("/")
+
+
+GraphId = Annotated[str, BeforeValidator(_digits)]
+GraphVersion = Annotated[str, AfterValidator(_graph_version)]
+GraphUrl = Annotated[str, AfterValidator(_graph_url)]
+
+
+class FacebookConfig(Strict):
+    """`facebook:`, optional. A page token alone reads a page's posts; the app's secret is
+    needed for appsecret_proof, the webhook and token exchange."""
+
+    app_id: GraphId | None = None
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None  # the webhook subscription handshake
+    api_version: GraphVersion = GRAPH_API_VERSION
+    graph_url: GraphUrl = GRAPH_URL  # overridable: proxies, tests
+
+
+class ConfigNote(NamedTuple):
+    """A problem (or, with `warning`, something worth a look) that a plugin finds in its
+    block once the whole config is known (`settle`). `key`: the option of the block it is
+    about; `top`: a path from the top of the file instead, such as ("facebook", "app_secret")."""
+
+    message: str
+    key: str | None = None
+    top: tuple[str | int, ...] | None = None
+    warning: bool = False
 
 
 class PlatformConfig(Strict):
@@ -170,6 +224,7 @@ class Settings(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     merchants: list[MerchantConfig] = []
     channels: list[dict[str, Any]] = []
+    facebook: FacebookConfig | None = None  # issue 12: the Facebook app, for Facebook and Instagram sources
     path: Path | None = None  # the file this came from; relative paths resolve against it
     # Not problems, but worth a look (`file:line: warning: ...`): `hub check` prints them.
     _warnings: tuple[str, ...] = PrivateAttr(())
@@ -217,6 +272,8 @@ def _revealed(value: Any) -> Any:
     if isinstance(value, BaseModel):
         private = {f"_{k.lstrip('_')}": v for k, v in (value.__pydantic_private__ or {}).items()}
         return _revealed({**{k: getattr(value, k) for k in type(value).model_fields}, **private})
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _revealed(dataclasses.asdict(value))
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, dict):
@@ -226,8 +283,9 @@ def _revealed(value: Any) -> Any:
     return value
 
 
-def load(path: str | Path, env: dict[str, str] | None = None) -> Settings:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+def load(path: str | Path, env: dict[str, str] | None = None, *, today: date | None = None) -> Settings:
+    """Read and validate a config file. Raises ConfigError listing every problem; what is
+    only worth a look is in `Settings.warnings` (`today`: the day they are judged on)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError([f"{path}: config file not found "
@@ -240,12 +298,41 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(problems)
     settings = _validate(Settings, {**src.data, "path": path}, (), src, problems)
     # Plugin blocks are checked even when the rest failed, so one run shows every problem.
-    sources = _plugin_sources(src.data.get("merchants"), src, problems)
+    warnings: list[str] = []
+    sources = _plugin_sources(src.data.get("merchants"), src, problems,
+                              _Settling(settings, today or date.today(), warnings))
     channels = _plugin_channels(src.data.get("channels"), src, problems)
     if problems:
         raise ConfigError(sorted(problems, key=_line_number))
     merchants = [m.model_copy(update={"sources": sources[i]}) for i, m in enumerate(settings.merchants)]
-    return settings.model_copy(update={"merchants": merchants, "channels": channels})
+    result = settings.model_copy(update={"merchants": merchants, "channels": channels})
+    result._warnings = tuple(sorted(dict.fromkeys(warnings), key=_line_number))
+    return result
+
+
+class _Settling(NamedTuple):
+    """What a plugin's `settle` hook gets besides its options: the town-wide settings (None
+    if they are invalid: then no hook runs), the day, and where warnings go."""
+
+    settings: Settings | None
+    today: date
+    warnings: list[str]
+
+
+def _settle(source: SourceConfig, loc: tuple, src: yamlsrc.Located, problems: list[str],
+            settling: _Settling) -> SourceConfig:
+    """Let the connector complete its options from the town-wide settings (the `facebook:`
+    block) and check what only the whole config can tell: `settle(options, settings, today)
+    -> (options, [ConfigNote])`, an optional classmethod of a connector."""
+    settle = getattr(plugins.connector(source.connector), "settle", None)
+    if settle is None or settling.settings is None:
+        return source
+    options, notes = settle(source.options, settling.settings, settling.today)
+    for note in notes:
+        where = note.top if note.top is not None else loc + ((note.key,) if note.key else ())
+        text = src.error(where, ("warning: " if note.warning else "") + note.message)
+        (settling.warnings if note.warning else problems).append(text)
+    return source.model_copy(update={"options": options})
 
 
 def _line_number(problem: str) -> int:
@@ -253,7 +340,8 @@ def _line_number(problem: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _plugin_sources(raw_merchants: Any, src: yamlsrc.Located, problems: list[str]) -> list[list[SourceConfig]]:
+def _plugin_sources(raw_merchants: Any, src: yamlsrc.Located, problems: list[str],
+                    settling: _Settling) -> list[list[SourceConfig]]:
     """Each merchant's sources, checked against their connector's options model."""
     result: list[list[SourceConfig]] = []
     taken: set[str] = set()
@@ -272,7 +360,7 @@ def _plugin_sources(raw_merchants: Any, src: yamlsrc.Located, problems: list[str
                 problems.append(src.error(loc + ("id",), f"source id '{source_id}' is used twice "
                                           "(hint: give each source a unique `id:`)"))
             taken.add(source_id)
-            sources.append(source.model_copy(update={"id": source_id}))
+            sources.append(_settle(source.model_copy(update={"id": source_id}), loc, src, problems, settling))
         result.append(sources)
     return result
 

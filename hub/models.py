@@ -103,7 +103,8 @@ class Item:
     def _hashed_parts(self) -> list[str]:
         parts = [self.kind.value, self.title, self.summary, self.content_html, self.url or "",
                  self.language or "", _iso(self.published)]
-        parts += [f"m:{m.url}|{m.type}|{m.mime_type}|{m.width}|{m.height}|{m.alt}" for m in self.media]
+        parts += [f"m:{stable_media_url(m.url)}|{m.type}|{m.mime_type}|{m.width}|{m.height}|{m.alt}"
+                  for m in self.media]
         parts += [f"t:{tag}" for tag in self.tags]
         if self.event:
             e = self.event
@@ -121,6 +122,18 @@ class Item:
 
     def evolve(self, **changes: Any) -> Item:
         return replace(self, **changes)
+
+
+def stable_media_url(url: str) -> str:
+    """A media URL as far as "has it changed" goes. Facebook's and Instagram's CDN sign their
+    image URLs (`oh`, and `oe`, the expiry) and sign them anew now and then: an image with a
+    fresh signature (or from another of their hosts) is the same image, so a re-read post is
+    no change (the image was stored at ingest under the URL first seen; hub.refresh reads a
+    post again if that URL expired before it was)."""
+    if "oe=" not in url or "oh=" not in url:
+        return url
+    address = url.split("?", 1)[0]
+    return "/" + address.split("/", 3)[3] if address.count("/") >= 3 else address  # the path: CDN hosts vary too
 
 
 def _iso(value: datetime | None) -> str:

@@ -18,6 +18,8 @@ BUILTIN_CONNECTORS = {
     "rss": "connectors.feed:FeedConnector",
     "atom": "connectors.feed:FeedConnector",
     "jsonfeed": "connectors.feed:FeedConnector",
+    "facebook": "connectors.facebook:FacebookConnector",
+    "instagram": "connectors.instagram:InstagramConnector",
 }
 
 BUILTIN_RENDERERS = {

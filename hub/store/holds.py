@@ -14,13 +14,16 @@ They live apart from hub/store/tables.py so that this issue's schema stays in on
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Optional
+from typing import Optional, Sequence
 
-from sqlalchemy import BigInteger, Text
+from sqlalchemy import BigInteger, Engine, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Column, Field, SQLModel
 
-from hub.store.tables import UTCDateTime
+from hub.identity import key_of
+from hub.store.tables import ItemRow, MediaRow, UTCDateTime
 
 
 class SourceHoldRow(SQLModel, table=True):
@@ -44,3 +47,44 @@ class MediaRefreshRow(SQLModel, table=True):
 
 HOLDS = SourceHoldRow.__table__
 REFRESHES = MediaRefreshRow.__table__
+ITEMS = ItemRow.__table__
+MEDIA = MediaRow.__table__
+
+
+class Refreshes:
+    """The store's side of re-reading entries whose image URL expired (hub.refresh)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def failed_signed_images(self, limit: int) -> list[tuple[str, str | None]]:
+        """(url, error) of signed CDN images (an `oe=` expiry in the URL) whose download
+        failed and that were not re-read yet. Failed rows are few: the scan is cheap."""
+        query = (select(MEDIA.c.url, MEDIA.c.error)
+                 .where(MEDIA.c.sha256.is_(None), MEDIA.c.url.contains("oe=", autoescape=True),
+                        MEDIA.c.url_key.not_in(select(REFRESHES.c.url_key)))
+                 .limit(limit))
+        with self.engine.connect() as conn:
+            return [(r.url, r.error) for r in conn.execute(query)]
+
+    def entries_using(self, url: str, source_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(source id, external id) of live items of these sources that show `url`."""
+        if not source_ids:
+            return []
+        query = (select(ITEMS.c.source_id, ITEMS.c.external_id)
+                 .where(ITEMS.c.source_id.in_(list(source_ids)), ITEMS.c.deleted_at.is_(None),
+                        ITEMS.c.media.contains(json.dumps(url)[1:-1], autoescape=True)))
+        with self.engine.connect() as conn:
+            return [(r.source_id, r.external_id) for r in conn.execute(query)]
+
+    def record(self, url: str, source_id: str, external_id: str, at: datetime, outcome: str) -> None:
+        """Note that `url` was re-read (once is all it gets)."""
+        row = {"url_key": key_of(url), "source_id": source_id, "external_id": external_id, "refreshed_at": at,
+               "outcome": outcome}
+        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(REFRESHES)
+        with self.engine.begin() as conn:
+            conn.execute(insert.values(row).on_conflict_do_nothing(index_elements=["url_key"]))
+
+    def outcomes(self) -> dict[int, str]:
+        with self.engine.connect() as conn:
+            return {r.url_key: r.outcome for r in conn.execute(select(REFRESHES.c.url_key, REFRESHES.c.outcome))}
