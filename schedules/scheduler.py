@@ -4,7 +4,8 @@
     publish      every schedule.publish_tick  run due push channels (schedules/publishing.py)
     websub       every 10 minutes             renew WebSub leases (schedules/websub.py)
     maintenance  every hour                   retention, SQLite housekeeping
-    media        every 30 seconds             download new records' images (hub/media.py)
+    media        every 30 seconds             download new records' images (hub/media.py), and re-read
+                                              once the entries whose image URL expired (hub/refresh.py)
     media-gc     every day                    remove images no record uses any more
 
 Never one job per source: a source's schedule is its `next_fetch_at` row. The jobs live in
@@ -28,6 +29,7 @@ from hub.config import Settings
 from hub.http import Fetcher
 from hub.media import MediaStore, collect_media_garbage, ingest_media
 from hub.pipeline import Pipeline
+from hub.refresh import refresh_expired_images
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore
 from schedules.clock import Clock, SystemClock
@@ -61,6 +63,7 @@ class Scheduler:
                                         after_fetch=self.subscriber.after_fetch)
         self.publishing = ChannelPublisher(settings, store, fetcher, clock=self.clock, owner=self.owner)
         self.media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)  # issue 4
+        self.fetcher = fetcher
         self._aps = AsyncIOScheduler(timezone=timezone.utc)
 
     def start(self) -> None:
@@ -73,7 +76,7 @@ class Scheduler:
         self._add("websub", self.subscriber.renew, WEBSUB_EVERY)
         self._add("maintenance", partial(maintain, self.settings, self.plans, self.clock), MAINTENANCE_EVERY)
         # issue 4: new records' images are downloaded soon after ingest; unused ones collected daily
-        self._add("media", partial(ingest_media, self.media), MEDIA_EVERY)
+        self._add("media", self._media, MEDIA_EVERY)
         self._add("media-gc", partial(collect_media_garbage, self.media), MEDIA_GC_EVERY)
         # The fetch tick runs every second; APScheduler's two INFO lines per run would drown the log.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
@@ -88,6 +91,12 @@ class Scheduler:
         await self.fetching.close(grace)
         await self.publishing.close(grace)
         log.info("scheduler %s stopped", self.owner)
+
+    async def _media(self) -> None:
+        await ingest_media(self.media)
+        # issue 12: Facebook's and Instagram's image URLs expire; one that did before its
+        # download gets its entry read again, once, for a fresh URL
+        await refresh_expired_images(self.settings, self.store, self.media, self.fetcher)
 
     def _add(self, name: str, job: Callable[[], Awaitable[object]], every: timedelta) -> None:
         # max_instances=1 + coalesce: a slow run is never doubled nor caught up N times;

@@ -27,6 +27,7 @@ from hub.config import Settings
 from hub.http import Fetcher
 from hub.media import INGEST_BATCH, INGEST_ROUNDS, IngestReport, MediaStore, ingest_media
 from hub.pipeline import Pipeline, SourceReport, Stop, select_sources
+from hub.refresh import refresh_expired_images
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore, SourceSchedule
 from schedules.clock import SystemClock
@@ -137,6 +138,9 @@ async def _fetch_with_progress(settings: Settings, store: Store, chosen, *, imag
                 started = time.perf_counter()
                 run.images = await _unless_abandoned(stop, ingest_media(
                     media, on_round=lambda r: progress.advance(bar, r.items), stop=stop.requested))
+                if run.images is not None and not stop.requested.is_set():
+                    # issue 12: an expired Facebook/Instagram image URL: its entry is re-read once
+                    await refresh_expired_images(settings, store, media, pipeline.fetcher)
                 run.image_seconds = time.perf_counter() - started
             run.waiting_after = await asyncio.to_thread(index.count_pending)
     run.stopped_by = stop.reason
