@@ -188,10 +188,6 @@ class Parsed:
     complete: bool = True
     ttl_seconds: int | None = None  # the feed's own <ttl>, a lower bound for polling
     websub: tuple[str, str] | None = None  # (hub, topic): the WebSub hub that pushes this source
-    # With `complete`: the payload holds everything published since this moment (an API read
-    # back to a date), so an entry published since then and missing was deleted, even one
-    # newer than the oldest entry read. None: the window starts at the oldest entry read.
-    window_start: datetime | None = None
     # External ids the source says are deleted (a re-read entry that no longer exists, a
     # "remove" push): tombstoned whether or not the payload is complete.
     gone: tuple[str, ...] = ()

@@ -412,7 +412,7 @@ class FakeGraph:
 
     async def _cdn(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
-        expiry, signature = request.query.get("oe", ""), request.query.get("oh", "")
+        expiry, signature = request.query.get("oe", ""), request.query.get("oh", "").removeprefix("00_")
         if not hmac.compare_digest(signature, _sign(path, expiry)):
             return web.Response(status=403, text="Bad URL hash")
         if int(expiry or "0", 16) < self.now().timestamp():

@@ -297,7 +297,7 @@ class Store:
         dates = [i.published for i in outcome.parsed.items if i.published]
         if not dates:
             return []  # an empty payload is more likely broken than a source that deleted everything
-        window_start = min(dates + ([outcome.parsed.window_start] if outcome.parsed.window_start else []))
+        window_start = min(dates)
         present = {i.external_id for i in outcome.parsed.items}
         return self._tombstone(conn, outcome, [r for ext, r in existing.items() if ext not in present
                                                and r.published and r.published >= window_start])
