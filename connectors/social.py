@@ -360,7 +360,7 @@ def hashtags(text: str) -> list[str]:
     """#Erdbeeren #Wochenmarkt -> ["Erdbeeren", "Wochenmarkt"]: once each (first spelling
     wins), numbers alone (#1) are no tags."""
     found: dict[str, str] = {}
-    for tag in _HASHTAG.findall(text):
+    for tag in _HASHTAG.findall(text) if "#" in text else ():
         if not tag.isdigit():
             found.setdefault(tag.casefold(), tag)
     return list(found.values())
@@ -370,6 +370,7 @@ def hashtags(text: str) -> list[str]:
 _ABBREVIATIONS = frozenset("""z.b zb bzw ca str nr tel usw etc inkl evtl ggf u.a ua dr prof st mo di mi do fr sa so
     jan feb mär apr jun jul aug sep sept okt nov dez vs mr mrs ms geb abs hr bspw d.h dh u.v.m uvm""".split())
 _SENTENCE_END = re.compile(r"[.!?…]+(?=\s|$)")
+_WORD = re.compile(r"\w")
 _TRAILING_TAGS = re.compile(r"(?:\s*#\w[\w-]*)+\s*$")
 
 
@@ -378,8 +379,13 @@ def derive_title(text: str, limit: int = TITLE_CHARS) -> str:
     cut at a word boundary with " …" if longer than `limit`; links and the hashtags at the
     end left out."""
     for line in text.splitlines():
-        line = " ".join(_TRAILING_TAGS.sub("", _URL.sub("", line)).split()).rstrip(" :–-")
-        if re.search(r"\w", line):
+        line = line[:3 * limit]  # the title is cut from the start: what follows never matters
+        if "://" in line:
+            line = _URL.sub("", line)
+        if "#" in line:
+            line = _TRAILING_TAGS.sub("", line)
+        line = " ".join(line.split()).rstrip(" :–-")
+        if _WORD.search(line):
             return _shortened(_first_sentence(line), limit)
     return ""
 
@@ -387,8 +393,7 @@ def derive_title(text: str, limit: int = TITLE_CHARS) -> str:
 def _first_sentence(line: str) -> str:
     for match in _SENTENCE_END.finditer(line):
         if line[match.start()] == ".":
-            words = line[:match.start()].split()
-            word = words[-1].lower() if words else ""
+            word = line[line.rfind(" ", 0, match.start()) + 1:match.start()].lower()
             rest = line[match.end():].lstrip()
             if re.fullmatch(r"[\d.:/-]+", word) or word in _ABBREVIATIONS or len(word) == 1 \
                     or (rest and (rest[0].islower() or rest[0].isdigit())):

@@ -10,6 +10,7 @@ It serves in-memory fixtures in the documented JSON shapes (connector-facts 1.12
     GET /{version}/me/accounts                                       a user token's pages
     GET /{version}/debug_token, /{version}/oauth/access_token        token helpers
     GET /cdn/...                                                     the images (fbcdn-like)
+    GET /_fake/calls                                                 requests per object (not Meta's)
 
 What it does as Meta does: `limit` (25, at most 100) and `after` cursors; `paging.next`
 embeds the access_token, and is absent on the last page; posts can be withheld (`withhold`),
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import io
@@ -323,6 +325,7 @@ class FakeGraph:
     async def _startup(self, sock: socket.socket) -> None:
         app = web.Application()
         app.router.add_get("/cdn/{path:.+}", self._cdn)
+        app.router.add_get("/_fake/calls", self._stats)
         app.router.add_get("/{version}/oauth/access_token", self._oauth)
         app.router.add_get("/{version}/debug_token", self._debug_token)
         app.router.add_get("/{version}/me/accounts", self._accounts)
@@ -422,6 +425,10 @@ class FakeGraph:
             raise web.HTTPNotFound()
         return web.Response(body=self._jpeg(image), content_type="image/jpeg")
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Requests per object so far (for a benchmark in another process); not Meta's."""
+        return web.json_response({"calls": dict(self.calls), "requests": len(self.requests)})
+
     # --- answering --------------------------------------------------------------------------
 
     def _log(self, request: web.Request, object_id: str) -> None:
@@ -466,7 +473,8 @@ class FakeGraph:
                   and (until is None or _parse(e[when]) <= until)]
         start = _position(chosen, q.get("after"))
         window = chosen[start:start + limit]
-        body: dict[str, Any] = {"data": [self._render(_only(e, q.get("fields"))) for e in window
+        expiry = self._expiry()
+        body: dict[str, Any] = {"data": [self._render(_only(e, q.get("fields")), expiry) for e in window
                                          if e["id"] not in self.withheld]}
         if window:
             cursors = {"before": _cursor(window[0]["id"]), "after": _cursor(window[-1]["id"])}
@@ -481,20 +489,25 @@ class FakeGraph:
         return web.Response(text=json.dumps(body, ensure_ascii=False), content_type="application/json",
                             headers=self._usage.get(object_id, {}))
 
-    def _render(self, value: Any) -> Any:
+    def _render(self, value: Any, expiry: str | None = None) -> Any:
         """Image placeholders as signed, expiring CDN URLs (fresh on every answer)."""
-        if isinstance(value, str) and value.startswith(_CDN_PREFIX):
-            return self.cdn_url(value.removeprefix(_CDN_PREFIX))
+        expiry = expiry or self._expiry()
+        if isinstance(value, str):
+            return self.cdn_url(value.removeprefix(_CDN_PREFIX), expiry) if value.startswith(_CDN_PREFIX) else value
         if isinstance(value, dict):
-            return {k: self._render(v) for k, v in value.items()}
+            return {k: v if isinstance(v, (bool, int, float)) or v is None else self._render(v, expiry)
+                    for k, v in value.items()}
         if isinstance(value, list):
-            return [self._render(v) for v in value]
+            return [self._render(v, expiry) for v in value]
         return value
 
-    def cdn_url(self, name: str) -> str:
+    def _expiry(self) -> str:
+        return format(int((self.now() + self.cdn_lifetime).timestamp()), "X")
+
+    def cdn_url(self, name: str, expiry: str | None = None) -> str:
         """A signed URL of an image, valid for `cdn_lifetime` from the server's now."""
         path = f"v/t39.30808-6/{name}"
-        expiry = format(int((self.now() + self.cdn_lifetime).timestamp()), "X")
+        expiry = expiry or self._expiry()
         return (f"{self.graph_url}/cdn/{path}?stp=dst-jpg_s720x720&_nc_sid=127cfc&_nc_ohc=fake"
                 f"&oh=00_{_sign(path, expiry)}&oe={expiry}")
 
@@ -537,10 +550,13 @@ def _error(status: int, code: int, subcode: int | None, message: str, headers: d
 
 def _only(entry: dict, fields: str | None) -> dict:
     """The entry with only the top-level fields asked for (and its id), as Meta answers."""
-    if not fields:
-        return {k: entry[k] for k in ("id", "message", "created_time", "caption", "timestamp", "name") if k in entry}
-    wanted = {"id"} | {name.split("{", 1)[0].split(".", 1)[0] for name in _top_level(fields)}
+    wanted = _wanted(fields or "id,message,created_time,caption,timestamp,name")
     return {k: v for k, v in entry.items() if k in wanted}
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted(fields: str) -> frozenset[str]:
+    return frozenset({"id"} | {name.split("{", 1)[0].split(".", 1)[0] for name in _top_level(fields)})
 
 
 def _top_level(fields: str) -> list[str]:
