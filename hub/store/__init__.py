@@ -171,8 +171,8 @@ class Store:
         known = {r.source_id: r for r in conn.execute(select(HOLDS))}
         fresh = [{"source_id": s.id, "fingerprint": s.fingerprint} for s in specs if s.id not in known]
         changed = [s for s in specs if s.id in known and known[s.id].fingerprint != s.fingerprint]
-        if fresh:
-            conn.execute(HOLDS.insert(), fresh)
+        if fresh:  # another process starting at the same moment may have added them: fine
+            conn.execute(_insert(self.dialect, HOLDS).on_conflict_do_nothing(index_elements=["source_id"]), fresh)
         for spec in changed:
             conn.execute(update(HOLDS).where(HOLDS.c.source_id == spec.id)
                          .values(fingerprint=spec.fingerprint, hold=None, held_at=None))
@@ -315,9 +315,9 @@ class Store:
         conn.execute(_RECORD_SOURCE, [_source_values(o) for o in outcomes])
         held = [o for o in outcomes if o.status == "failed" and o.error_code in HOLDING]
         for o in held:
-            if conn.execute(update(HOLDS).where(HOLDS.c.source_id == o.source_id)
-                            .values(hold=o.error_code, held_at=o.at)).rowcount == 0:
-                conn.execute(HOLDS.insert().values(source_id=o.source_id, hold=o.error_code, held_at=o.at))
+            insert = _insert(self.dialect, HOLDS).values(source_id=o.source_id, hold=o.error_code, held_at=o.at)
+            conn.execute(insert.on_conflict_do_update(index_elements=["source_id"],
+                                                      set_={"hold": o.error_code, "held_at": o.at}))
         # A success lets a held source go (a connector that tried it anyway, and it worked).
         ok = [o.source_id for o in outcomes if o.status == "ok"]
         if ok and self._any_held(conn):
@@ -403,6 +403,12 @@ def _source_values(o: FetchOutcome) -> dict[str, Any]:
 
 
 _INGEST_LOCK = 0x6875622D696E6774  # "hub-ingt": the advisory lock of ingest writes (PostgreSQL)
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:

@@ -1,0 +1,60 @@
+"""What the store does for sources that need a person and for entries a source names as
+deleted or back (issue 12), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hub.models import FetchState, Item, Parsed
+from hub.store import FetchOutcome, SourceSpec
+from hub.store.scheduling import ScheduleStore
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
+
+
+def post(n: int, days: int, text: str = "Beitrag") -> Item:
+    return Item(source_id="fb", external_id=f"p{n}", merchant_id="m", title=f"{text} {n}",
+                content_html=f"<p>{text} {n}</p>", published=T0 - timedelta(days=days))
+
+
+def ok(parsed: Parsed, at: datetime = T0) -> FetchOutcome:
+    return FetchOutcome("fb", at, "ok", parsed=parsed, state=FetchState(cursor="c"))
+
+
+def test_a_source_held_for_a_person_is_let_go_when_its_options_change(store):
+    store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-1"), SourceSpec("rss", "m", "rss", "hash-x")])
+    plans = ScheduleStore(store)
+    plans.prepare_sources(["fb", "rss"], T0, timedelta(0))
+    store.apply([FetchOutcome("fb", T0, "failed", error="Facebook-Zugang ungültig (…)", error_code="token_invalid")])
+    status = {s.id: s for s in store.source_statuses()}["fb"]
+    assert (status.status, status.held, status.held_at) == ("failing", "token_invalid", T0)
+    assert store.fetch_states(["fb"])["fb"].hold == "Facebook-Zugang ungültig (…)"
+    assert plans.due_sources(T0 + timedelta(days=9), 10) == ["rss"]
+    store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-1")])  # a restart, same token: still held
+    assert plans.due_sources(T0 + timedelta(days=9), 10) == ["rss"]
+    store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-2")])  # a new token
+    plans.prepare_sources(["fb", "rss"], T0, timedelta(0))
+    assert sorted(plans.due_sources(T0 + timedelta(days=9), 10)) == ["fb", "rss"]
+    assert store.fetch_states(["fb"])["fb"].hold is None
+    status = {s.id: s for s in store.source_statuses()}["fb"]
+    assert (status.held, status.error_count) == (None, 0)
+
+
+def test_other_failures_hold_nothing(store):
+    store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-1")])
+    store.apply([FetchOutcome("fb", T0, "failed", error="Facebook bremst", error_code="graph_throttled")])
+    assert {s.id: s.held for s in store.source_statuses()} == {"fb": None}
+
+
+def test_gone_entries_are_tombstoned_in_a_partial_payload_and_a_live_read_brings_one_back(store):
+    store.sync_sources([SourceSpec("fb", "m", "facebook")])
+    [first] = store.apply([ok(Parsed(items=(post(1, 1), post(2, 2), post(3, 30))))])
+    assert len(first.new) == 3
+    [result] = store.apply([ok(Parsed(items=(post(1, 1),), complete=False, gone=("p2", "p9")))])
+    assert result.gone == ["p2"]
+    assert {s.item.external_id for s in store.items()} == {"p1", "p3"}
+    [stale] = store.apply([ok(Parsed(items=(post(2, 2),), complete=False))])  # a cached copy: stays gone
+    assert stale.unchanged == 1 and "p2" not in {s.item.external_id for s in store.items()}
+    [live] = store.apply([ok(Parsed(items=(post(2, 2),), complete=False, revive=True))])
+    assert live.changed == ["p2"] and "p2" in {s.item.external_id for s in store.items()}
+    assert store.records.count() == 3
