@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from hub.config import GRAPH_API_VERSION, GRAPH_URL
+from hub.config import GRAPH_API_VERSION, GRAPH_URL, Settings
 from hub.errors import FetchError, TokenInvalid
 from hub.http import Fetcher, redact
 
@@ -340,6 +340,18 @@ class GraphApp:
     app_id: str | None = None
     app_secret: str | None = field(default=None, repr=False)
     appsecret_proof: bool = True  # sent with every call when the secret is known
+
+
+def app_from(settings: Settings, *, graph_url: str | None = None, api_version: str | None = None,
+             appsecret_proof: bool = True) -> GraphApp:
+    """The app of the config's `facebook:` block (defaults without one); `graph_url` and
+    `api_version` override it, as a source's own options do."""
+    fb = settings.facebook
+    return GraphApp(graph_url=graph_url or (fb.graph_url if fb else GRAPH_URL),
+                    api_version=api_version or (fb.api_version if fb else GRAPH_API_VERSION),
+                    app_id=fb.app_id if fb else None,
+                    app_secret=fb.app_secret.get_secret_value() if fb and fb.app_secret else None,
+                    appsecret_proof=appsecret_proof)
 
 
 @dataclass(frozen=True)

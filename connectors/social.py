@@ -33,7 +33,7 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from connectors.base import ConnectorOptions
 from connectors.graph import (GraphApp, GraphClient, GraphNotFound, GraphThrottled, GraphTokenInvalid, Usage,
-                              slowdown, version_warning)
+                              app_from, slowdown, version_warning)
 from hub.config import (GRAPH_API_VERSION, GRAPH_URL, ConfigNote, Duration, GraphUrl, GraphVersion, Settings)
 from hub.errors import ParseError
 from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef, stable_media_url
@@ -113,13 +113,10 @@ class GraphSource:
         """Complete `opts` from the `facebook:` block; say what is missing for what the
         source asks, and warn when its API version nears its end of life."""
         fb = settings.facebook
-        secret = fb.app_secret.get_secret_value() if fb and fb.app_secret else None
-        app = GraphApp(graph_url=opts.graph_url or (fb.graph_url if fb else GRAPH_URL),
-                       api_version=opts.api_version or (fb.api_version if fb else GRAPH_API_VERSION),
-                       app_id=fb.app_id if fb else None, app_secret=secret,
+        app = app_from(settings, graph_url=opts.graph_url, api_version=opts.api_version,
                        appsecret_proof=opts.appsecret_proof is not False)
         notes = []
-        if opts.appsecret_proof and not secret:
+        if opts.appsecret_proof and not app.app_secret:
             notes.append(ConfigNote("'appsecret_proof: true' needs the Facebook app's secret (hint: add a block "
                                     "`facebook: {app_id: \"...\", app_secret: ${FB_APP_SECRET}}` at the top level)",
                                     key="appsecret_proof"))

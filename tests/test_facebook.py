@@ -460,3 +460,56 @@ def _fresh_pauses():
     PAUSES._until.clear()
     PAUSES._strikes.clear()
     yield
+
+
+# --- for the `hub facebook` commands and the demo town --------------------------------------------
+
+async def test_the_graph_client_exchanges_lists_and_checks_tokens_without_showing_them(graph, tmp_path):
+    from connectors.graph import GraphClient, GraphTokenInvalid, app_from
+
+    graph.app_id, graph.app_secret = "1234567890", "app-secret-for-tests-0123456789"
+    graph.add_page(PAGE_A, TOKEN_A, "Bäckerei Schmitz")
+    graph.users["EAAB-short-lived-user-token-123456"] = [PAGE_A]
+    path = write_config(tmp_path, graph, {"schmitz": [fb(PAGE_A, TOKEN_A)]},
+                        facebook=", app_id: '1234567890', app_secret: app-secret-for-tests-0123456789")
+    settings = config.load(path, env={})
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        client = GraphClient(fetcher, app_from(settings))
+        long_lived = await client.exchange_token("EAAB-short-lived-user-token-123456")
+        assert long_lived["expires_in"] == 5183944
+        pages = await client.accounts(long_lived["access_token"])
+        assert [(p["id"], p["access_token"]) for p in pages] == [(PAGE_A, TOKEN_A)]
+        info = await client.debug_token(TOKEN_A)
+        assert (info["is_valid"], info["type"], info["profile_id"]) == (True, "PAGE", PAGE_A)
+        with pytest.raises(GraphTokenInvalid) as caught:
+            await client.exchange_token("EAAB-unknown-user-token-0000000")
+        assert "EAAB-unknown-user-token-0000000" not in str(caught.value)
+        assert "app-secret-for-tests" not in str(caught.value)
+
+
+def test_the_fake_graph_api_runs_standalone_from_json_fixtures(tmp_path):
+    import socket
+    import urllib.request
+
+    fixtures = tmp_path / "facebook.json"
+    fixtures.write_text(json.dumps({"pages": [{"id": PAGE_A, "name": "Bäckerei Schmitz", "token": "EAAB-demo-token",
+                                               "posts": [{"message": "Frische Brötchen!", "age": "2h",
+                                                          "photos": [[720, 540]]}],
+                                               "instagram": {"id": IG_A, "media": [{"caption": "Zimtschnecken",
+                                                                                    "age": "1d"}]}}]}))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "hub.demo.graphapi", "--port", str(port), "--fixtures",
+                               str(fixtures)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith(f"fake Graph API at http://127.0.0.1:{port} (1 pages, 1 Instagram")
+        url = f"http://127.0.0.1:{port}/v24.0/{PAGE_A}/published_posts?fields=message,full_picture" \
+              "&access_token=EAAB-demo-token"
+        [post] = json.load(urllib.request.urlopen(url, timeout=5))["data"]
+        assert post["message"] == "Frische Brötchen!" and "&oe=" in post["full_picture"]
+        with urllib.request.urlopen(post["full_picture"], timeout=5) as image:
+            assert image.headers["Content-Type"] == "image/jpeg"
+    finally:
+        server.terminate()
+        server.wait(10)
