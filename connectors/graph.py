@@ -120,15 +120,13 @@ class GraphError(FetchError):
         self.fbtrace_id = fbtrace_id
 
 
-class GraphTokenInvalid(TokenInvalid):
+class GraphTokenInvalid(TokenInvalid, GraphError):
     """190 or 102: the merchant must connect again. Holds the source back until its token
-    changes (hub.errors.HOLDING)."""
+    changes (its code is TokenInvalid's, one of hub.errors.HOLDING)."""
 
     def __init__(self, message: str, *, hint: str | None = None, graph_code: int | None = None,
                  subcode: int | None = None, fbtrace_id: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.graph_code, self.subcode, self.fbtrace_id = graph_code, subcode, fbtrace_id
-        self.status, self.transient, self.retry_after = None, False, None
+        GraphError.__init__(self, message, hint=hint, graph_code=graph_code, subcode=subcode, fbtrace_id=fbtrace_id)
 
 
 class GraphThrottled(GraphError):
