@@ -20,6 +20,7 @@ The sync, per source (`GraphSource.retrieve`):
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -35,7 +36,7 @@ from connectors.base import ConnectorOptions
 from connectors.graph import (GraphApp, GraphClient, GraphNotFound, GraphThrottled, GraphTokenInvalid, Usage,
                               app_from, slowdown, version_warning)
 from hub.config import (GRAPH_API_VERSION, GRAPH_URL, ConfigNote, Duration, GraphUrl, GraphVersion, Settings)
-from hub.errors import ParseError
+from hub.errors import NotModified, ParseError
 from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef, stable_media_url
 from hub.sanitize import strip_tracking
 
@@ -82,17 +83,19 @@ class SyncState:
 
     newest: datetime | None = None  # the newest post's creation time
     window: int = 0  # how many posts the re-read window held
+    digest: str | None = None  # of what was read, image signatures left out: unchanged means nothing new
 
     @classmethod
     def load(cls, text: str | None) -> SyncState:
         try:
             data = json.loads(text) if text else {}
-            return cls(parse_time(data.get("newest")), int(data.get("window") or 0))
+            return cls(parse_time(data.get("newest")), int(data.get("window") or 0), data.get("digest"))
         except (ValueError, TypeError, AttributeError):
             return cls()  # a state from elsewhere: start over with a first sync
 
     def dump(self) -> str:
-        return json.dumps({"newest": self.newest.isoformat() if self.newest else None, "window": self.window})
+        return json.dumps({"newest": self.newest.isoformat() if self.newest else None, "window": self.window,
+                           "digest": self.digest})
 
 
 class GraphSource:
@@ -154,8 +157,15 @@ class GraphSource:
             warnings.append(f"Graph-API-Nutzung bei {usage.percent:.0f} %: der Hub fragt diese Quelle seltener ab")
         newest = max([t for t in map(_created, kept) if t] + ([known.newest] if known.newest else []), default=None)
         window = sum(1 for t in map(_created, kept) if t and t >= now - opts.reread)
-        after = known if stopped else SyncState(newest, window)
-        return Retrieved(payload=_payload(opts.object_id, kept, complete=True, warnings=warnings),
+        digest = _digest([e for e in kept if (_created(e) or now) >= now - opts.reread])
+        if digest == known.digest and not warnings:
+            # The re-read window holds what it held last time (an image signed anew is no
+            # change): nothing to parse or store, like a 304.
+            raise NotModified("nothing new since the last sync")
+        entries = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+        after = known if stopped else SyncState(newest, window, digest)
+        return Retrieved(payload=_payload(opts.object_id, kept, complete=True, warnings=warnings,
+                                          entries_json=entries),
                          state=FetchState(cursor=after.dump()), url=self.origin(opts),
                          content_type="application/json", fresh_until=slowdown(usage, now))
 
@@ -243,11 +253,24 @@ class GraphSource:
 
 
 def _payload(object_id: str, entries: list[dict], *, complete: bool, gone: list[str] = (),
-             warnings: list[str] = ()) -> bytes:
+             warnings: list[str] = (), entries_json: str | None = None) -> bytes:
     """What `retrieve` hands to `parse`: the entries alone, never paging links (they carry
-    the token)."""
-    return json.dumps({"object": object_id, "entries": entries, "complete": complete, "gone": list(gone),
-                       "warnings": list(warnings)}, ensure_ascii=False, separators=(",", ":")).encode()
+    the token). `entries_json`: the entries already serialized."""
+    head = json.dumps({"object": object_id, "complete": complete, "gone": list(gone), "warnings": list(warnings)},
+                      ensure_ascii=False, separators=(",", ":"))
+    entries_json = entries_json or json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+    return f'{head[:-1]},"entries":{entries_json}}}'.encode()
+
+
+# The parts of a signed CDN URL that change whenever Meta signs it anew (signature, expiry,
+# cache hints): left out of a sync's digest.
+_VOLATILE = re.compile(r"\b(?:oh|oe|_nc_[a-z]+|ccb)=[^&\"\\\s]*")
+
+
+def _digest(entries: list[dict]) -> str:
+    """Of the entries as Meta sent them, but for what changes whenever it signs an image URL."""
+    text = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(_VOLATILE.sub("", text).encode(), digest_size=16).hexdigest()
 
 
 def _through_cutoff(entries: list[dict], cutoff: datetime | None) -> list[dict]:

@@ -98,11 +98,13 @@ async def test_first_sync_reads_every_page_until_next_is_absent_even_after_short
     assert set(visible(store, "schmitz-facebook")) == {p["id"] for p in posts} - {p["id"] for p in posts[100:104]}
     assert all(not r.startswith(("Versteckt", "Geplant")) for r in visible(store, "schmitz-facebook").values())
     graph.calls.clear()
+    graph.advance(timedelta(minutes=1))  # every image URL is signed anew
     reports, store = await sync(path)  # nothing new: one call, back over the re-read window only
-    assert graph.calls[PAGE_A] == 1
-    assert (reports["schmitz-facebook"].new, reports["schmitz-facebook"].changed) == (0, 0)
-    assert reports["schmitz-facebook"].unchanged == 15  # 14 days of posts and the first one older
+    assert (graph.calls[PAGE_A], reports["schmitz-facebook"].status) == (1, "not_modified")
     assert "limit=37" in graph.requests[-1]  # sized by what the window held last time (16 with the hidden two)
+    posts[3]["message"] += " Jetzt auch mit Mohn."
+    reports, store = await sync(path)  # an edit inside the window: read, parsed, stored
+    assert (reports["schmitz-facebook"].changed, reports["schmitz-facebook"].unchanged) == (1, 14)
 
 
 async def test_incremental_sync_takes_new_posts_updates_edits_in_place_and_deletes_within_the_window(graph, tmp_path):
@@ -294,7 +296,7 @@ async def test_throttling_backs_off_as_long_as_meta_says_and_pauses_only_its_sco
     calls = graph.calls[PAGE_A]
     reports, _ = await sync(path)  # still paused: Meta is not asked
     assert reports["schmitz-facebook"].status == "failed" and "pausieren noch" in reports["schmitz-facebook"].error
-    assert graph.calls[PAGE_A] == calls and reports["meyer-facebook"].status == "ok"
+    assert graph.calls[PAGE_A] == calls and reports["meyer-facebook"].status == "not_modified"
 
 
 async def test_usage_above_75_percent_slows_a_source_and_100_percent_stops_after_the_page_it_has(graph, tmp_path):

@@ -128,12 +128,13 @@ async def sync(path: Path, port: int, server_pid: int) -> dict[str, float]:
             figures[f"{run}_calls"] = graph_calls(port) - calls
             figures[f"{run}_cpu_main"], figures[f"{run}_cpu_workers"], figures[f"{run}_cpu_server"] = (
                 after - before for after, before in zip(cpu_seconds(pool, server_pid), cpu))
-            failed = [r for r in reports if r.status != "ok"]
+            failed = [r for r in reports if r.status == "failed"]
             if failed:
                 raise SystemExit(f"{len(failed)} syncs failed, e.g. {failed[0].source_id}: {failed[0].error}")
             figures[f"{run}_new"] = sum(r.new for r in reports)
             figures[f"{run}_read"] = sum(r.new + r.changed + r.unchanged for r in reports)
             figures[f"{run}_changed"] = sum(r.changed + r.gone for r in reports)
+            figures[f"{run}_unchanged_pages"] = sum(r.status == "not_modified" for r in reports)
         pipeline.close()
         gc.unfreeze()
     store.close()
@@ -146,8 +147,9 @@ def report(pages: int, posts: int, f: dict[str, float]) -> None:
           f"{f['first_new'] / f['first']:,.0f} posts/s, {f['first_calls'] / pages:.2f} Graph calls per page")
     print(f"  CPU:                  {f['first_cpu_main']:.2f} s fetching process, {f['first_cpu_workers']:.2f} s "
           f"workers ({f['first_cpu_server']:.2f} s fake Graph API)")
-    print(f"incremental, no news:   {f['again']:.2f} s, {f['again_read']:.0f} posts read again "
-          f"({f['again_changed']:.0f} changed or gone), {f['again_calls'] / pages:.2f} Graph calls per page")
+    print(f"incremental, no news:   {f['again']:.2f} s, {f['again_calls'] / pages:.2f} Graph calls per page; "
+          f"{f['again_unchanged_pages']:.0f} pages as they were (nothing parsed), {f['again_read']:.0f} posts "
+          f"parsed again ({f['again_changed']:.0f} changed or gone)")
     print(f"  CPU:                  {f['again_cpu_main']:.2f} s fetching process, {f['again_cpu_workers']:.2f} s "
           f"workers ({f['again_cpu_server']:.2f} s fake Graph API)", flush=True)
 
