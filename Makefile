@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_ingest.py
 	$(BIN)/python tests/benchmarks/bench_schedule.py
 	$(BIN)/python tests/benchmarks/bench_identity.py
+	$(BIN)/python tests/benchmarks/bench_facebook.py
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock:
