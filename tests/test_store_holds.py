@@ -30,6 +30,7 @@ def test_a_source_held_for_a_person_is_let_go_when_its_options_change(store):
     assert (status.status, status.held, status.held_at) == ("failing", "token_invalid", T0)
     assert store.fetch_states(["fb"])["fb"].hold == "Facebook-Zugang ungültig (…)"
     assert plans.due_sources(T0 + timedelta(days=9), 10) == ["rss"]
+    assert plans.source_schedules()["fb"].reason.startswith("not fetched until a person acts")
     store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-1")])  # a restart, same token: still held
     assert plans.due_sources(T0 + timedelta(days=9), 10) == ["rss"]
     store.sync_sources([SourceSpec("fb", "m", "facebook", "hash-2")])  # a new token

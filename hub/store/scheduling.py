@@ -32,6 +32,7 @@ log = logging.getLogger("hub.maintenance")
 CHANNELS = ChannelRow.__table__
 DELIVERIES = DeliveryRow.__table__
 MAX_DELIVERY_ATTEMPTS = 5  # a failed item is retried on this many runs, then left as failed
+HELD_REASON = "not fetched until a person acts (see its last error) and its options in the config change"
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,14 @@ class ScheduleStore:
             conn.execute(statement, params)
 
     def source_schedules(self) -> dict[str, SourceSchedule]:
-        query = select(SOURCES.c.id, SOURCES.c.next_fetch_at, SOURCES.c.interval_seconds,
-                       SOURCES.c.interval_reason, SOURCES.c.push_state, SOURCES.c.push_lease_until)
+        """Each source's plan; a source held back for a person has none until its options change."""
+        query = (select(SOURCES.c.id, SOURCES.c.next_fetch_at, SOURCES.c.interval_seconds,
+                        SOURCES.c.interval_reason, SOURCES.c.push_state, SOURCES.c.push_lease_until, HOLDS.c.hold)
+                 .select_from(SOURCES.outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id)))
         with self.engine.connect() as conn:
-            return {r.id: SourceSchedule(r.next_fetch_at, r.interval_seconds, r.interval_reason, r.push_state,
-                                         r.push_lease_until) for r in conn.execute(query)}
+            return {r.id: SourceSchedule(None, None, HELD_REASON, r.push_state, r.push_lease_until) if r.hold else
+                    SourceSchedule(r.next_fetch_at, r.interval_seconds, r.interval_reason, r.push_state,
+                                   r.push_lease_until) for r in conn.execute(query)}
 
     # --- WebSub subscriptions ------------------------------------------------------------
 
