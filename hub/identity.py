@@ -19,14 +19,32 @@ Rules, checked in this order (the first that holds wins):
                 the time. Across sources, or within one source when the repost came at least
                 an hour later (a cinema lists its two screenings together: they stay two).
 - `near-duplicate-text`     the same merchant's text on two channels: SimHash distance ≤ 10.
-- `similar-offer`           same merchant, a price in common, similar titles.
-- `similar-title-and-text`  same merchant, similar titles and related texts.
+- `similar-offer`           same merchant, a price in common and similar titles, or two prices
+                            in common and titles with a word in common.
+- `similar-title-and-text`  same merchant, similar titles and related texts, or somewhat
+                            similar titles and close texts.
+
+The three text rules see words, not what the words are about: two job ads "Stellenanzeige
+Filiale Nord: Wir suchen …" for different jobs, or two days' "Mittagstisch heute: …", share
+most of their words. So a text rule holds only when `apart` finds no sign of two things in
+the texts themselves (`sequence`): a shared opening, template or boilerplate is no evidence;
+what follows it is. When the first place where the two texts go their own ways has words of
+its own on both sides (a dish, a job, a street the other text never names), and outside
+what they share word for word they agree on little, they are two things.
 
 What never merges: two items of one source by URL or text (a source gives two things two
 ids); posts of different merchants (only events are shared between merchants); two events
 on different days; two events whose titles share no word; events of different merchants
 unless both name the place and the places agree (two clubs' "Tag der offenen Tür" at 10:00
 are two events); posts more than 4 days apart (the weekly "Sonntagsbrötchen" post).
+
+Candidates come from keys, never from a merchant's whole window (`stored_keys`,
+`probe_keys`): a post is indexed under its title words, its prices and a bottom-k MinHash
+sketch of its text words (the `SKETCH` words with the smallest hashes: near-duplicate
+texts share most of them), each scoped to its merchant and an 8-day bucket, so a new post
+looks up its own words in two buckets. The store caps every key's list and skips a key that
+too many items share (`hub.store.placement`): the work per item is bounded whatever a
+merchant's volume, and the words that are left to find a match by are the rare ones.
 """
 
 from __future__ import annotations
@@ -34,11 +52,12 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from difflib import SequenceMatcher
+from functools import cache, lru_cache
 from itertools import filterfalse
-from typing import Iterable
+from typing import Iterable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -52,10 +71,21 @@ PLACES_ALIKE = 0.3  # title_similarity of two place names that name the same pla
 NEAR_DUPLICATE_BITS = 10  # SimHash distance (of 64) up to which two texts are near-duplicates
 MIN_TEXT_WORDS = 6  # "Heute geöffnet!" vs "Heute geschlossen!": too short for SimHash to tell
 RELATED_TEXT_BITS = 24  # clearly below the ~32 of unrelated texts
+CLOSE_TEXT_BITS = 18  # closer texts need less alike titles ("Neue Öffnungszeiten ab Januar"/"... am Marktplatz")
+OTHER_TITLES = 0.3  # two prices in common (a menu, a price list) need titles that merely share a word
 MAX_LINKS = 5
 MAX_EVENT_WORDS = 8  # title words an event is indexed under
 MAX_TOKENS = 160  # distinct words that make a text's SimHash; the start of a post says it
 TEXT_CHARS = 600  # ... and so does reading only its first characters
+TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text"})  # see `apart`
+SEQUENCE_CHARS = 1500  # `apart` reads further: a job ad's shared introduction can fill 600
+MAX_SEQUENCE = 80  # content words of it
+SHARED_RUN = 3  # words in a row that two texts share: copied text or template, not agreement
+POST_BUCKET = 2 * POST_WINDOW  # a post's ±4 days lie in its own bucket and one neighbour
+OPENING_WORDS = 4  # the first content words of a text, which a copy of it shares (`post_terms`)
+OPENING_CHARS = 200  # ... read from its first characters
+MAX_TITLE_TERMS = 3
+MAX_PRICE_TERMS = 1
 
 # Social networks: their profile pages say nothing about one item, and a merchant's own site
 # is the better link for residents (hub.records).
@@ -64,10 +94,22 @@ SOCIAL_HOSTS = frozenset({"facebook.com", "fb.com", "fb.me", "instagram.com", "t
 _STOP = frozenset("""der die das und ist mit für auf den dem des ein eine einen einem zu von im am
     bei auch nach uns unser unsere ihr sie ab bis wird sind wie oder aber heute alle über vom zum zur
     hier euch wir es the and for with on at our you your from this that will are of to in an""".split())
+# Words that say nothing about what a post is about: function words beyond _STOP, time words
+# ("KW 48" vs "diese Woche"), greetings and units. `apart` and the index skip them (with _STOP,
+# whose "für" and "über" never match folded text: they are here folded).
+_FILLER = frozenset("""fuer ueber nur statt noch schon sehr gern gerne mehr kein keine keinen nicht man was wer
+    wo wann dann da so als wenn ob um aus an in ins durch gegen ohne unter vor seit wegen jetzt sofort bald
+    immer wieder einfach diese dieser diesen diesem dieses dies jede jeden jeder jedes alles viel viele etwas
+    ganz gleich er sich sonst ihre ihren ihrem ihrer eure euren euer unserem unseren unserer woche wochen kw
+    morgen gestern tag tage abend mittag uhr liebe lieber hallo hi danke dank vielen bitte guten gute neu neue
+    neuen neuer kg stueck euro eur ca inkl gibt gibts hat haben habt war will wollen""".split())
 _TOKEN = re.compile(r"[a-z0-9]{2,}")
+_TAG = re.compile(r"[#@][^\s#@]+")  # hashtags and mentions: labels, not what a post says
 _TITLE_TOKEN = re.compile(r"[a-z0-9]+")  # titles keep "A" of "A-Jugend" and "1" of "Teil 1"
-_PRICE = re.compile(r"\b(?=[0-9])(\d+)(?:[,.](\d{2}))?\s*(?:€|[Ee][Uu][Rr](?:[Oo])?\b)")
+_PRICE = re.compile(r"([0-9]+)(?:[,.]([0-9]{2}))?\s*(?:€|[Ee][Uu][Rr](?:[Oo])?\b)")
+_EUR = re.compile("eur", re.I)
 _LINK = re.compile(r'<a\b[^>]*\bhref="([^"]+)"')
+_UNUSUAL = re.compile(r"[?#@:\[\]\\\s]")  # what only urlsplit reads right: a query, fragment, user, port, …
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +131,7 @@ class Features:
     prices: frozenset[str] = frozenset()
     link_keys: frozenset[int] = frozenset()
     event_keys: tuple[int, ...] = ()  # (day, title word) keys, see `stored_keys`
+    terms: tuple[int, ...] = ()  # hashes of the words it is indexed under among its merchant's posts
     full: bool = True
 
 
@@ -101,36 +144,103 @@ class Match:
 def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Features:
     """The fingerprint of a normalized item (see `hub.normalize`). Without `full` (a post of
     a merchant with one source: it can match nothing yet) only what costs nothing; events
-    always get full features: they may match any merchant's events."""
+    always get full features: they may match any merchant's events. With `full`, it is also
+    indexed among its merchant's posts (`terms`)."""
     event = item.event
-    base = Features(source_id=item.source_id, merchant_id=item.merchant_id, at=item.published or at,
-                    url_key=None, event_start=event.start if event else None,
-                    event_day=local_day(event.start, zone) if event else None,
-                    all_day=bool(event and event.all_day), full=False)
+    event_start = event.start if event else None
+    event_day = local_day(event_start, zone) if event_start else None
+    published = item.published or at
     if not (full or event):
-        return base
+        return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=None,
+                        full=False)
     text = f"{item.title} {item.content_text[:TEXT_CHARS]}"
-    title_key = " ".join(words(item.title, _TITLE_TOKEN))
-    tokens = list(dict.fromkeys(words(text)))[:MAX_TOKENS]
-    return replace(base, full=True, url_key=url_key(item.url), title_key=title_key, simhash=simhash(tokens),
-                   text_words=len(tokens),
-                   place_key=" ".join(words(event.location or "")) if event else "",
-                   prices=frozenset(prices(f"{text} {item.summary}")),
-                   link_keys=frozenset(link_keys(item.content_html, item.url)),
-                   event_keys=event_keys(base.event_day, title_key))
+    title_words = words(item.title, _TITLE_TOKEN)
+    title_key = " ".join(title_words)
+    text_words = words(text)
+    tokens = list(dict.fromkeys(text_words))[:MAX_TOKENS]
+    summary = item.summary
+    if summary and not item.content_text.startswith(summary.removesuffix(" …")[:80]):
+        text_and_summary = f"{text} {summary}"
+    else:  # a feed without a description: the summary is the start of the text
+        text_and_summary = text
+    found_prices = frozenset(prices(text_and_summary))
+    own_url = url_key(item.url)
+    return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=own_url,
+                    event_start=event_start, event_day=event_day, all_day=bool(event and event.all_day),
+                    title_key=title_key, place_key=" ".join(words(event.location or "")) if event else "",
+                    simhash=simhash(tokens), text_words=len(tokens), prices=found_prices,
+                    link_keys=frozenset(link_keys(item.content_html, own_url)),
+                    event_keys=event_keys(event_day, title_key),
+                    terms=post_terms(item.title, title_words, words(item.content_text[:OPENING_CHARS]),
+                                     found_prices) if full else ())
 
 
 def stored_keys(f: Features) -> list[int]:
     """The blocking keys an origin is found by, besides its URL (an indexed column): every
-    URL it links to, and for an event each (day, title word): two events can only match
-    when they share a day and a word of their titles (see `_as_events`)."""
-    return [*f.link_keys, *f.event_keys]
+    URL it links to; for an event each (day, title word): two events can only match when
+    they share a day and a word of their titles (see `_as_events`); and its post keys in
+    its own bucket."""
+    return [*f.link_keys, *f.event_keys, *post_keys(f, [bucket(f.at)])]
 
 
 def probe_keys(f: Features) -> list[int]:
     """The keys under which a new item looks for stored origins: its own URL (someone
-    links to it) and its event keys."""
-    return [*([f.url_key] if f.url_key is not None else []), *f.event_keys]
+    links to it), its event keys, and its post keys in the two buckets that hold every
+    moment within `POST_WINDOW` of it."""
+    return [*([f.url_key] if f.url_key is not None else []), *f.event_keys, *post_keys(f, near_buckets(f.at))]
+
+
+def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str],
+               found_prices: Iterable[str]) -> tuple[int, ...]:
+    """Hashes of what a post is indexed under, each rare evidence of the same post: its
+    title as a whole, the opening words of its text, its longest title words and a price.
+    A title cut from the text's first words is indexed as the text's opening, which it is.
+    Filler words and numbers never count: they say nothing about a post."""
+    content = [w for w in text_words[:2 * OPENING_WORDS] if w not in _FILLER and not w.isdigit()]
+    opening = " ".join(content[:OPENING_WORDS])
+    terms = [term_hash(f"open {opening}")] if len(content) >= 2 else []
+    named = [w for w in title_words if len(w) > 2 and w not in _FILLER and not w.isdigit()]
+    if title.endswith(("…", "...")):
+        named = named[:OPENING_WORDS]
+        terms.append(term_hash(f"open {' '.join(named)}"))  # a title cut from the text names its opening
+    elif len(named) > 1:
+        terms.append(term_hash(f"title {' '.join(named)}"))
+    terms += map(term_hash, sorted(set(named), key=lambda w: (-len(w), w))[:MAX_TITLE_TERMS])
+    terms += (term_hash(f"€{p}") for p in sorted(found_prices)[:MAX_PRICE_TERMS])
+    return tuple(dict.fromkeys(terms))
+
+
+def post_keys(f: Features, buckets: Iterable[int]) -> list[int]:
+    """The keys of a post's terms in these buckets of its merchant: a term's hash XOR the
+    hash of (merchant, bucket), 63 bits like every key."""
+    if not f.terms:
+        return []
+    return [term ^ scope for scope in [_scope(f.merchant_id, b) for b in buckets] for term in f.terms]
+
+
+def bucket(at: datetime) -> int:
+    return int(at.timestamp()) // int(POST_BUCKET.total_seconds())
+
+
+def near_buckets(at: datetime) -> list[int]:
+    """The buckets that hold every moment within `POST_WINDOW` of `at`: its own and the
+    neighbour on the side it is nearer to."""
+    seconds, width = int(at.timestamp()), int(POST_BUCKET.total_seconds())
+    own = seconds // width
+    return [own, own - 1 if seconds - own * width < width // 2 else own + 1]
+
+
+@lru_cache(maxsize=4096)
+def _scope(merchant_id: str, bucket_: int) -> int:
+    return key_of(f"post {merchant_id} {bucket_}")
+
+
+def term_hash(word: str) -> int:
+    """`key_of(word)`, cached (the words of texts are, by `simhash`)."""
+    h = _HASHES.get(word)
+    if h is None:
+        h = _HASHES[word] = key_of(word)
+    return h
 
 
 def event_keys(day: int | None, title_key: str) -> tuple[int, ...]:
@@ -151,13 +261,21 @@ def canonical_url(url: str | None) -> str | None:
     order of query parameters and tracking parameters do not matter."""
     if not url or not url[:8].lower().startswith(("http://", "https://")):
         return None
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").removeprefix("www.").removeprefix("m.")
-    path = parts.path.rstrip("/")
-    query = ""
-    if parts.query:  # most URLs have none: the parsing below is the slow part
-        query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                                 if not TRACKING_PARAMS.match(k)))
+    url = url.strip()
+    rest = url[url.index("//") + 2:]
+    host, slash, path = rest.partition("/")
+    if host and host.isascii() and not _UNUSUAL.search(rest):  # the common case, without urlsplit's cost
+        host = host.lower().removeprefix("www.").removeprefix("m.")
+        path = f"/{path}".rstrip("/") if slash else ""
+        query = ""
+    else:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").removeprefix("www.").removeprefix("m.")
+        path = parts.path.rstrip("/")
+        query = ""
+        if parts.query:  # most URLs have none: the parsing below is the slow part
+            query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                     if not TRACKING_PARAMS.match(k)))
     if not host or (not path and not query):
         return None
     if not query and path.count("/") < 2 and is_social(host):
@@ -179,8 +297,10 @@ def key_of(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def link_keys(html: str, own_url: str | None) -> list[int]:
-    own = url_key(own_url)
+def link_keys(html: str, own: int | None) -> list[int]:
+    """The URL keys of the links in `html` but `own` (the item's own URL key)."""
+    if "href" not in html:
+        return []
     keys: list[int] = []
     for href in _LINK.findall(html):
         key = url_key(href.replace("&amp;", "&"))
@@ -195,16 +315,44 @@ def link_keys(html: str, own_url: str | None) -> list[int]:
 
 def words(text: str, pattern: re.Pattern = _TOKEN) -> list[str]:
     """Lower-case, umlauts folded, accents dropped, stop words and (by default) one-letter
-    words removed."""
+    words removed: the runs of `pattern` ([a-z0-9], of 2+ or, with _TITLE_TOKEN, 1+)."""
     # Chained replaces: ~20x faster than str.translate with a dict.
     folded = text.lower().replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
     if not folded.isascii():
-        folded = unicodedata.normalize("NFKD", folded).encode("ascii", "ignore").decode()
+        if _NON_ASCII_LETTER.search(folded):  # é, ñ, ø: kept as their letters
+            folded = unicodedata.normalize("NFKD", folded).encode("ascii", "ignore").decode()
+        else:  # only €, dashes, quotes, emoji: nothing of a word is lost
+            folded = folded.encode("ascii", "ignore").decode()
+    # The runs of [a-z0-9] are what is left when everything else becomes a space: a bytes
+    # translation and a split find them in half the time of the regular expression.
+    runs = folded.encode().translate(_ALNUM).decode().split()
+    if pattern is _TOKEN:
+        return list(filterfalse(_STOP_OR_SHORT.__contains__, runs))
+    if pattern is _TITLE_TOKEN:
+        return list(filterfalse(_STOP.__contains__, runs))
     return list(filterfalse(_STOP.__contains__, pattern.findall(folded)))
 
 
+_ALNUM = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
+_STOP_OR_SHORT = _STOP | frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # _TOKEN's words have 2+ letters
+# Not ASCII, and not a character NFKD would drop anyway (currency, dashes, quotes, emoji):
+# only then is the slow NFKD needed to keep a word whole ("café" -> "cafe").
+_NON_ASCII_LETTER = re.compile(r"[^\x00-\x7f€–—„“”‚‘’•·«»\u200b-\u200d\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
+
+
 def prices(text: str) -> list[str]:
-    return [f"{int(euros)}.{cents or '00'}" for euros, cents in _PRICE.findall(text)]
+    """Amounts followed by € or EUR, as "6.90" (found from each digit run: an expression
+    that starts with a word boundary would be tried at every character)."""
+    if "€" not in text and not _EUR.search(text):
+        return []
+    found = []
+    for m in _PRICE.finditer(text):
+        start = m.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            continue  # a number inside a word
+        euros, cents = m.groups()
+        found.append(f"{int(euros)}.{cents or '00'}")
+    return found
 
 
 def _spread_table() -> list[list[int]]:
@@ -226,6 +374,8 @@ def _spread_table() -> list[list[int]]:
 
 _SPREAD = _spread_table()
 _spread_cache: dict[str, int] = {}
+_HASHES: dict[str, int] = {}  # word -> key_of(word), filled with _spread_cache
+_CONTENT_HASHES: dict[str, int] = {}  # the same, for words that are no filler nor a number (`post_terms`)
 _CACHE_LIMIT = 50_000
 
 
@@ -238,6 +388,10 @@ def simhash(tokens: Iterable[str]) -> int:
     distinct = list(dict.fromkeys(tokens))[:MAX_TOKENS]
     if not distinct:
         return 0
+    if len(_spread_cache) + len(distinct) > _CACHE_LIMIT:  # never in the middle of a text
+        _spread_cache.clear()
+        _HASHES.clear()
+        _CONTENT_HASHES.clear()
     for token in distinct:
         if token not in _spread_cache:
             _spread(token)
@@ -254,9 +408,10 @@ def _majority(half: int) -> bytes:
 
 def _spread(token: str) -> None:
     digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
-    if len(_spread_cache) >= _CACHE_LIMIT:
-        _spread_cache.clear()
     _spread_cache[token] = sum(_SPREAD[j][b] for j, b in enumerate(digest))
+    h = _HASHES[token] = int.from_bytes(digest, "big") >> 1  # = key_of(token)
+    if token not in _FILLER and not token.isdigit():
+        _CONTENT_HASHES[token] = h
 
 
 def hamming(a: int, b: int) -> int:
@@ -268,14 +423,20 @@ def title_similarity(a: str, b: str) -> float:
     "Adventskonzert" in "Adventskonzert des Musikvereins") and trigram Dice (spelling:
     "Advents-Konzert" vs "Adventskonzert"). 0 when both carry a distinguishing letter or
     small number and those differ: "A-Jugend" vs "B-Jugend", "Teil 1" vs "Teil 2"."""
-    wa, wb = set(a.split()), set(b.split())
+    wa, marks_a, tri_a = _title_parts(a)
+    wb, marks_b, tri_b = _title_parts(b)
     if not wa or not wb:
         return 0.0
-    marks_a, marks_b = _marks(wa), _marks(wb)
     if marks_a and marks_b and marks_a != marks_b:
         return 0.0
     containment = len(wa & wb) / min(len(wa), len(wb))
-    return (containment + _dice(_trigrams(a), _trigrams(b))) / 2
+    return (containment + _dice(tri_a, tri_b)) / 2
+
+
+@lru_cache(maxsize=8192)  # a batch compares the same candidates' titles many times
+def _title_parts(title_key: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    words_ = frozenset(title_key.split())
+    return words_, frozenset(_marks(words_)), frozenset(_trigrams(title_key))
 
 
 def _marks(words: set[str]) -> set[str]:
@@ -289,6 +450,129 @@ def _trigrams(text: str) -> set[str]:
 
 def _dice(a: set[str], b: set[str]) -> float:
     return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+# --- what two alike texts say of their own -------------------------------------------------
+
+def sequence(title: str, text: str) -> Words:
+    """The content words of an item (its title and plain text) in order, as `apart`
+    compares them: the title (unless it was cut from the text, which says it again) and the
+    start of the text, without hashtags, mentions, stop and filler words and numbers."""
+    title = "" if title.endswith(("…", "...")) else title
+    raw = _TAG.sub(" ", f"{title} {text[:SEQUENCE_CHARS]}")
+    return Words([w for w in words(raw) if w not in _FILLER and not w.isdigit()][:MAX_SEQUENCE])
+
+
+def apart(a: Words, b: Words) -> bool:
+    """Whether two texts that a text rule finds alike (`sequence` of each) say different
+    things: after the opening they share, the first place where they go their own ways has
+    words of its own on both sides (words the other text does not have at all, also not
+    as an inflection or a compound of them), and beyond what they share word for word (the
+    opening, the closing, runs of `SHARED_RUN` words: a template or boilerplate) they have
+    little in common: fewer than 2 words, or fewer than a third of what each says alone.
+
+    "Mittagstisch heute: Schnitzel …" and "Mittagstisch heute: Linsensuppe …" are apart.
+    A cross-post that only adds words ("knusprige", hashtags, "Buon appetito!") is not,
+    nor is a reworded post, which agrees on most of what it says outside shared phrases."""
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    if not rest_a or not rest_b:
+        return False  # one says no more than the other
+    own_a = b.lacks(rest_a)  # per word: one of its own, the other has no relative of it
+    if not any(own_a):
+        return False  # nowhere can both go their own ways
+    own_b = a.lacks(rest_b)
+    if not any(own_b):
+        return False
+    matcher = SequenceMatcher(None, rest_a, rest_b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        mine, theirs = any(own_a[i1:i2]), any(own_b[j1:j2])
+        if mine and theirs:
+            break  # both go their own way: the first sign of two things
+        if mine or theirs:
+            return False  # one adds something where the other goes on: an addition
+    else:
+        return False
+    # Two things, unless they agree outside what they share word for word.
+    frame = {*a[:head], *a[len(a) - tail:]}
+    alone_a, alone_b = [True] * len(rest_a), [True] * len(rest_b)
+    for block in matcher.get_matching_blocks():
+        if block.size >= SHARED_RUN:
+            alone_a[block.a:block.a + block.size] = [False] * block.size
+            alone_b[block.b:block.b + block.size] = [False] * block.size
+    left_a = {w: own for w, own, alone in zip(rest_a, own_a, alone_a) if alone and w not in frame}
+    left_b = {w: own for w, own, alone in zip(rest_b, own_b, alone_b) if alone and w not in frame}
+    if not left_a or not left_b:
+        return True
+    kin_left_a, kin_left_b = Words(left_a), Words(left_b)
+    agree = min(sum(map(kin_left_b.has, left_a)), sum(map(kin_left_a.has, left_b)))
+    own = min(sum(left_a.values()), sum(left_b.values()))
+    return agree < max(2, own / 3)
+
+
+class Words(list):
+    """Words in order, asked whether they hold a word or a relative of it: the same word
+    inflected or compounded ("vorbestellen"/"vorbestellt", "Stollen"/"Butterstollen",
+    "Dinkel"/"Dinkelbrot"), but not two compounds that only share a part ("Kürbissuppe"/
+    "Tomatensuppe", "Teilzeit"/"Vollzeit")."""
+
+    __slots__ = ("_set", "_heads", "_tails")
+
+    def __init__(self, words_: Iterable[str] = ()) -> None:
+        super().__init__(words_)
+        self._set: set[str] | None = None
+        self._heads: dict[str, list[str]] = {}
+        self._tails: dict[str, list[str]] = {}
+
+    def lacks(self, words_: Sequence[str]) -> list[bool]:
+        """Per word: whether these words have no relative of it (most words are simply here)."""
+        if self._set is None:
+            self._index()
+        present = self._set
+        return [w not in present and not self.has(w) for w in words_]
+
+    def _index(self) -> None:
+        self._set = set(self)
+        for w in self._set:
+            if len(w) >= 4:
+                self._heads.setdefault(w[:4], []).append(w)
+                if len(w) >= 5:
+                    self._tails.setdefault(w[-5:], []).append(w)
+
+    def has(self, word: str) -> bool:
+        if self._set is None:
+            self._index()
+        if word in self._set:
+            return True
+        if len(word) < 4:
+            return False
+        heads = self._heads.get(word[:4])
+        if heads and any(_related_heads(word, w) for w in heads):
+            return True
+        tails = self._tails.get(word[-5:]) if len(word) >= 5 else None
+        return bool(tails) and any(w.endswith(word) or word.endswith(w) for w in tails)
+
+
+def _related_heads(a: str, b: str) -> bool:
+    """One word starts with the other, or both with a stem of 5+ letters that is most of
+    the shorter one."""
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    if long_.startswith(short):
+        return True
+    common = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        common += 1
+    return common >= 5 and common >= 0.75 * len(short)
 
 
 # --- matching ------------------------------------------------------------------------------
@@ -349,9 +633,10 @@ def _as_posts(new: Features, old: Features) -> Match | None:
     if distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
     titles = title_similarity(new.title_key, old.title_key)
-    if new.prices & old.prices and titles >= 0.5:
+    common_prices = len(new.prices & old.prices)
+    if (common_prices and titles >= 0.5) or (common_prices >= 2 and titles >= OTHER_TITLES):
         return Match("similar-offer", round(0.5 + titles / 4, 3))
-    if titles >= 0.7 and distance <= RELATED_TEXT_BITS:
+    if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
     return None
 

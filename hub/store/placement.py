@@ -7,46 +7,63 @@ never disagree. For each batch:
 2. changed items get fresh fingerprints; a record's only origin that now matches another
    record moves there (a teaser that got its text), unless a split forbids it;
 3. new items are placed: candidates come from blocking keys in indexes (the same canonical
-   URL, a link to it, the same merchant within days, an event on the same day with a title
-   word in common), never from a scan; the best `hub.identity` match decides, else the item
-   founds a new record;
+   URL, a link to it, an event on the same day with a title word in common, a post of the
+   same merchant within days with a word in common: `hub.identity.probe_keys`), never from a
+   scan; the best `hub.identity` match decides (a text rule only where `identity.apart`
+   finds no sign of two things in the texts), else the item founds a new record;
 4. every record that changed is merged again (`hub.records`), judged (`hub.moderation`) and
    its revision written.
 
 Fingerprints cost time, so they are computed only where a match is possible: for events
 (any merchant's events may match) and for merchants with more than one source. Others get
-theirs when first needed as a candidate (a merchant adds a second source). Rows are written
-with driver-level executemany (`hub.store.bulk`): this runs for every entry of an ingest.
+theirs when first needed as a candidate, or when their merchant gets a second source (the
+partial index `ix_record_origins_unkeyed`). Rows are written with driver-level executemany
+(`hub.store.bulk`): this runs for every entry of an ingest.
+
+Bounded work per item, whatever a merchant's volume or the number of events on one day: a
+key holds at most `KEY_CAP` items (`EVENT_KEY_CAP` for an event's day and title word); the item
+after them makes it common (`identity_common_keys`), and a common key is neither looked up
+nor stored again. Of the items an item's keys find,
+the `MAX_CANDIDATES` that share the most keys with it are matched (plus those sharing a URL).
 """
 
 from __future__ import annotations
 
+import gc
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict, namedtuple
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from operator import itemgetter
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import POST_WINDOW, Features, Match, event_keys, features, match, probe_keys, stored_keys
+from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, apart, event_keys, features, match, probe_keys,
+                          sequence, stored_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
-from hub.store.bulk import insert_rows, new_ids, to_json
-from hub.store.tables import (IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow, RecordRevisionRow,
-                              RecordRow, SourceRow)
+from hub.store.bulk import insert_rows, new_ids, placeholders, to_json
+from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
+                              RecordRevisionRow, RecordRow, SourceRow)
 
 ITEMS = ItemRow.__table__
 RECORDS = RecordRow.__table__
 ORIGINS = RecordOriginRow.__table__
 KEYS = IdentityKeyRow.__table__
+COMMON = IdentityCommonKeyRow.__table__
 SPLITS = IdentitySplitRow.__table__
 SOURCES = SourceRow.__table__
 REVISIONS = RecordRevisionRow.__table__
 MAX_IMAGES = 4  # images of one origin downloaded at ingest; the rest on first view (hub.media)
+KEY_CAP = 3  # items one post key holds: a word in more of a merchant's posts of 8 days is common
+EVENT_KEY_CAP = 24  # ... one event key (day, title word): "konzert" on a Saturday
+MAX_CANDIDATES = 4  # items matched per item, of those its keys find: the ones sharing most keys
+CHUNK = 5000  # values per driver-level IN (SQLite allows 32,766 parameters)
 ReadItem = Callable[[Any], Item]
 
 
@@ -82,6 +99,12 @@ class Placement:
         self.items: dict[int, Item] = {}
         self.multi: set[str] = set()  # merchants with several sources
         self.joined: set[int] = set()  # existing records that got a new origin in this batch
+        self.common: set[int] = set()  # keys known to be common (identity_common_keys)
+        self.key_counts: dict[int, int] = {}  # key -> items stored under it, where known
+        self.sequences: dict[int, list[str]] = {}  # item id -> identity.sequence, as needed
+        self.keys_stored: dict[int, list[int]] = {}  # item id -> its stored_keys, as computed
+        self.record_sources: dict[int, set[str]] = defaultdict(set)  # record id -> sources of its live origins
+        self.keys_probed: dict[int, list[int]] = {}
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -112,6 +135,8 @@ class Placement:
         p = self.prepared.get(item.key)
         self.features[item_id] = p.features if p and p.features.full == full else features(
             item, at=at, zone=self.zone, full=full)
+        self.keys_stored.pop(item_id, None)
+        self.keys_probed.pop(item_id, None)
 
     # --- gone and changed -----------------------------------------------------------------
 
@@ -168,9 +193,8 @@ class Placement:
     def _place(self, item_ids: list[int], moving: dict[int, int]) -> None:
         """Give every item in `item_ids` (new) and `moving` (changed, alone) its record."""
         searching = [i for i in [*item_ids, *moving] if self.features[i].full]
-        index = _Index()
-        for cand in self._candidates(searching):
-            index.add(cand)
+        self._fingerprint_unkeyed(searching)
+        index = self._candidates(searching)
         blocked = self._blocked_records(list(moving))
         for item_id in item_ids:
             self._place_new(item_id, index)
@@ -182,18 +206,46 @@ class Placement:
         if not f.full:
             return None  # nothing it could match: see the module docstring
         found = []
-        for cand in index.lookup(f):
+        for cand in index.lookup(f, self.probe_keys(item_id)):
             if cand.item_id == item_id or (isinstance(cand.record, int) and cand.record in blocked):
                 continue
-            if cand.features.source_id == f.source_id and (f.event_day is None or cand.features.event_day is None):
-                continue  # one source's posts never merge (hub.identity); spares the matching
+            if f.event_day is None and f.source_id in self._sources_of(cand.record):
+                continue  # one source's posts never merge (hub.identity), also not through a third
             m = match(f, cand.features)
             if m is not None:
                 found.append((m.score, -_record_order(cand.record), cand, m))
-        if not found:
-            return None
-        _, _, cand, m = max(found, key=lambda t: t[:2])
-        return cand, m
+        found.sort(key=lambda t: t[:2], reverse=True)
+        for _, _, cand, m in found:  # the best that the texts do not tell apart (hub.identity.apart)
+            if m.rule not in TEXT_RULES or not apart(self._sequence(item_id), self._sequence(cand.item_id)):
+                return cand, m
+        return None
+
+    def stored_keys(self, item_id: int) -> list[int]:
+        keys = self.keys_stored.get(item_id)
+        if keys is None:
+            keys = self.keys_stored[item_id] = list(dict.fromkeys(stored_keys(self.features[item_id])))
+        return keys
+
+    def probe_keys(self, item_id: int) -> list[int]:
+        keys = self.keys_probed.get(item_id)
+        if keys is None:
+            keys = self.keys_probed[item_id] = list(dict.fromkeys(probe_keys(self.features[item_id])))
+        return keys
+
+    def _sources_of(self, record: int | NewRecord) -> set[str]:
+        if isinstance(record, NewRecord):
+            return {o.item.source_id for o in record.members}
+        return self.record_sources[record]
+
+    def _sequence(self, item_id: int) -> list[str]:
+        """The words `identity.apart` compares: of an item of this batch, or read from the store."""
+        found = self.sequences.get(item_id)
+        if found is None:
+            item = self.items.get(item_id)
+            title, text = (item.title, item.content_text) if item is not None else self.conn.execute(
+                select(ITEMS.c.title, ITEMS.c.content_text).where(ITEMS.c.id == item_id)).one()
+            found = self.sequences[item_id] = sequence(title, text)
+        return found
 
     def _place_new(self, item_id: int, index: _Index) -> None:
         best = self._best(item_id, index)
@@ -210,9 +262,10 @@ class Placement:
                 self.joins.append((record, origin))
                 self.dirty.add(record)
                 self.joined.add(record)
+                self.record_sources[record].add(origin.item.source_id)
             self.revision(record, "merged", item_id=item_id, rule=m.rule, score=m.score, matched_item_id=cand.item_id)
         if self.features[item_id].full:  # nothing else could match the others
-            index.add(Candidate(item_id, self.features[item_id], record))
+            index.add(Candidate(item_id, self.features[item_id], record), self.stored_keys(item_id))
 
     def _move(self, item_id: int, old_record: int, index: _Index, blocked: set[int]) -> None:
         if old_record in self.joined:
@@ -248,32 +301,93 @@ class Placement:
 
     # --- candidates from the store ---------------------------------------------------------
 
-    def _candidates(self, item_ids: list[int]) -> list[Candidate]:
-        """Live origins sharing a blocking key with any of `item_ids`, each fingerprinted."""
+    def _candidates(self, item_ids: list[int]) -> _Index:
+        """An index of the live origins that `item_ids` may match, each fingerprinted: those
+        with their URL or one they link to, and of those their keys find (a link to them, an
+        event on their day, a post of their merchant with words in common), the
+        `MAX_CANDIDATES` per item that share the most keys with it. Common keys are skipped."""
+        index = _Index(self.common)
         if not item_ids:
-            return []
-        fs = [self.features[i] for i in item_ids]
-        conditions = []
-        urls = {k for f in fs for k in (f.url_key, *f.link_keys) if k is not None}
+            return index
+        fs = {i: self.features[i] for i in item_ids}
+        probes = {i: self.probe_keys(i) for i in item_ids}
+        lists = self._key_lists({k for ks in probes.values() for k in ks})
+        index.by_key.update((k, list(ids)) for k, ids in lists.items())
+        urls = {k for f in fs.values() for k in (f.url_key, *f.link_keys) if k is not None}
+        wanted: set[int] = set()
+        for i, keys in probes.items():
+            if any(map(lists.__contains__, keys)):  # most find nothing: no ranking
+                wanted.update(_ranked(keys, lists, self.common, MAX_CANDIDATES))
+                wanted.update(lists.get(fs[i].url_key, ()))  # those linking to it, every one
+        wanted.difference_update(item_ids)
+        rows = self._origin_rows("item_id", wanted)
         if urls:  # IS NOT NULL lets the planner use the partial index
-            conditions.append(and_(ORIGINS.c.url_key.is_not(None), ORIGINS.c.url_key.in_(urls)))
-        probes = {k for f in fs for k in probe_keys(f)}
-        if probes:
-            conditions.append(ORIGINS.c.item_id.in_(select(KEYS.c.item_id).where(KEYS.c.key.in_(probes))))
-        conditions += self._merchant_windows(fs)
-        if not conditions:
-            return []
-        rows = self.conn.execute(select(ORIGINS).where(ORIGINS.c.live, or_(*conditions))).all()
+            seen = {r.item_id for r in rows}
+            rows += [r for r in self._origin_rows("url_key", urls) if r.item_id not in seen]
         self._complete([r for r in rows if r.title_key is None])
-        return [Candidate(r.item_id, self.features.get(r.item_id) or _stored_features(r), r.record_id) for r in rows]
+        for r in rows:
+            index.add(Candidate(r.item_id, self.features.get(r.item_id) or _stored_features(r), r.record_id),
+                      keys=())  # its keys are in by_key already, from the store
+        records = sorted({r.record_id for r in rows})
+        for chunk in _chunks(records):
+            sql = (f"SELECT record_id, source_id FROM record_origins WHERE live AND record_id IN "
+                   f"({placeholders(self.conn, len(chunk))})")
+            for record_id, source_id in self.conn.exec_driver_sql(sql, tuple(chunk)):
+                self.record_sources[record_id].add(source_id)
+        return index
 
-    def _merchant_windows(self, fs: list[Features]) -> list:
+    def _origin_rows(self, column: str, values: set[int]) -> list[CandidateRow]:
+        """The live origins whose `column` is one of `values`, as `_stored_features` reads
+        them (driver level: a batch asks for thousands)."""
+        rows = []
+        sqlite = self.conn.dialect.name == "sqlite"
+        for chunk in _chunks(list(values)):
+            sql = (f"SELECT {_CANDIDATE_SQL} FROM record_origins WHERE live AND {column} IS NOT NULL "
+                   f"AND {column} IN ({placeholders(self.conn, len(chunk))})")
+            for row in self.conn.exec_driver_sql(sql, tuple(chunk)):
+                row = CandidateRow._make(row)
+                if sqlite:  # as UTCDateTime reads them
+                    row = row._replace(at=_utc(row.at), event_start=_utc(row.event_start))
+                rows.append(row)
+        return rows
+
+    def _key_lists(self, keys: set[int]) -> dict[int, list[int]]:
+        """key -> the items stored under it, for the keys that are not common (whose lists
+        hold at most `KEY_CAP` items); notes which are common, and how full the others are."""
+        if not keys:
+            return {}
+        self._load_common(keys)
+        keys = [k for k in keys if k not in self.common]
+        self.key_counts.update(dict.fromkeys(keys, 0))
+        lists: dict[int, list[int]] = defaultdict(list)  # the keys that hold any item
+        for chunk in _chunks(keys):
+            sql = f"SELECT key, item_id FROM identity_keys WHERE key IN ({placeholders(self.conn, len(chunk))})"
+            for key, item_id in self.conn.exec_driver_sql(sql, tuple(chunk)):
+                lists[key].append(item_id)
+        self.key_counts.update((key, len(ids)) for key, ids in lists.items())
+        return dict(lists)
+
+    def _load_common(self, keys: set[int]) -> None:
+        for chunk in _chunks(list(keys)):
+            sql = f"SELECT key FROM identity_common_keys WHERE key IN ({placeholders(self.conn, len(chunk))})"
+            self.common.update(self.conn.exec_driver_sql(sql, tuple(chunk)).scalars())
+
+    def _fingerprint_unkeyed(self, item_ids: list[int]) -> None:
+        """Origins without text features of the merchants of `item_ids` within days of them:
+        posts stored while their merchant had one source (or before migration 0006). They
+        get features and keys once, so the keys find them from now on (partial index
+        ix_record_origins_unkeyed: nothing to read for a merchant whose origins have theirs)."""
         spans: dict[str, list[datetime]] = defaultdict(list)
-        for f in fs:
-            if f.merchant_id in self.multi:
+        for i in item_ids:
+            f = self.features[i]
+            if f.terms:
                 spans[f.merchant_id].append(f.at)
-        return [and_(ORIGINS.c.merchant_id == m, ORIGINS.c.at.between(min(ats) - POST_WINDOW, max(ats) + POST_WINDOW))
-                for m, ats in spans.items()]
+        if not spans:
+            return
+        windows = [and_(ORIGINS.c.title_key.is_(None), ORIGINS.c.merchant_id == m,  # in each branch: the partial index
+                        ORIGINS.c.at.between(min(ats) - POST_WINDOW, max(ats) + POST_WINDOW)) for m, ats in spans.items()]
+        rows = self.conn.execute(select(*_CANDIDATE_COLUMNS, ORIGINS.c.live).where(or_(*windows))).all()
+        self._complete([r for r in rows if r.live and r.item_id not in self.features])
 
     def _complete(self, rows: list) -> None:
         """Text fingerprints for candidates stored without them, computed now and kept."""
@@ -285,6 +399,8 @@ class Placement:
         for item_id, item in items.items():
             f = features(item, at=by_id[item_id].at, zone=self.zone)
             self.features[item_id] = f
+            self.keys_stored.pop(item_id, None)
+            self.keys_probed.pop(item_id, None)
             updates.append({"row_item_id": item_id, "url_key": f.url_key, **_text_columns(f)})
         if updates:
             self.conn.execute(update(ORIGINS).where(ORIGINS.c.item_id == bindparam("row_item_id")), updates)
@@ -318,11 +434,39 @@ class Placement:
                 **_feature_columns(f, item)}
 
     def _replace_keys(self, item_ids: list[int], fresh: bool = False) -> None:
-        """Store the blocking keys of these origins (replacing older ones unless `fresh`)."""
-        if not fresh and item_ids:
+        """Store the blocking keys of these origins (replacing older ones unless `fresh`),
+        each while it holds fewer than `KEY_CAP` items; the item that finds a key full makes
+        it common, and a common key is stored no more."""
+        if not item_ids:
+            return
+        if not fresh:
             self.conn.execute(KEYS.delete().where(KEYS.c.item_id.in_(item_ids)))
-        insert_rows(self.conn, KEYS, [{"key": k, "item_id": i} for i in item_ids
-                                      for k in dict.fromkeys(stored_keys(self.features[i]))])
+            for key in {k for i in item_ids for k in self.stored_keys(i)}:
+                self.key_counts.pop(key, None)  # one fewer, perhaps: count again
+        pairs = [(k, i) for i in item_ids for k in self.stored_keys(i)]
+        unknown = {k for k, _ in pairs if k not in self.key_counts and k not in self.common}
+        if unknown:
+            self._load_common(unknown)
+            self.key_counts.update({k: 0 for k in unknown if k not in self.common})
+            for chunk in _chunks(list(unknown - self.common)):
+                sql = (f"SELECT key, count(*) FROM identity_keys WHERE key IN ({placeholders(self.conn, len(chunk))}) "
+                       "GROUP BY key")
+                self.key_counts.update(self.conn.exec_driver_sql(sql, tuple(chunk)).all())
+        rows, common = [], {}
+        event_keys_ = {k for i in item_ids for k in self.features[i].event_keys}
+        for key, item_id in pairs:
+            if key in self.common:
+                continue
+            n = self.key_counts.get(key, 0)
+            if n >= (EVENT_KEY_CAP if key in event_keys_ else KEY_CAP):
+                self.common.add(key)
+                common[key] = self.features[item_id].at.date().toordinal()
+                continue
+            rows.append({"key": key, "item_id": item_id})
+            self.key_counts[key] = n + 1
+        rows.sort(key=_by_key)  # B-tree inserts in key order touch fewer pages: ~30% faster
+        insert_rows(self.conn, KEYS, rows)
+        insert_rows(self.conn, COMMON, [{"key": k, "day": day} for k, day in common.items()])
 
     def record_values(self, members: Sequence[Origin], *, created: bool,
                       current: moderation.Verdict | None = None) -> dict[str, Any]:
@@ -367,6 +511,22 @@ class Placement:
                   actor: str = "hub", **detail: Any) -> None:
         self.revisions.append({"record_id": record, "at": self.now, "change": change, "item_id": item_id,
                                "actor": actor, "detail": json.dumps(detail, ensure_ascii=False, default=str)})
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is prepared or placed: it allocates some
+    hundred thousand small objects, nearly all freed by reference counting, and the
+    collector's passes over them (and everything else alive) cost a quarter of placing a
+    batch of a merchant with several sources. One pass follows, when it is due."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # --- before the write lock ---------------------------------------------------------------------
@@ -433,26 +593,59 @@ def _local_day(moment: datetime, zone: str) -> str:
 # --- helpers -------------------------------------------------------------------------------
 
 class _Index:
-    """In-memory blocking index over the batch's candidates and its own placed items."""
+    """In-memory blocking index over the batch's candidates and its own placed items: key ->
+    item ids (from the store, also those not fetched as candidates, so a key's fullness is
+    known), URL key -> items with that URL, item id -> candidate."""
 
-    def __init__(self) -> None:
-        self.by: dict[tuple, list[Candidate]] = defaultdict(list)
+    def __init__(self, common: set[int]) -> None:
+        self.common = common
+        self.by_key: dict[int, list[int]] = defaultdict(list)
+        self.by_url: dict[int, list[int]] = defaultdict(list)
+        self.candidates: dict[int, Candidate] = {}
 
-    def add(self, cand: Candidate) -> None:
-        f = cand.features
-        keys = [("u", f.url_key), *(("k", k) for k in stored_keys(f)), ("m", f.merchant_id)]
-        for key in keys:
-            if key[1] is not None:
-                self.by[key].append(cand)
+    def add(self, cand: Candidate, keys: Iterable[int] | None = None) -> None:
+        """`keys`: what it is stored under (default: its `stored_keys`)."""
+        self.candidates[cand.item_id] = cand
+        if cand.features.url_key is not None:
+            self.by_url[cand.features.url_key].append(cand.item_id)
+        for key in dict.fromkeys(stored_keys(cand.features) if keys is None else keys):
+            self.by_key[key].append(cand.item_id)
 
-    def lookup(self, f: Features) -> list[Candidate]:
-        keys = [("u", f.url_key), *(("u", k) for k in f.link_keys), *(("k", k) for k in probe_keys(f)),
-                ("m", f.merchant_id)]
-        found: dict[int, Candidate] = {}
-        for key in keys:
-            if key[1] is not None:
-                found.update((id(c), c) for c in self.by.get(key, ()))
+    def lookup(self, f: Features, probes: list[int]) -> list[Candidate]:
+        """Those with its URL or one it links to, those linking to it, and the
+        `MAX_CANDIDATES` its other keys (`probes`) find that share the most keys with it."""
+        ids = [i for u in (f.url_key, *f.link_keys) if u is not None for i in self.by_url.get(u, ())]
+        if f.url_key is not None:
+            ids += self.by_key.get(f.url_key, ())
+        found = {i: c for i in ids if (c := self.candidates.get(i)) is not None}
+        for i in _ranked(probes, self.by_key, self.common, MAX_CANDIDATES, self.candidates):
+            found.setdefault(i, self.candidates[i])
         return list(found.values())
+
+
+def _ranked(keys: Iterable[int], lists: dict[int, list[int]], common: set[int], limit: int,
+            among: dict[int, Candidate] | None = None) -> list[int]:
+    """The `limit` item ids that the most of these keys hold (fewer keys: a later pick), of
+    the keys that are not common (nor fuller than `KEY_CAP`); only those `among` if given."""
+    counts: Counter[int] = Counter()
+    for key in dict.fromkeys(keys):
+        ids = lists.get(key)
+        if ids and len(ids) <= EVENT_KEY_CAP and key not in common:
+            counts.update(ids)
+    if among is not None:
+        counts = {i: n for i, n in counts.items() if i in among}
+    if len(counts) <= limit:
+        return list(counts)
+    return [i for i, _ in sorted(counts.items(), key=_second, reverse=True)[:limit]]
+
+
+_by_key = itemgetter("key")
+_second = itemgetter(1)
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
 
 
 def _record_order(record: int | NewRecord) -> int:
@@ -479,6 +672,20 @@ def _text_columns(f: Features) -> dict[str, Any]:
     return {"title_key": f.title_key, "place_key": f.place_key, "simhash": _signed(f.simhash),
             "text_words": f.text_words,
             "prices": " ".join(sorted(f.prices)), "link_keys": " ".join(map(str, sorted(f.link_keys)))}
+
+
+_CANDIDATE_FIELDS = ("item_id", "record_id", "source_id", "merchant_id", "at", "url_key", "event_start", "event_day",
+                     "event_all_day", "title_key", "place_key", "simhash", "text_words", "prices", "link_keys")
+CandidateRow = namedtuple("CandidateRow", _CANDIDATE_FIELDS)  # what `_stored_features` reads
+_CANDIDATE_COLUMNS = [ORIGINS.c[name] for name in _CANDIDATE_FIELDS]
+_CANDIDATE_SQL = ", ".join(_CANDIDATE_FIELDS)
+
+
+def _utc(value: Any) -> datetime | None:
+    """A datetime as SQLite hands it back ("2026-11-22 11:00:00.000000"), as UTC."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
 def _stored_features(r: Any) -> Features:

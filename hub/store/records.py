@@ -23,7 +23,7 @@ from hub.records import Origin, Record, Revision, canonical
 from hub.store.mediadb import MediaIndex
 from hub.store.bulk import new_ids, placeholders
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
-                                 multi_source_merchants, prepare)
+                                 multi_source_merchants, paused_gc, prepare)
 
 BACKFILL_BATCH = 1000
 
@@ -46,7 +46,9 @@ class Records:
         run before the write lock is taken (`Store.apply`)."""
         if not items:
             return {}
-        return prepare(items, self.rules, multi_source_merchants(conn, {i.merchant_id for i, _ in items}))
+        multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
+        with paused_gc():
+            return prepare(items, self.rules, multi)
 
     def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
                      prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
@@ -70,7 +72,8 @@ class Records:
         changed += [n for n in new if n[0] in placed]
         new = [n for n in new if n[0] not in placed]
         now = max(o.at for o, _ in work)
-        Placement(conn, self.rules, now, self.read_item, prepared).apply(new, changed, gone)
+        with paused_gc():
+            Placement(conn, self.rules, now, self.read_item, prepared).apply(new, changed, gone)
 
     def backfill(self) -> None:
         """Give records to items stored before records existed (an upgraded database)."""
@@ -239,11 +242,19 @@ class Records:
 # --- helpers ------------------------------------------------------------------------------------
 
 def _item_ids(conn: Connection, work: Sequence) -> dict[tuple[str, str], int]:
-    """(source id, external id) -> item id of the batch's sources (driver level: this reads
-    a row per stored item of the batch's sources on every ingest)."""
-    sources = sorted({o.source_id for o, _ in work})
-    sql = f"SELECT id, source_id, external_id FROM items WHERE source_id IN ({placeholders(conn, len(sources))})"
-    return {(source, external): item_id for item_id, source, external in conn.exec_driver_sql(sql, tuple(sources))}
+    """(source id, external id) -> item id of what the batch stored, changed or saw gone
+    (driver level, by the unique (source, external id) index: a source's older items are
+    not read, however many it has)."""
+    found: dict[tuple[str, str], int] = {}
+    for outcome, result in work:
+        externals = list({*result.new, *result.changed, *result.gone})
+        for start in range(0, len(externals), 5000):
+            chunk = externals[start:start + 5000]
+            sql = (f"SELECT id, external_id FROM items WHERE source_id = {placeholders(conn, 1)} "
+                   f"AND external_id IN ({placeholders(conn, len(chunk))})")
+            for item_id, external in conn.exec_driver_sql(sql, (outcome.source_id, *chunk)):
+                found[(outcome.source_id, external)] = item_id
+    return found
 
 
 def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:

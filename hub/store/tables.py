@@ -188,7 +188,10 @@ class RecordOriginRow(SQLModel, table=True):
 
     __tablename__ = "record_origins"
     __table_args__ = (
-        Index("ix_record_origins_merchant_at", "merchant_id", "at"),
+        # Partial (migration 0006): origins without text features yet, by merchant and time, so
+        # a merchant that gets a second source finds the posts of its first (hub.store.placement).
+        Index("ix_record_origins_unkeyed", "merchant_id", "at", sqlite_where=text("title_key IS NULL"),
+              postgresql_where=text("title_key IS NULL")),
         # Partial: most origins have no URL key and few wait for images (migration 0003).
         Index("ix_record_origins_url_key", "url_key", sqlite_where=text("url_key IS NOT NULL"),
               postgresql_where=text("url_key IS NOT NULL")),
@@ -222,13 +225,26 @@ class RecordOriginRow(SQLModel, table=True):
 
 
 class IdentityKeyRow(SQLModel, table=True):
-    """Blocking keys of origins (hub.identity.stored_keys): the URLs it links to, and for
-    events each (day, title word). Placing an item looks up its keys here: never a scan."""
+    """Blocking keys of origins (hub.identity.stored_keys): the URLs it links to, for events
+    each (day, title word), for posts of merchants with several sources each (merchant,
+    8-day bucket, word). Placing an item looks up its keys here: never a scan. A key holds
+    at most `placement.KEY_CAP` items; then it is common (`IdentityCommonKeyRow`)."""
 
     __tablename__ = "identity_keys"
 
     key: int = Field(sa_column=Column(BigInteger, primary_key=True))
     item_id: int = Field(primary_key=True, index=True, sa_column_kwargs={"autoincrement": False})
+
+
+class IdentityCommonKeyRow(SQLModel, table=True):
+    """Keys that too many items share to tell any of them apart ("angebot" among a busy
+    shop's posts of a week, "konzert" on a Saturday): looked up no more, and stored no more
+    (migration 0006). `day`: the day (ordinal) of the item that filled it, for retention."""
+
+    __tablename__ = "identity_common_keys"
+
+    key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    day: int = Field(index=True)
 
 
 class IdentitySplitRow(SQLModel, table=True):
