@@ -1,6 +1,7 @@
 """Identity benchmark: place one new item among 1,000,000 existing ones.
 
     .venv/bin/python tests/benchmarks/bench_identity.py [--items 1000000] [--trials 300] [--db PATH]
+    .venv/bin/python tests/benchmarks/bench_identity.py --merchant-posts 100000 [--trials 300]
 
 Builds (or reuses, with --db) a SQLite store of N items from 20,000 merchants through the
 real write path (`Store.apply`, identity included): 50 items per merchant, one merchant in
@@ -15,6 +16,12 @@ third events, a third plain posts) and prints:
 - how fast the build placed items in bulk, and the database's size.
 
 Target (issue 4): under 5 ms median per placement, so identity never limits ingest.
+
+With --merchant-posts N it measures the other worst case instead (issue 5): one merchant with
+two sources that already has N posts within the ±4 days a post is compared over (a town
+hall or a newspaper-like source, scaled up), built through `Store.apply`; then places one
+more post of it at a time, half of them cross-posts of a stored post, and prints the median
+and p95 of the identity step. Target: under 5 ms median for N = 100,000, however large N.
 """
 
 from __future__ import annotations
@@ -110,6 +117,62 @@ def newcomer(rng: random.Random, trial: int, per_merchant: int) -> Item:
     return fresh.evolve(external_id=f"new-{trial}", url=f"https://m{merchant}.example/neu/{trial}")
 
 
+def merchant_post(n: int, source: str) -> Item:
+    """Post n of the one big merchant (--merchant-posts): published within the 4 days
+    before T0; the same n from its other source is a cross-post of it."""
+    r = random.Random(10_000_000 + n)
+    body = f"{r.choice(BODIES)} {' '.join(r.choice(RARE) for _ in range(3))}"
+    published = T0 - timedelta(seconds=r.uniform(0, 4 * 86400))
+    return Item(source, f"{source}-{n}", "big", title=r.choice(TITLES), content_html=f"<p>{body}</p>",
+                content_text=body, url=f"https://big.example/beitrag/{n}" if source == "big-a" else None,
+                kind=Kind.POST, language="de", published=published)
+
+
+def build_merchant(store: Store, total: int) -> float:
+    """`total` posts of one merchant with two sources, in batches as an ingest stores them."""
+    store.sync_sources([SourceSpec("big-a", "big", "feed"), SourceSpec("big-b", "big", "feed")])
+    started = time.perf_counter()
+    for start in range(0, total, 1000):
+        source = "big-a" if start // 1000 % 2 == 0 else "big-b"
+        items = tuple(merchant_post(n, source) for n in range(start, min(total, start + 1000)))
+        store.apply([FetchOutcome(source, T0, "ok", parsed=Parsed(items, complete=False), state=FetchState())])
+        if start % 20_000 == 19_000:
+            print(f"  built {start + 1000:,} posts ({(start + 1000) / (time.perf_counter() - started):,.0f}/s)",
+                  flush=True)
+    return total / (time.perf_counter() - started)
+
+
+def run_merchant(args: argparse.Namespace, path: Path) -> None:
+    store = Store(f"sqlite:///{path}")
+    print(f"building one merchant with {args.merchant_posts:,} posts within 4 days in {path} ...", flush=True)
+    rate = build_merchant(store, args.merchant_posts)
+    rng = random.Random(7)
+
+    def newcomer(trial: int) -> Item:
+        if trial % 2 == 0:  # a cross-post of a stored post, from the source that does not have it
+            n = rng.randrange(args.merchant_posts)
+            stored = merchant_post(n, "big-a" if n // 1000 % 2 == 0 else "big-b")
+            return stored.evolve(source_id="big-b" if stored.source_id == "big-a" else "big-a",
+                                 external_id=f"new-{trial}", url=None)
+        return merchant_post(args.merchant_posts + trial, "big-a").evolve(external_id=f"new-{trial}")
+
+    next_id = store.count_items() + 1_000_000
+    for trial in range(20):  # warm the page cache and the SQLite statement cache
+        place_once(store, newcomer(trial), next_id)
+    times, merged = [], 0
+    for trial in range(args.trials):
+        seconds, joined = place_once(store, newcomer(1000 + trial), next_id)
+        times.append(seconds)
+        merged += joined
+    ms = sorted(t * 1000 for t in times)
+    print(f"\nstore:                      {store.count_items():,} posts of one merchant (2 sources), within 4 days")
+    print(f"bulk placement (build):     {rate:,.0f} posts/s through Store.apply, identity included")
+    print(f"place one more post:        median {statistics.median(ms):.2f} ms, p95 {ms[int(len(ms) * .95)]:.2f} ms, "
+          f"max {ms[-1]:.2f} ms ({args.trials} trials, half of them cross-posts: {merged} merged)")
+    print(f"memory:                     peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    store.close()
+
+
 def place_once(store: Store, new: Item, item_id: int) -> tuple[float, bool]:
     """The identity step for one new item, timed, then rolled back."""
     with store.engine.connect() as conn:
@@ -128,9 +191,14 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--db", type=Path, help="reuse (or create) this database file")
+    parser.add_argument("--merchant-posts", type=int, default=0, metavar="N",
+                        help="instead: one merchant with N posts within 4 days (always a fresh store)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-identity-") as folder:
-        run(args, args.db or Path(folder) / "identity.db")
+        if args.merchant_posts:
+            run_merchant(args, Path(folder) / "merchant.db")
+        else:
+            run(args, args.db or Path(folder) / "identity.db")
 
 
 def run(args: argparse.Namespace, path: Path) -> None:
