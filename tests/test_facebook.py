@@ -3,7 +3,6 @@ scheduler against the fake Graph API (hub/demo/graphapi.py) on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub.errors import HOLDING, StoreError
