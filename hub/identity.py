@@ -18,7 +18,9 @@ Rules, checked in this order (the first that holds wins):
 - `event-moved` the same day at another time, near-identical titles: a repost that changed
                 the time. Across sources, or within one source when the repost came at least
                 an hour later (a cinema lists its two screenings together: they stay two).
-- `near-duplicate-text`     the same merchant's text on two channels: SimHash distance ≤ 10.
+- `near-duplicate-text`     the same merchant's text on two channels: SimHash distance ≤ 10,
+                            and (`confirm`) a copy: half of the shorter text in runs of words
+                            the other has too (SimHash sees words, not their order).
 - `similar-offer`           same merchant, a price in common and similar titles, or two prices
                             in common and titles with a word in common.
 - `similar-title-and-text`  same merchant, similar titles and related texts, or somewhat
@@ -32,19 +34,23 @@ what follows it is. When the first place where the two texts go their own ways h
 its own on both sides (a dish, a job, a street the other text never names), and outside
 what they share word for word they agree on little, they are two things.
 
+Title words that many of a merchant's recent posts carry ("Angebot", "Mittagstisch": its
+common keys, see below) are no evidence either: titles that share only such words are not
+alike (`match`'s `common`).
+
 What never merges: two items of one source by URL or text (a source gives two things two
-ids); posts of different merchants (only events are shared between merchants); two events
+ids), also not through a third item (`hub.store.placement`); posts of different merchants (only events are shared between merchants); two events
 on different days; two events whose titles share no word; events of different merchants
 unless both name the place and the places agree (two clubs' "Tag der offenen Tür" at 10:00
 are two events); posts more than 4 days apart (the weekly "Sonntagsbrötchen" post).
 
 Candidates come from keys, never from a merchant's whole window (`stored_keys`,
-`probe_keys`): a post is indexed under its title words, its prices and a bottom-k MinHash
-sketch of its text words (the `SKETCH` words with the smallest hashes: near-duplicate
-texts share most of them), each scoped to its merchant and an 8-day bucket, so a new post
-looks up its own words in two buckets. The store caps every key's list and skips a key that
-too many items share (`hub.store.placement`): the work per item is bounded whatever a
-merchant's volume, and the words that are left to find a match by are the rare ones.
+`probe_keys`): a post of a merchant with several sources is indexed under its title as a
+whole, its longest title words, the first words of its text and a price (`post_terms`),
+each scoped to its merchant and an 8-day bucket, so a new post looks up its own keys in two
+buckets. The store caps every key's list and skips a key that too many items share
+(`hub.store.placement`): the work per item is bounded whatever a merchant's volume, and the
+keys that are left to find a match by are the rare ones.
 """
 
 from __future__ import annotations
@@ -81,8 +87,9 @@ TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-a
 SEQUENCE_CHARS = 1500  # `apart` reads further: a job ad's shared introduction can fill 600
 MAX_SEQUENCE = 80  # content words of it
 SHARED_RUN = 3  # words in a row that two texts share: copied text or template, not agreement
+COPIED = 0.5  # of the shorter text in such runs: a near-duplicate is a copy (`copied`)
 POST_BUCKET = 2 * POST_WINDOW  # a post's ±4 days lie in its own bucket and one neighbour
-OPENING_WORDS = 4  # the first content words of a text, which a copy of it shares (`post_terms`)
+OPENING_WORDS = 3  # the first content words of a text, which a copy of it shares (`post_terms`)
 OPENING_CHARS = 200  # ... read from its first characters
 MAX_TITLE_TERMS = 3
 MAX_PRICE_TERMS = 1
@@ -192,20 +199,15 @@ def probe_keys(f: Features) -> list[int]:
 
 def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str],
                found_prices: Iterable[str]) -> tuple[int, ...]:
-    """Hashes of what a post is indexed under, each rare evidence of the same post: its
-    title as a whole, the opening words of its text, its longest title words and a price.
-    A title cut from the text's first words is indexed as the text's opening, which it is.
-    Filler words and numbers never count: they say nothing about a post."""
-    content = [w for w in text_words[:2 * OPENING_WORDS] if w not in _FILLER and not w.isdigit()]
-    opening = " ".join(content[:OPENING_WORDS])
-    terms = [term_hash(f"open {opening}")] if len(content) >= 2 else []
+    """Hashes of what a post is indexed under, evidence of the same post where it is rare:
+    its title as a whole, its longest title words, the first words of its text (a copy
+    opens alike; what a post is about comes first) and a price. Filler words and numbers
+    never count: they say nothing about a post."""
     named = [w for w in title_words if len(w) > 2 and w not in _FILLER and not w.isdigit()]
-    if title.endswith(("…", "...")):
-        named = named[:OPENING_WORDS]
-        terms.append(term_hash(f"open {' '.join(named)}"))  # a title cut from the text names its opening
-    elif len(named) > 1:
-        terms.append(term_hash(f"title {' '.join(named)}"))
+    opening = [w for w in text_words[:4 * OPENING_WORDS] if len(w) > 2 and w not in _FILLER and not w.isdigit()]
+    terms = [term_hash(f"title {' '.join(named)}")] if len(named) > 1 and not title.endswith(("…", "...")) else []
     terms += map(term_hash, sorted(set(named), key=lambda w: (-len(w), w))[:MAX_TITLE_TERMS])
+    terms += map(term_hash, opening[:OPENING_WORDS])
     terms += (term_hash(f"€{p}") for p in sorted(found_prices)[:MAX_PRICE_TERMS])
     return tuple(dict.fromkeys(terms))
 
@@ -518,6 +520,37 @@ def apart(a: Words, b: Words) -> bool:
     return agree < max(2, own / 3)
 
 
+def copied(a: Words, b: Words) -> float:
+    """How much of the shorter of two texts (`sequence` of each) the other has word for
+    word: the share of its words in their common opening and closing and in runs of
+    `SHARED_RUN` or more words they share. A copy with hashtags added: nearly 1. Two texts
+    of the same words in another order, which SimHash finds alike: little."""
+    n = min(len(a), len(b))
+    if not n:
+        return 0.0
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    runs = SequenceMatcher(None, rest_a, rest_b, autojunk=False).get_matching_blocks() if rest_a and rest_b else []
+    return (head + tail + sum(block.size for block in runs if block.size >= SHARED_RUN)) / n
+
+
+def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words: Words,
+            common: frozenset[str] = frozenset()) -> Match | None:
+    """`m` (from `match`) as the texts themselves confirm it: a near-duplicate must be a
+    copy (`copied` at least `COPIED`; else the other text rules may still hold), and no
+    text rule holds where the texts say two things (`apart`)."""
+    if m.rule == "near-duplicate-text" and copied(new_words, old_words) < COPIED:
+        m = _as_posts(new, old, near_duplicates=False, common=common)
+    if m is not None and m.rule in TEXT_RULES and apart(new_words, old_words):
+        return None
+    return m
+
+
 class Words(list):
     """Words in order, asked whether they hold a word or a relative of it: the same word
     inflected or compounded ("vorbestellen"/"vorbestellt", "Stollen"/"Butterstollen",
@@ -577,13 +610,15 @@ def _related_heads(a: str, b: str) -> bool:
 
 # --- matching ------------------------------------------------------------------------------
 
-def match(new: Features, old: Features) -> Match | None:
-    """Whether `new` and `old` describe the same thing, by the first rule that holds."""
+def match(new: Features, old: Features, common: frozenset[str] = frozenset()) -> Match | None:
+    """Whether `new` and `old` describe the same thing, by the first rule that holds.
+    `common`: title words too many of the merchant's recent posts carry to tell any of them
+    apart (its common keys): two posts' titles that share only such words are not alike."""
     if new.event_day is not None and old.event_day is not None:
         if new.event_day != old.event_day:
             return None  # two events on different days are two events
         return _by_url(new, old) or _as_events(new, old)  # text alike is not enough for two events
-    return _by_url(new, old) or _as_posts(new, old)
+    return _by_url(new, old) or _as_posts(new, old, common=common)
 
 
 def _by_url(new: Features, old: Features) -> Match | None:
@@ -626,19 +661,26 @@ def _may_be_repost(new: Features, old: Features) -> bool:
     return new.source_id != old.source_id or abs(new.at - old.at) >= REPOST_GAP
 
 
-def _as_posts(new: Features, old: Features) -> Match | None:
+def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
+              common: frozenset[str] = frozenset()) -> Match | None:
     if new.source_id == old.source_id or new.merchant_id != old.merchant_id or abs(new.at - old.at) > POST_WINDOW:
         return None
     distance = hamming(new.simhash, old.simhash)
-    if distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
+    if near_duplicates and distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
     titles = title_similarity(new.title_key, old.title_key)
+    if titles and common and _only_common(new.title_key, old.title_key, common):
+        titles = 0.0  # what the titles share, many of the merchant's posts share
     common_prices = len(new.prices & old.prices)
     if (common_prices and titles >= 0.5) or (common_prices >= 2 and titles >= OTHER_TITLES):
         return Match("similar-offer", round(0.5 + titles / 4, 3))
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
     return None
+
+
+def _only_common(a: str, b: str, common: frozenset[str]) -> bool:
+    return set(a.split()).intersection(b.split()) <= common
 
 
 def _both_events(a: Features, b: Features) -> bool:

@@ -1,5 +1,6 @@
 """Cross-channel identity on the corpus in tests/data/identity/ (see tests/identity_corpus.py),
-and the store side of records on SQLite and PostgreSQL."""
+the texts' own judgement (`apart`, `copied`), and the store side of records on SQLite and
+PostgreSQL: candidates from the key index, bounded whatever a merchant's volume."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import func, select
 
-from hub.identity import canonical_url, features, match, simhash, title_similarity, words
+from hub.identity import (Words, apart, canonical_url, copied, features, match, sequence, simhash, title_similarity,
+                          words)
 from hub.models import Event, FetchState, Item, Parsed
-from hub.store import FetchOutcome, SourceSpec, Store
+from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store, placement, tables
+from hub.store.scheduling import ScheduleStore
 from tests import identity_corpus as corpus
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -24,7 +30,7 @@ def test_corpus_case_yields_the_expected_records(case: Path, tmp_path):
 
 def test_corpus_is_large_enough_and_merging_is_precise(tmp_path):
     cases = corpus.cases()
-    assert len(cases) >= 40
+    assert len(cases) >= 67
     results = []
     for n, case in enumerate(cases):
         actual = corpus.run(case, Store(f"sqlite:///{tmp_path / f'{n}.db'}"))
@@ -32,7 +38,7 @@ def test_corpus_is_large_enough_and_merging_is_precise(tmp_path):
     precision, recall, *_ = corpus.score(results)
     print(f"identity corpus: precision {precision:.3f}, recall {recall:.3f}")
     assert precision == 1.0  # a wrong merge hides something from residents: none on the corpus
-    assert recall >= 0.9  # the known misses are documented in their cases
+    assert recall >= 0.95  # the known misses are documented in their cases
 
 
 @pytest.mark.parametrize("a, b, same", [
@@ -120,3 +126,164 @@ def test_a_second_source_added_later_still_finds_the_first_sources_items(store):
     store.apply([fetched("fb", shared, hours=2)])
     [record] = store.records.list()
     assert [o.rule for o in record.origins] == ["first", "links-to"]
+
+
+# --- what two alike texts say of their own ---------------------------------------------------
+
+def texts(a: str, b: str, title_a: str = "", title_b: str = "") -> tuple[Words, Words]:
+    return sequence(title_a, a), sequence(title_b, b)
+
+
+@pytest.mark.parametrize("a, b", [
+    # a shared opening, then each its own thing
+    ("Heute neu in der Vitrine: Schwarzwälder Kirschtorte mit Sauerkirschen, das Stück 3,90 €.",
+     "Heute neu in der Vitrine: Apfel-Streuselkuchen nach Omas Rezept, das Stück 3,90 €."),
+    # a template around a slot: the position, the street, the group
+    ("Wir suchen ab sofort eine Floristin (m/w/d) in Teilzeit. Bewerbungen bitte an info@blumen-hahn.example.",
+     "Wir suchen ab sofort einen Gärtner (m/w/d) für die Baumschule. Bewerbungen bitte an info@blumen-hahn.example."),
+    ("Wegen Bauarbeiten ist die Kirchstraße ab Montag gesperrt, die Umleitung führt über den Ring.",
+     "Wegen Bauarbeiten ist die Schulgasse ab Montag gesperrt, die Umleitung führt über den Ring."),
+    ("Spielbericht: Unsere A-Jugend gewinnt gegen Eintracht Nordheim mit 4:2 nach Toren von Kaya und Wolf.",
+     "Spielbericht: Unsere Zweite verliert gegen Borussia Südfeld mit 0:3, Torwart Hein hielt einen Elfmeter."),
+])
+def test_texts_that_share_an_opening_or_template_but_not_what_follows_are_apart(a, b):
+    first, second = texts(a, b)
+    assert apart(first, second) and apart(second, first)
+
+
+@pytest.mark.parametrize("a, b", [
+    # a copy with hashtags and an emoji
+    ("Frische Waffeln mit heißen Kirschen gibt es am Samstag an unserem Stand auf dem Marktplatz.",
+     "Frische Waffeln mit heißen Kirschen gibt es am Samstag an unserem Stand auf dem Marktplatz 🧇 #markt #waffeln"),
+    # a teaser and the full text
+    ("Unser Gemeindefest findet dieses Jahr im Pfarrgarten statt.",
+     "Unser Gemeindefest findet dieses Jahr im Pfarrgarten statt. Es gibt Kaffee und Kuchen, eine Hüpfburg "
+     "für die Kinder und ab 17 Uhr spielt der Posaunenchor."),
+    # one adds a word where the other goes on
+    ("Angebot der Woche: Rinderhüftsteak, 100 g für 2,99 €.", "Angebot der Woche: zartes Rinderhüftsteak, 100 g für 2,99 €."),
+    # reworded: the same content words in other sentences
+    ("Der Wertstoffhof bleibt am Samstag wegen einer Betriebsversammlung geschlossen. Grünschnitt nehmen wir "
+     "am Montag wieder an.",
+     "Achtung: Samstag ist der Wertstoffhof zu, wir haben Betriebsversammlung. Ab Montag könnt ihr euren "
+     "Grünschnitt wieder abgeben."),
+])
+def test_copies_additions_and_rewordings_are_not_apart(a, b):
+    first, second = texts(a, b)
+    assert not apart(first, second) and not apart(second, first)
+
+
+def test_a_long_shared_introduction_does_not_hide_what_follows_it():
+    intro = ("Das Autohaus Berger ist seit 1972 Ihr Partner für Neu- und Gebrauchtwagen in Musterstadt, mit "
+             "eigener Werkstatt, Karosseriebau, Lackiererei und einem Team aus 40 Mitarbeiterinnen und "
+             "Mitarbeitern, die sich um Ihre Mobilität kümmern. ") * 3
+    first, second = texts(intro + "Wir suchen einen Kfz-Mechatroniker für die Werkstatt.",
+                          intro + "Wir suchen eine Kauffrau für Büromanagement im Verkauf.")
+    assert apart(first, second)
+
+
+def test_a_copy_has_its_words_in_the_same_order_and_the_same_words_shuffled_do_not():
+    text = "Der Posaunenchor spielt am Heiligabend um 16 Uhr vor der Stadtkirche Weihnachtslieder zum Mitsingen"
+    first, second = texts(text, text + " #advent")
+    assert copied(first, second) > 0.9
+    shuffled = " ".join(reversed(text.split()))
+    first, second = texts(text, shuffled)
+    assert copied(first, second) < 0.5
+
+
+def test_relatives_are_inflections_and_compounds_of_a_word_not_compounds_that_share_a_part():
+    known = Words(["vorbestellen", "butterstollen", "dinkel", "kuerbissuppe", "teilzeit"])
+    assert known.has("vorbestellt") and known.has("stollen") and known.has("dinkelbrot")
+    assert not known.has("tomatensuppe") and not known.has("vollzeit")
+
+
+# --- candidates from the key index, in the store ----------------------------------------------
+
+JOBS = ["Verkäuferin", "Bäcker", "Konditorin", "Fahrer", "Reinigungskraft", "Auszubildende", "Filialleiterin",
+        "Aushilfe", "Spülkraft", "Lagerist", "Buchhalterin", "Hausmeister"]
+
+
+def job_ad(source: str, n: int, hours: int) -> Item:
+    text = (f"Stellenanzeige Filiale Nord: Wir suchen ab sofort {JOBS[n]} (m/w/d). Wir bieten ein familiäres "
+            "Team, übertarifliche Bezahlung und einen Mitarbeiterrabatt. Bewerbungen an jobs@laden.example.")
+    return Item(source, f"{source}-job-{n}", "laden", title=f"Stellenanzeige Filiale Nord: {JOBS[n]} (m/w/d)",
+                content_html=f"<p>{text}</p>", content_text=text, published=T0 + timedelta(hours=hours))
+
+
+def test_many_posts_from_one_template_stay_apart_and_a_cross_post_finds_its_own(store):
+    store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
+    store.apply([fetched("web", *(job_ad("web", n, hours=n) for n in range(len(JOBS))), hours=12)])
+    cross = job_ad("fb", 7, hours=13).evolve(
+        content_html="<p>Wir suchen Verstärkung: Aushilfe (m/w/d) für die Filiale Nord! Bewerbungen an "
+                     "jobs@laden.example 🙌</p>",
+        content_text="Wir suchen Verstärkung: Aushilfe (m/w/d) für die Filiale Nord! Bewerbungen an jobs@laden.example 🙌")
+    store.apply([fetched("fb", cross, job_ad("fb", 3, hours=14), hours=14)])
+    records = store.records.list(limit=100, status=None, removed=True, expired=True)
+    assert len(records) == len(JOBS)  # the two Facebook posts each joined their own
+    joined = {o.item.external_id: r for r in records for o in r.origins}
+    assert {o.item.external_id for o in joined["fb-job-7"].origins} == {"web-job-7", "fb-job-7"}
+    assert {o.item.external_id for o in joined["fb-job-3"].origins} == {"web-job-3", "fb-job-3"}
+
+
+def offer(source: str, n: int, minutes: int) -> Item:
+    product = f"Sorte{n:03d}"
+    text = f"Angebot der Woche: {product} aus eigener Herstellung, solange der Vorrat reicht."
+    return Item(source, f"{source}-{n}", "laden", title=f"Angebot der Woche: {product}", content_html=f"<p>{text}</p>",
+                content_text=text, published=T0 + timedelta(minutes=minutes))
+
+
+def test_placing_a_post_matches_a_bounded_number_of_candidates_whatever_the_merchants_volume(store, monkeypatch):
+    """A merchant with 120 posts within a day, all titled "Angebot der Woche: …": the words they
+    share become common keys, and a new post is matched with its own few candidates only."""
+    store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
+    for start in range(0, 120, 40):
+        store.apply([fetched("web", *(offer("web", n, minutes=n) for n in range(start, start + 40)), hours=3)])
+    calls = []
+    real = placement.match
+    monkeypatch.setattr(placement, "match", lambda *a: calls.append(a) or real(*a))
+    store.apply([fetched("fb", offer("fb", 77, minutes=200), hours=4)])
+    assert 1 <= len(calls) <= placement.MAX_CANDIDATES
+    [record] = [r for r in store.records.list(limit=200, status=None, removed=True, expired=True) if len(r.origins) > 1]
+    assert {o.item.external_id for o in record.origins} == {"web-77", "fb-77"}
+    with store.engine.connect() as conn:
+        fullest = conn.execute(select(func.count()).select_from(tables.IdentityKeyRow)
+                               .group_by(tables.IdentityKeyRow.key).order_by(func.count().desc()).limit(1)).scalar()
+        common = conn.execute(select(func.count()).select_from(tables.IdentityCommonKeyRow)).scalar()
+    assert fullest <= placement.KEY_CAP and common >= 1  # "angebot", "woche"'s neighbours: capped, then common
+
+    plans = ScheduleStore(store)
+    plans.forget_deleted(T0 + timedelta(days=30))  # retention forgets notes of days long past
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tables.IdentityCommonKeyRow)).scalar() == 0
+
+
+NEAR_COPY = "Der Kinderflohmarkt im Gemeindehaus beginnt am Samstag um 10 Uhr, Standgebühr 5 Euro, Kuchenbuffet inklusive."
+
+
+def test_a_merchant_that_gets_a_second_source_finds_the_posts_of_its_first_by_their_text(store):
+    store.sync_sources([SourceSpec("web", "laden", "feed")])
+    store.apply([fetched("web", post("web", "w1", NEAR_COPY))])
+    store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
+    store.apply([fetched("fb", post("fb", "f1", NEAR_COPY + " #flohmarkt #musterstadt", hours=2), hours=2)])
+    [record] = store.records.list(status=None, removed=True, expired=True)
+    assert [o.rule for o in record.origins] == ["first", "near-duplicate-text"]
+
+
+def test_a_store_from_before_the_key_index_finds_its_posts_again(tmp_path):
+    """Migration 0006: origins stored before it have no post keys; they are fingerprinted again
+    when a post of their merchant comes near them."""
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
+    store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
+    store.apply([fetched("web", post("web", "w1", NEAR_COPY))])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM identity_keys")  # as written before 0006: no post keys
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT title_key FROM record_origins").scalar() is None
+    store.apply([fetched("fb", post("fb", "f1", NEAR_COPY + " #flohmarkt", hours=2), hours=2)])
+    [record] = store.records.list(status=None, removed=True, expired=True)
+    assert [o.rule for o in record.origins] == ["first", "near-duplicate-text"]
+    store.close()

@@ -43,8 +43,8 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, apart, event_keys, features, match, probe_keys,
-                          sequence, stored_keys)
+from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, _scope, confirm, event_keys, features, match,
+                          near_buckets, probe_keys, sequence, stored_keys, term_hash)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 from hub.store.bulk import insert_rows, new_ids, placeholders, to_json
@@ -133,10 +133,13 @@ class Placement:
         self.items[item_id] = item
         full = item.merchant_id in self.multi
         p = self.prepared.get(item.key)
-        self.features[item_id] = p.features if p and p.features.full == full else features(
-            item, at=at, zone=self.zone, full=full)
-        self.keys_stored.pop(item_id, None)
-        self.keys_probed.pop(item_id, None)
+        if p is not None and p.features.full == full:
+            self.features[item_id] = p.features
+            self.keys_stored[item_id], self.keys_probed[item_id] = p.stored, p.probes
+        else:
+            self.features[item_id] = features(item, at=at, zone=self.zone, full=full)
+            self.keys_stored.pop(item_id, None)
+            self.keys_probed.pop(item_id, None)
 
     # --- gone and changed -----------------------------------------------------------------
 
@@ -206,19 +209,29 @@ class Placement:
         if not f.full:
             return None  # nothing it could match: see the module docstring
         found = []
-        for cand in index.lookup(f, self.probe_keys(item_id)):
+        candidates = index.lookup(f, self.probe_keys(item_id))
+        common = self._common_title_words(f) if candidates and f.terms else frozenset()
+        for cand in candidates:
             if cand.item_id == item_id or (isinstance(cand.record, int) and cand.record in blocked):
                 continue
             if f.event_day is None and f.source_id in self._sources_of(cand.record):
                 continue  # one source's posts never merge (hub.identity), also not through a third
-            m = match(f, cand.features)
+            m = match(f, cand.features, common)
             if m is not None:
                 found.append((m.score, -_record_order(cand.record), cand, m))
         found.sort(key=lambda t: t[:2], reverse=True)
-        for _, _, cand, m in found:  # the best that the texts do not tell apart (hub.identity.apart)
-            if m.rule not in TEXT_RULES or not apart(self._sequence(item_id), self._sequence(cand.item_id)):
+        for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
+            if m.rule in TEXT_RULES:
+                m = confirm(m, f, cand.features, self._sequence(item_id), self._sequence(cand.item_id), common)
+            if m is not None:
                 return cand, m
         return None
+
+    def _common_title_words(self, f: Features) -> frozenset[str]:
+        """The words of its title that are common keys of its merchant's posts around it:
+        no evidence that two titles name the same thing."""
+        scopes = [_scope(f.merchant_id, b) for b in near_buckets(f.at)]
+        return frozenset(w for w in f.title_key.split() if any(term_hash(w) ^ s in self.common for s in scopes))
 
     def stored_keys(self, item_id: int) -> list[int]:
         keys = self.keys_stored.get(item_id)
@@ -317,7 +330,7 @@ class Placement:
         wanted: set[int] = set()
         for i, keys in probes.items():
             if any(map(lists.__contains__, keys)):  # most find nothing: no ranking
-                wanted.update(_ranked(keys, lists, self.common, MAX_CANDIDATES))
+                wanted.update(_ranked(fs[i], keys, lists, self.common, MAX_CANDIDATES))
                 wanted.update(lists.get(fs[i].url_key, ()))  # those linking to it, every one
         wanted.difference_update(item_ids)
         rows = self._origin_rows("item_id", wanted)
@@ -540,6 +553,8 @@ class Prepared:
     features: Features
     origin: dict[str, Any]  # its origin row, but for ids, rule and link time
     record: dict[str, Any]  # the row of a record of its own (most new items found one)
+    stored: list[int]  # its identity keys (hub.identity.stored_keys), once each
+    probes: list[int]  # the keys it looks up (hub.identity.probe_keys), once each
 
 
 def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
@@ -552,7 +567,9 @@ def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
         origin = {"source_id": item.source_id, "merchant_id": item.merchant_id, "live": True,
                   **_feature_columns(f, item)}
         out[item.key] = Prepared(f, origin, record_values([Origin(0, item, "first", 1.0, None, True, at)],
-                                                          rules, at, created=True))
+                                                          rules, at, created=True),
+                                 list(dict.fromkeys(stored_keys(f))) if f.full else [],
+                                 list(dict.fromkeys(probe_keys(f))) if f.full else [])
     return out
 
 
@@ -603,34 +620,41 @@ class _Index:
         self.by_url: dict[int, list[int]] = defaultdict(list)
         self.candidates: dict[int, Candidate] = {}
 
-    def add(self, cand: Candidate, keys: Iterable[int] | None = None) -> None:
-        """`keys`: what it is stored under (default: its `stored_keys`)."""
-        self.candidates[cand.item_id] = cand
+    def add(self, cand: Candidate, keys: Iterable[int]) -> None:
+        """`keys`: what it is stored under, once each."""
+        item_id = cand.item_id
+        self.candidates[item_id] = cand
         if cand.features.url_key is not None:
-            self.by_url[cand.features.url_key].append(cand.item_id)
-        for key in dict.fromkeys(stored_keys(cand.features) if keys is None else keys):
-            self.by_key[key].append(cand.item_id)
+            self.by_url[cand.features.url_key].append(item_id)
+        by_key = self.by_key
+        for key in keys:
+            by_key[key].append(item_id)
 
     def lookup(self, f: Features, probes: list[int]) -> list[Candidate]:
         """Those with its URL or one it links to, those linking to it, and the
         `MAX_CANDIDATES` its other keys (`probes`) find that share the most keys with it."""
-        ids = [i for u in (f.url_key, *f.link_keys) if u is not None for i in self.by_url.get(u, ())]
+        by_url = self.by_url
+        urls = [u for u in (f.url_key, *f.link_keys) if u is not None and u in by_url]
+        if not urls and not any(map(self.by_key.__contains__, probes)):
+            return []  # most items: none of their keys holds anything
+        ids = [i for u in urls for i in by_url[u]]
         if f.url_key is not None:
             ids += self.by_key.get(f.url_key, ())
         found = {i: c for i in ids if (c := self.candidates.get(i)) is not None}
-        for i in _ranked(probes, self.by_key, self.common, MAX_CANDIDATES, self.candidates):
+        for i in _ranked(f, probes, self.by_key, self.common, MAX_CANDIDATES, self.candidates):
             found.setdefault(i, self.candidates[i])
         return list(found.values())
 
 
-def _ranked(keys: Iterable[int], lists: dict[int, list[int]], common: set[int], limit: int,
+def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], common: set[int], limit: int,
             among: dict[int, Candidate] | None = None) -> list[int]:
-    """The `limit` item ids that the most of these keys hold (fewer keys: a later pick), of
-    the keys that are not common (nor fuller than `KEY_CAP`); only those `among` if given."""
+    """The `limit` item ids that the most of these keys (of `f`) hold (fewer keys: a later
+    pick), of the keys that are not common and would not be with `f` (`KEY_CAP` items, or
+    `EVENT_KEY_CAP` for its event keys, hold them already); only those `among` if given."""
     counts: Counter[int] = Counter()
     for key in dict.fromkeys(keys):
         ids = lists.get(key)
-        if ids and len(ids) <= EVENT_KEY_CAP and key not in common:
+        if ids and len(ids) < (EVENT_KEY_CAP if key in f.event_keys else KEY_CAP) and key not in common:
             counts.update(ids)
     if among is not None:
         counts = {i: n for i, n in counts.items() if i in among}

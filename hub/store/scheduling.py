@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
 from hub.store.holds import HOLDS
-from hub.store.placement import KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
+from hub.store.placement import COMMON, KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
 log = logging.getLogger("hub.maintenance")
@@ -319,7 +319,9 @@ class ScheduleStore:
     def forget_deleted(self, before: datetime) -> int:
         """Delete items tombstoned before `before`, with everything that points at them:
         deliveries, their origin in a record, identity keys and remembered splits; then the
-        records left without any origin (removed long ago), with their revisions. By then no
+        records left without any origin (removed long ago), with their revisions, and the
+        notes of identity keys that became common before then (they are about posts and
+        events of days long past; a key noted again is merely capped again). By then no
         feed window still carries the items, so the tombstones have done their job."""
         old = select(ITEMS.c.id).where(ITEMS.c.deleted_at < before)
         orphaned = select(RECORDS.c.id).where(RECORDS.c.removed_at.is_not(None),
@@ -332,6 +334,7 @@ class ScheduleStore:
             forgotten = conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
             conn.execute(delete(REVISIONS).where(REVISIONS.c.record_id.in_(orphaned)))
             conn.execute(delete(RECORDS).where(RECORDS.c.id.in_(orphaned)))
+            conn.execute(delete(COMMON).where(COMMON.c.day < before.date().toordinal()))
         return forgotten
 
     def housekeeping(self) -> bool:

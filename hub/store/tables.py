@@ -226,9 +226,10 @@ class RecordOriginRow(SQLModel, table=True):
 
 class IdentityKeyRow(SQLModel, table=True):
     """Blocking keys of origins (hub.identity.stored_keys): the URLs it links to, for events
-    each (day, title word), for posts of merchants with several sources each (merchant,
-    8-day bucket, word). Placing an item looks up its keys here: never a scan. A key holds
-    at most `placement.KEY_CAP` items; then it is common (`IdentityCommonKeyRow`)."""
+    each (day, title word), for posts of merchants with several sources their title, title
+    words, opening words and a price, each per (merchant, 8-day bucket). Placing an item
+    looks up its keys here: never a scan. A key holds at most `placement.KEY_CAP` items
+    (`EVENT_KEY_CAP` for events); then it is common (`IdentityCommonKeyRow`)."""
 
     __tablename__ = "identity_keys"
 
