@@ -50,6 +50,11 @@ class FacebookConnector(GraphSource):
     fields: ClassVar[str] = FIELDS
     permission: ClassVar[str] = "pages_read_engagement"
     noun: ClassVar[str] = "Seite"
+    scopes: ClassVar[tuple[str, ...]] = ("pages_show_list", "pages_read_engagement")
+    push_scopes: ClassVar[tuple[str, ...]] = ("pages_manage_metadata",)  # the page's webhook subscription
+
+    def token_owner(self, opts: GraphOptions) -> str | None:
+        return opts.object_id
 
     def to_item(self, raw: dict[str, Any], source: SourceRef, origin: str) -> Item | None:
         return post_to_item(raw, source, origin)

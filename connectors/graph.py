@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from hub.config import GRAPH_API_VERSION, GRAPH_URL, Settings
 from hub.errors import FetchError, TokenInvalid
 from hub.http import Fetcher, redact
+from hub.models import TokenCheck
 
 log = logging.getLogger("hub.graph")
 
@@ -338,6 +339,7 @@ class GraphApp:
     app_id: str | None = None
     app_secret: str | None = field(default=None, repr=False)
     appsecret_proof: bool = True  # sent with every call when the secret is known
+    push: bool = False  # the webhook is set up (verify_token and app_secret): pages_manage_metadata is needed
 
 
 def app_from(settings: Settings, *, graph_url: str | None = None, api_version: str | None = None,
@@ -349,7 +351,8 @@ def app_from(settings: Settings, *, graph_url: str | None = None, api_version: s
                     api_version=api_version or (fb.api_version if fb else GRAPH_API_VERSION),
                     app_id=fb.app_id if fb else None,
                     app_secret=fb.app_secret.get_secret_value() if fb and fb.app_secret else None,
-                    appsecret_proof=appsecret_proof)
+                    appsecret_proof=appsecret_proof,
+                    push=bool(fb and fb.verify_token and fb.app_secret))
 
 
 @dataclass(frozen=True)
@@ -537,6 +540,34 @@ class GraphClient:
             raise GraphError(f"für {what} braucht der Hub app_id und app_secret der Facebook-App",
                              hint="im facebook:-Block der Konfiguration app_id und app_secret eintragen")
         return self.app.app_id, self.app.app_secret
+
+
+def token_check(info: Mapping[str, Any], needed: tuple[str, ...], now: datetime, *,
+                page_id: str | None = None) -> TokenCheck:
+    """What `debug_token` says about a token, as a `TokenCheck` (pure): valid, when it and
+    its data access end (0 means never), which of the `needed` scopes it lacks, and whether
+    it is a page token of `page_id` (when given)."""
+    scopes = tuple(str(s) for s in info.get("scopes") or () if isinstance(s, str))
+    problems = []
+    error = info.get("error") if isinstance(info.get("error"), dict) else {}
+    if info.get("is_valid") is not True and error:
+        subcode = _int(error.get("subcode") or error.get("error_subcode"))
+        problems.append("Grund: " + _TOKEN_SUBCODES.get(subcode or 0, str(error.get("message") or "nicht genannt")))
+    kind = str(info["type"]) if info.get("type") else None
+    if kind == "USER":
+        problems.append("das Token ist ein Nutzer-Token, kein Seiten-Token: es läuft nach etwa 60 Tagen ab "
+                        "(mit `hub facebook pages` das Seiten-Token erzeugen)")
+    profile = str(info.get("profile_id") or "")
+    if page_id and kind == "PAGE" and profile and profile != page_id:
+        problems.append(f"das Token gehört zur Seite {profile}, nicht zu page_id {page_id} (Token vertauscht?)")
+    return TokenCheck(checked_at=now, valid=info.get("is_valid") is True, expires_at=_unix_time(info.get("expires_at")),
+                      data_access_expires_at=_unix_time(info.get("data_access_expires_at")), scopes=scopes,
+                      missing=tuple(s for s in needed if s not in scopes), kind=kind, problems=tuple(problems))
+
+
+def _unix_time(value: Any) -> datetime | None:
+    seconds = _int(value)
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
 
 
 def appsecret_proof(token: str, app_secret: str) -> str:

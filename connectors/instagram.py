@@ -45,6 +45,8 @@ class InstagramConnector(GraphSource):
     fields: ClassVar[str] = FIELDS
     permission: ClassVar[str] = "instagram_basic"
     noun: ClassVar[str] = "Instagram-Konto"
+    # Through the linked Facebook page (Facebook Login); Meta has no webhook for new media.
+    scopes: ClassVar[tuple[str, ...]] = ("instagram_basic", "pages_show_list", "pages_read_engagement")
 
     def to_item(self, raw: dict[str, Any], source: SourceRef, origin: str) -> Item | None:
         return media_to_item(raw, source, origin)

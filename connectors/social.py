@@ -34,10 +34,10 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from connectors.base import ConnectorOptions
 from connectors.graph import (GraphApp, GraphClient, GraphNotFound, GraphThrottled, GraphTokenInvalid, Usage,
-                              app_from, slowdown, version_warning)
+                              app_from, slowdown, token_check, version_warning)
 from hub.config import (GRAPH_API_VERSION, GRAPH_URL, ConfigNote, Duration, GraphUrl, GraphVersion, Settings)
 from hub.errors import NotModified, ParseError
-from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef, stable_media_url
+from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef, TokenCheck, stable_media_url
 from hub.sanitize import strip_tracking
 
 if TYPE_CHECKING:
@@ -108,6 +108,8 @@ class GraphSource:
     fields: ClassVar[str]  # the fields asked for each entry
     permission: ClassVar[str]  # the one to name when Meta does not say which is missing
     noun: ClassVar[str]  # "Seite", "Instagram-Konto": for messages
+    scopes: ClassVar[tuple[str, ...]]  # the permissions reading needs (`check_token` names those missing)
+    push_scopes: ClassVar[tuple[str, ...]] = ()  # ... and those the webhook needs, once it is set up
 
     # --- the config --------------------------------------------------------------------
 
@@ -123,6 +125,14 @@ class GraphSource:
             notes.append(ConfigNote("'appsecret_proof: true' needs the Facebook app's secret (hint: add a block "
                                     "`facebook: {app_id: \"...\", app_secret: ${FB_APP_SECRET}}` at the top level)",
                                     key="appsecret_proof"))
+        if fb and fb.verify_token and not fb.app_secret:
+            notes.append(ConfigNote("push needs facebook.app_secret: the webhook (/hooks/facebook) checks Meta's "
+                                    "signatures with it, and answers 503 until it is set (hint: app_secret: "
+                                    "${FB_APP_SECRET})", top=("facebook", "verify_token"), warning=True))
+        elif fb and not (fb.app_id and fb.app_secret):
+            notes.append(ConfigNote("without facebook.app_id and app_secret the hub can neither check page tokens "
+                                    "(expiry, permissions: `hub facebook check`, `hub sources`) nor make them "
+                                    "(`hub facebook pages`)", top=("facebook",), warning=True))
         if warning := version_warning(app.api_version, today):
             own = opts.api_version is not None
             notes.append(ConfigNote(warning, key="api_version" if own else None,
@@ -236,6 +246,28 @@ class GraphSource:
                 items.setdefault(item.external_id, item)
         return Parsed(items=tuple(items.values()), warnings=tuple(doc.get("warnings") or ()), complete=complete,
                       gone=tuple(dict.fromkeys(gone)), revive=True)
+
+    # --- the token ----------------------------------------------------------------------
+
+    def needed_scopes(self, opts: GraphOptions) -> tuple[str, ...]:
+        return self.scopes + (self.push_scopes if opts.app.push else ())
+
+    async def check_token(self, opts: GraphOptions, fetcher: Fetcher) -> TokenCheck | None:
+        """How the source's token stands (`debug_token`, asked with the app token): valid,
+        expiry, data access expiry, missing scopes. None when it cannot be asked: that needs
+        the app's id and secret (`facebook:` block).
+
+        Raises:
+            GraphError, FetchError: the check itself failed (a wrong app secret, the network).
+        """
+        if not (opts.app.app_id and opts.app.app_secret):
+            return None
+        info = await GraphClient(fetcher, opts.app).debug_token(opts.token)
+        return token_check(info, self.needed_scopes(opts), datetime.now(UTC), page_id=self.token_owner(opts))
+
+    def token_owner(self, opts: GraphOptions) -> str | None:
+        """The page a token must belong to, if the source says (Facebook: its page)."""
+        return None
 
     # --- for the subclasses --------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -204,3 +204,62 @@ class SourceRef:
     merchant_id: str
     language: str | None = None
     timezone: str = "Europe/Berlin"
+
+
+TOKEN_WARN_BEFORE = timedelta(days=14)  # a token (or its data access) ending this soon is a warning
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """How a source's access token stands, as the platform that issued it says (Facebook's
+    `debug_token`): a connector's optional `check_token(opts, fetcher) -> TokenCheck`. Holds
+    facts about the token, never the token itself; `warning(now)` judges them on a day."""
+
+    checked_at: datetime
+    valid: bool
+    expires_at: datetime | None = None  # None: never
+    data_access_expires_at: datetime | None = None  # None: never, or not said
+    scopes: tuple[str, ...] = ()  # what the token may do
+    missing: tuple[str, ...] = ()  # what the source needs and the token may not do
+    kind: str | None = None  # "PAGE", "USER", ...
+    problems: tuple[str, ...] = ()  # what else is wrong, in words (the token is for another page, ...)
+
+    def warnings(self, now: datetime) -> list[str]:
+        """What the project manager should know, each with what to do; [] when all is well."""
+        if not self.valid:
+            return ["Facebook-Zugang ungültig (laut Token-Prüfung vom "
+                    f"{self.checked_at.date().isoformat()}): der Händler muss die Seite neu verbinden, dann "
+                    "mit `hub facebook pages` ein neues Seiten-Token erzeugen", *self.problems]
+        found = []
+        if self.expires_at is not None and self.expires_at - now <= TOKEN_WARN_BEFORE:
+            found.append(f"Zugangs-Token {_ends(self.expires_at, now)}: ein neues Seiten-Token erzeugen "
+                         "(`hub facebook pages`) und access_token ersetzen")
+        if self.data_access_expires_at is not None and self.data_access_expires_at - now <= TOKEN_WARN_BEFORE:
+            found.append(f"Datenzugriff der App {_ends(self.data_access_expires_at, now)}: der Händler meldet "
+                         "sich einmal über die App bei Facebook an")
+        if self.missing:
+            found.append(f"Berechtigung fehlt: {', '.join(self.missing)}: der Händler verbindet die Seite neu "
+                         "und erlaubt sie")
+        return found + list(self.problems)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: _iso(v) if isinstance(v, datetime) else list(v) if isinstance(v, tuple) else v
+                for k, v in ((f, getattr(self, f)) for f in self.__slots__)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenCheck:
+        def moment(key: str) -> datetime | None:
+            return datetime.fromisoformat(data[key]) if data.get(key) else None
+
+        return cls(checked_at=moment("checked_at"), valid=bool(data.get("valid")), expires_at=moment("expires_at"),
+                   data_access_expires_at=moment("data_access_expires_at"), scopes=tuple(data.get("scopes") or ()),
+                   missing=tuple(data.get("missing") or ()), kind=data.get("kind"),
+                   problems=tuple(data.get("problems") or ()))
+
+
+def _ends(when: datetime, now: datetime) -> str:
+    day = when.date().isoformat()
+    if when <= now:
+        return f"ist am {day} abgelaufen"
+    days = -((now - when) // timedelta(days=1))  # whole days, rounded up: 4.9 days left are 5
+    return f"läuft am {day} ab ({'heute' if days == 0 else 'morgen' if days == 1 else f'in {days} Tagen'})"

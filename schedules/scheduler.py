@@ -1,4 +1,4 @@
-"""`hub run`'s background half: APScheduler 3 with six static jobs over state in the store.
+"""`hub run`'s background half: APScheduler 3 with seven static jobs over state in the store.
 
     fetch        every schedule.tick          claim due sources, fetch, plan (schedules/fetching.py)
     publish      every schedule.publish_tick  run due push channels (schedules/publishing.py)
@@ -7,6 +7,7 @@
     media        every 30 seconds             download new records' images (hub/media.py), and re-read
                                               once the entries whose image URL expired (hub/refresh.py)
     media-gc     every day                    remove images no record uses any more
+    tokens       every day                    ask how granted tokens stand (hub/tokens.py): expiry, scopes
 
 Never one job per source: a source's schedule is its `next_fetch_at` row. The jobs live in
 APScheduler's memory store and are added again at each start; what must survive a restart
@@ -32,6 +33,7 @@ from hub.pipeline import Pipeline
 from hub.refresh import refresh_expired_images
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore
+from hub.tokens import daily_check
 from schedules.clock import Clock, SystemClock
 from schedules.fetching import FetchDispatcher
 from schedules.maintenance import maintain
@@ -43,6 +45,7 @@ WEBSUB_EVERY = timedelta(minutes=10)
 MAINTENANCE_EVERY = timedelta(hours=1)
 MEDIA_EVERY = timedelta(seconds=30)
 MEDIA_GC_EVERY = timedelta(days=1)
+TOKENS_EVERY = timedelta(days=1)
 
 
 def process_owner() -> str:
@@ -78,6 +81,8 @@ class Scheduler:
         # issue 4: new records' images are downloaded soon after ingest; unused ones collected daily
         self._add("media", self._media, MEDIA_EVERY)
         self._add("media-gc", partial(collect_media_garbage, self.media), MEDIA_GC_EVERY)
+        # issue 12: a Facebook token running out, or lacking a permission, warns in time
+        self._add("tokens", partial(daily_check, self.settings, self.store, self.fetcher), TOKENS_EVERY)
         # The fetch tick runs every second; APScheduler's two INFO lines per run would drown the log.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._aps.start()

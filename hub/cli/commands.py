@@ -258,12 +258,15 @@ def sources(config: ConfigOpt = Path("config.yaml"),
             sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
         return
     table = Table(title="Sources")
-    for name in ("source", "merchant", "status", "items", "last fetch", "last success", "last error"):
+    for name in ("source", "merchant", "status", "items", "last fetch", "last success", "last error or warnings"):
         table.add_column(name)
     styles = {"ok": "green", "failing": "red", "new": "yellow"}
     for s in statuses:
+        notes = Text(s.last_error or "; ".join(s.warnings))
+        for warning in s.token_warnings:  # issue 12: the token runs out soon, lacks a permission
+            notes.append(("\n" if notes else "") + warning, style="yellow")
         table.add_row(s.id, s.merchant_id, f"[{styles.get(s.status, '')}]{s.status}[/]", str(s.items),
-                      when(s.last_fetch_at), when(s.last_ok_at), s.last_error or "; ".join(s.warnings))
+                      when(s.last_fetch_at), when(s.last_ok_at), notes)
     out.print(table)
     out.print(_schedule_table([(s.id, schedules[s.id]) for s in statuses]))
 

@@ -78,6 +78,7 @@ class Image:
     name: str
     width: int
     height: int
+    path: Path | None = None  # a real picture to serve; else one is drawn
 
 
 @dataclass
@@ -202,6 +203,7 @@ class FakeGraph:
         self.pages: dict[str, FakePage] = {}
         self.instagram: dict[str, FakeInstagram] = {}
         self.users: dict[str, list[str]] = {}  # user token -> page ids it manages
+        self.token_info: dict[str, dict[str, Any]] = {}  # token -> what debug_token says otherwise (`token`)
         self.withheld: set[str] = set()  # entries left out of lists (privacy filtering)
         self.images: dict[str, Image] = {}
         self.calls: Counter[str] = Counter()  # object id -> requests about it
@@ -241,6 +243,36 @@ class FakeGraph:
         name = name or f"{next(_ids)}_n.jpg"
         self.images[name] = Image(name, width, height)
         return _CDN_PREFIX + name
+
+    def photo_file(self, path: Path) -> str:
+        """A real picture on the fake CDN (the demo town's), by its file."""
+        from PIL import Image as Pillow  # only pictures from files need their size read
+
+        with Pillow.open(path) as picture:
+            width, height = picture.size
+        name = f"{next(_ids)}_{path.stem}_n.jpg"
+        self.images[name] = Image(name, width, height, path)
+        return _CDN_PREFIX + name
+
+    def token(self, token: str, *, valid: bool = True, expires_in: timedelta | None = None,
+              data_access_in: timedelta | None = timedelta(days=90), scopes: list[str] | None = None,
+              kind: str | None = None, profile_id: str | None = None) -> None:
+        """What `debug_token` says about `token` from now on (default: a valid page token
+        that never expires, data access for 90 days, every scope the hub asks for)."""
+        info: dict[str, Any] = {"is_valid": valid,
+                                "expires_at": int((self.now() + expires_in).timestamp()) if expires_in else 0,
+                                "data_access_expires_at": int((self.now() + data_access_in).timestamp())
+                                if data_access_in else 0}
+        if scopes is not None:
+            info["scopes"] = list(scopes)
+        if kind is not None:
+            info["type"] = kind
+        if profile_id is not None:
+            info["profile_id"] = profile_id
+        if not valid:
+            info["error"] = {"code": 190, "subcode": 460, "message": "The session has been invalidated because "
+                                                                     "the user changed their password."}
+        self.token_info[token] = info
 
     def media(self, ref: str) -> dict:
         image = self.images[ref.removeprefix(_CDN_PREFIX)]
@@ -396,9 +428,10 @@ class FakeGraph:
         valid = page is not None or token in self.users
         data = {"app_id": self.app_id, "type": "PAGE" if page else "USER", "is_valid": valid,
                 "expires_at": 0, "data_access_expires_at": int((self.now() + timedelta(days=90)).timestamp()),
-                "scopes": ["pages_show_list", "pages_read_engagement", "pages_manage_metadata"]}
+                "scopes": list(SCOPES)}
         if page is not None:
             data["profile_id"] = page.id
+        data.update(self.token_info.get(token, {}))
         return web.json_response({"data": data})
 
     async def _oauth(self, request: web.Request) -> web.Response:
@@ -512,6 +545,8 @@ class FakeGraph:
                 f"&oh=00_{_sign(path, expiry)}&oe={expiry}")
 
     def _jpeg(self, image: Image) -> bytes:
+        if image.name not in self._jpegs and image.path is not None:
+            self._jpegs[image.name] = image.path.read_bytes()
         if image.name not in self._jpegs:
             from PIL import Image as Pillow  # only the CDN route draws
 
@@ -523,6 +558,7 @@ class FakeGraph:
         return self._jpegs[image.name]
 
 
+SCOPES = ("pages_show_list", "pages_read_engagement", "pages_manage_metadata", "instagram_basic")  # debug_token's default
 _MESSAGES = {
     1: "An unknown error occurred", 2: "An unexpected error has occurred. Please retry your request later.",
     4: "(#4) Application request limit reached", 10: "(#10) This endpoint requires the 'pages_read_engagement' "
@@ -625,33 +661,48 @@ def load_fixtures(graph: FakeGraph, path: Path) -> None:
 
         {"app": {"id": "1234567890", "secret": "..."},
          "pages": [{"id": "104523984512345", "name": "Bäckerei Schmitz", "token": "EAAB-demo",
-                    "posts": [{"message": "...", "age": "2h", "photos": [[720, 540]], "album": [[720, 720], ...],
-                               "share": ["https://...", "Titel", "Beschreibung"], "event": ["https://...", "Titel"],
+                    "posts": [{"message": "...", "age": "2h", "photos": [[720, 540], "img/brot.jpg"],
+                               "album": [[720, 720], ...], "share": ["https://...", "Titel", "Beschreibung"],
+                               "event": ["https://...", "Titel"], "video": "img/film.jpg",
                                "place": {"name": "...", "location": {...}}, "hidden": false}],
                     "instagram": {"id": "17841400000000000", "username": "baeckerei",
-                                  "media": [{"caption": "...", "age": "1d", "kind": "IMAGE"}]}}],
-         "users": {"EAAB-user": ["104523984512345"]}}
+                                  "media": [{"caption": "...", "age": "1d", "kind": "IMAGE", "picture": "img/x.jpg",
+                                             "children": ["IMAGE", ["IMAGE", "img/y.jpg"]]}]}}],
+         "users": {"EAAB-user": ["104523984512345"]},
+         "tokens": {"EAAB-demo": {"expires_in": "30d", "scopes": ["pages_show_list"]}}}
 
-    Ages are relative to the moment the server starts, so a demo never ages."""
+    A picture is a size ([width, height]: one is drawn) or a file relative to the fixtures
+    (served as it is). Ages are relative to the moment the server starts, so a demo never
+    ages. `tokens` changes what debug_token says about a token (see `FakeGraph.token`)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     graph.app_id = (data.get("app") or {}).get("id", graph.app_id)
     graph.app_secret = (data.get("app") or {}).get("secret", graph.app_secret)
+
+    def picture(ref: Any) -> str:
+        return graph.photo_file(path.parent / ref) if isinstance(ref, str) else graph.photo(None, *ref)
+
     for raw in data.get("pages", []):
         page = graph.add_page(str(raw["id"]), raw["token"], raw.get("name", "Seite"))
         for p in raw.get("posts", []):
             page.post(p.get("message"), age=age(p.get("age", "0h")), story=p.get("story"), place=p.get("place"),
-                      photos=[graph.photo(None, *size) for size in p.get("photos", [])],
-                      album=[graph.photo(None, *size) for size in p.get("album", [])],
+                      photos=[picture(ref) for ref in p.get("photos", [])],
+                      album=[picture(ref) for ref in p.get("album", [])],
                       share=tuple(p["share"]) if p.get("share") else None,
                       event=tuple(p["event"]) if p.get("event") else None,
+                      video=picture(p["video"]) if p.get("video") else None,
                       hidden=p.get("hidden", False), published=p.get("published", True))
         if ig := raw.get("instagram"):
             account = graph.add_instagram(str(ig["id"]), ig.get("token", raw["token"]), ig.get("username", "laden"), page)
             for m in ig.get("media", []):
+                children = [(c, graph.photo()) if isinstance(c, str) else (c[0], picture(c[1]))
+                            for c in m.get("children", [])]
                 account.medium(m.get("caption"), age=age(m.get("age", "0h")), kind=m.get("kind", "IMAGE"),
-                               children=[(k, graph.photo()) for k in m.get("children", [])])
+                               picture=picture(m["picture"]) if m.get("picture") else None, children=children)
     for token, pages in (data.get("users") or {}).items():
         graph.users[token] = [str(p) for p in pages]
+    for token, info in (data.get("tokens") or {}).items():
+        graph.token(token, expires_in=age(info["expires_in"]) if info.get("expires_in") else None,
+                    scopes=info.get("scopes"), valid=info.get("valid", True))
 
 
 def main(argv: list[str] | None = None, wait: Callable[[], None] | None = None) -> None:

@@ -27,6 +27,7 @@ from hub.errors import HOLDING, StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
 from hub.store.bulk import placeholders, sqlite_datetime, to_json
 from hub.store.holds import HOLDS
+from hub.store.tokens import TOKEN_CHECKS, check_from
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
 
@@ -103,6 +104,10 @@ class SourceStatus:
     # e.g. the merchant reconnect: `last_error` says what to do); None when it is not held.
     held: str | None = None
     held_at: datetime | None = None
+    # What the last check of the source's access token found worth a warning (it runs out
+    # within 14 days, lacks a permission; issue 12). Never marks the source as failing.
+    token_warnings: list[str] = field(default_factory=list)
+    token_checked_at: datetime | None = None
 
 
 class Store:
@@ -194,16 +199,30 @@ class Store:
     def source_statuses(self) -> list[SourceStatus]:
         counts = (select(ITEMS.c.source_id, func.count().label("n")).where(ITEMS.c.deleted_at.is_(None))
                   .group_by(ITEMS.c.source_id).subquery())
-        query = (select(SOURCES, func.coalesce(counts.c.n, 0).label("items"), HOLDS.c.hold, HOLDS.c.held_at)
+        # A token check applies while the source's options are those it was made with.
+        checks = TOKEN_CHECKS.outerjoin(HOLDS, HOLDS.c.source_id == TOKEN_CHECKS.c.source_id)
+        current = (select(TOKEN_CHECKS.c.source_id, TOKEN_CHECKS.c.result).select_from(checks)
+                   .where(TOKEN_CHECKS.c.fingerprint.is_not_distinct_from(HOLDS.c.fingerprint)).subquery())
+        query = (select(SOURCES, func.coalesce(counts.c.n, 0).label("items"), HOLDS.c.hold, HOLDS.c.held_at,
+                        current.c.result.label("token_check"))
                  .select_from(SOURCES.outerjoin(counts, counts.c.source_id == SOURCES.c.id)
-                              .outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id))
+                              .outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id)
+                              .outerjoin(current, current.c.source_id == SOURCES.c.id))
                  .order_by(SOURCES.c.merchant_id, SOURCES.c.id))
+        now = utcnow()
         with self.engine.connect() as conn:
-            return [SourceStatus(id=r.id, merchant_id=r.merchant_id, connector=r.connector, status=r.status,
-                                 last_fetch_at=r.last_fetch_at, last_ok_at=r.last_ok_at, last_error=r.last_error,
-                                 error_count=r.error_count, warnings=json.loads(r.warnings or "[]"),
-                                 next_fetch_at=r.next_fetch_at, items=r.items, held=r.hold, held_at=r.held_at)
-                    for r in conn.execute(query)]
+            rows = conn.execute(query).all()
+        statuses = []
+        for r in rows:
+            check = check_from(r.token_check)
+            statuses.append(SourceStatus(
+                id=r.id, merchant_id=r.merchant_id, connector=r.connector, status=r.status,
+                last_fetch_at=r.last_fetch_at, last_ok_at=r.last_ok_at, last_error=r.last_error,
+                error_count=r.error_count, warnings=json.loads(r.warnings or "[]"), next_fetch_at=r.next_fetch_at,
+                items=r.items, held=r.hold, held_at=r.held_at,
+                token_warnings=check.warnings(now) if check else [],
+                token_checked_at=check.checked_at if check else None))
+        return statuses
 
     # --- writing what connectors read ------------------------------------------------
 

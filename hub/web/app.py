@@ -87,11 +87,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         configured = {s.id for _, s in settings.sources()}
         mine = [s for s in statuses if s.id in configured]
         failing = [s for s in mine if s.status == "failing"]
+        warned = [s for s in mine if s.token_warnings]  # worth a look, not failing (issue 12)
         body = {"status": "degraded" if failing else "ok", "items": store.count_items(),
                 "sources": {"total": len(configured), "healthy": sum(s.status == "ok" for s in mine),
                             "failing": len(failing), "never_fetched": sum(s.status == "new" for s in mine),
-                            "waiting_for_a_person": sum(s.held is not None for s in failing)},
-                "failing_sources": [_failing(s) for s in failing]}
+                            "waiting_for_a_person": sum(s.held is not None for s in failing),
+                            "with_warnings": len(warned)},
+                "failing_sources": [_failing(s) for s in failing],
+                "warnings": [_warned(s) for s in warned]}
         return JSONResponse(body)
 
     @app.get("/media/{shard}/{sha}/{name}")
@@ -129,6 +132,12 @@ def _failing(s: SourceStatus) -> dict:
     return {"id": s.id, "merchant": s.merchant_id, "connector": s.connector, "error": s.last_error,
             "failures": s.error_count, "last_success": s.last_ok_at.isoformat() if s.last_ok_at else None,
             "waiting_for_a_person": s.held is not None}
+
+
+def _warned(s: SourceStatus) -> dict:
+    """A source whose token needs attention soon (it still works): what and what to do."""
+    return {"id": s.id, "merchant": s.merchant_id, "connector": s.connector, "warnings": s.token_warnings,
+            "checked_at": s.token_checked_at.isoformat() if s.token_checked_at else None}
 
 
 def _listing(request: Request, templates: Jinja2Templates, store: Store, media: MediaStore, *, page: int,
