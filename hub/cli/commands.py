@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
+from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
 from hub.config import Settings
 from hub.http import Fetcher
@@ -241,6 +242,7 @@ def _report_table(reports: list[SourceReport]) -> Table:
 
 
 app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
+app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
 
 
 @app.command()
