@@ -25,6 +25,7 @@ from hub.http import Fetcher
 from hub.media import MediaStore, Picture
 from hub.store import SourceStatus, Store
 from hub.web import formatting
+from hub.web.facebook import facebook_router
 from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
@@ -52,6 +53,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     templates = _templates(settings, store, media)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(websub_router(settings, store))
+    app.include_router(facebook_router(settings, store))  # issue 12: Meta's page webhook
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -66,7 +66,7 @@ def websub_router(settings: Settings, store: Store) -> APIRouter:
     async def deliver(source_id: str, request: Request) -> Response:
         if source_id not in sources:
             return Response(status_code=410)
-        body = await _capped_body(request, settings.fetcher.max_body_bytes)
+        body = await capped_body(request, settings.fetcher.max_body_bytes)
         sub = await asyncio.to_thread(plans.subscription, source_id)
         if sub is None or sub.state not in ("pending", "live") or \
                 not signature_ok(sub.secret, request.headers.get("x-hub-signature"), body):
@@ -82,7 +82,7 @@ def websub_router(settings: Settings, store: Store) -> APIRouter:
     return router
 
 
-async def _capped_body(request: Request, cap: int) -> bytes:
+async def capped_body(request: Request, cap: int) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
