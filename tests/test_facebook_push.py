@@ -390,3 +390,49 @@ def test_hub_facebook_check_prints_a_table_and_records_the_answers(graph, tmp_pa
     bare = write_config(tmp_path, graph, {"schmitz": [fb(PAGE_A, TOKEN_A)]})
     refused = CliRunner().invoke(cli, ["facebook", "check", "-c", str(bare)])
     assert refused.exit_code == 2 and "app_id|app_secret" in refused.stderr
+
+
+# --- under hub run --------------------------------------------------------------------------------
+
+def test_under_hub_run_a_notified_post_is_on_the_page_within_seconds(graph, tmp_path):
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
+
+    from tests.test_schedule_processes import HubRun, wait_until
+
+    page = graph.add_page(PAGE_A, TOKEN_A, "Bäckerei Schmitz")
+    page.post("Guten Morgen aus der Backstube!", age=timedelta(hours=3))
+    path = write_config(tmp_path, graph, {"schmitz": [fb(PAGE_A, TOKEN_A)]}, facebook=APP)
+    run = HubRun(path)
+    base = f"http://127.0.0.1:{run.port}"
+
+    def health() -> dict:
+        try:
+            return json.load(urlopen(f"{base}/healthz", timeout=2))
+        except OSError:
+            return {}
+
+    def post_hook(body: bytes, headers: dict[str, str]) -> int:
+        try:
+            return urlopen(Request(f"{base}/hooks/facebook", data=body, headers=headers), timeout=5).status
+        except HTTPError as exc:
+            return exc.code
+
+    try:
+        wait_until(lambda: health().get("sources", {}).get("healthy") == 1, 30)  # the first sync is done
+        polls = graph.calls[PAGE_A]
+        post = page.post("Heute neu: Quarkstollen mit Rosinen", age=timedelta(seconds=1))
+        body = notification(PAGE_A, change(post))
+        assert post_hook(body, signed(body, "not the app secret")) == 403
+        time.sleep(1)
+        assert "Quarkstollen" not in urlopen(base, timeout=5).read().decode()
+        started = time.monotonic()
+        assert post_hook(body, signed(body)) == 200
+        wait_until(lambda: "Quarkstollen" in urlopen(base, timeout=5).read().decode(), 10)
+        seconds = time.monotonic() - started
+        assert graph.calls[PAGE_A] == polls  # the push read the post, not the page
+    finally:
+        code, output = run.stop()
+    assert seconds < 5, output
+    assert "Facebook push for schmitz-facebook: ok, 1 new" in output
+    assert "Traceback" not in output and TOKEN_A not in output, output
