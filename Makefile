@@ -19,8 +19,22 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# The demo's Facebook page and Instagram account come from a fake Graph API on this machine
+# (hub/demo/graphapi.py). When the config uses it (HUB_DEMO_GRAPH_URL), `make run` starts it
+# in the background, waits until it listens, and stops it when the hub ends.
+DEMO_GRAPH_PORT ?= 8790
+DEMO_GRAPH_LOG  := $(VENV)/demo-graph.log
+
 run: setup
-	$(BIN)/hub run -c $(CONFIG) --host $(HOST) --port $(PORT)
+	@if grep -q HUB_DEMO_GRAPH_URL $(CONFIG); then \
+	  $(BIN)/python -m hub.demo.graphapi --port $(DEMO_GRAPH_PORT) --fixtures hub/demo/musterstadt/facebook.json \
+	    >$(DEMO_GRAPH_LOG) 2>&1 & graph=$$!; \
+	  trap 'kill $$graph 2>/dev/null' EXIT INT TERM; \
+	  until grep -q "fake Graph API at" $(DEMO_GRAPH_LOG); do \
+	    kill -0 $$graph 2>/dev/null || { cat $(DEMO_GRAPH_LOG); exit 1; }; sleep 0.1; done; \
+	  cat $(DEMO_GRAPH_LOG); \
+	fi; \
+	HUB_DEMO_GRAPH_URL=http://127.0.0.1:$(DEMO_GRAPH_PORT) $(BIN)/hub run -c $(CONFIG) --host $(HOST) --port $(PORT)
 
 # The suite runs twice: today, and with every test's clock a year ahead (--clock-ahead), so
 # nothing passes only because of the day it runs on.

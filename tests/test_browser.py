@@ -17,6 +17,8 @@ from urllib.request import urlopen
 
 import pytest
 
+from tests.demo_graph import demo_graph
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
@@ -32,9 +34,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
+def demo_graph_env():
+    with demo_graph() as env:  # the bakery's Facebook page and Instagram account, as `make run` serves them
+        yield env
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory, demo_graph_env):
     tmp = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "HUB_STORE_URL": f"sqlite:///{tmp / 'hub.db'}", "HUB_DATA_DIR": str(tmp / "data")}
+    env = {**os.environ, **demo_graph_env, "HUB_STORE_URL": f"sqlite:///{tmp / 'hub.db'}",
+           "HUB_DATA_DIR": str(tmp / "data")}
     hub = [sys.executable, "-m", "hub"]
     fetched = subprocess.run([*hub, "fetch", "-c", "config.example.yaml"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)

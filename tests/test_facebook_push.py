@@ -349,8 +349,9 @@ def test_hub_facebook_pages_prints_page_tokens_as_env_lines_and_source_snippets(
     lines = done.stdout.splitlines()
     assert f"FB_TOKEN_BAECKEREI_SCHMITZ={TOKEN_A}" in lines and f"FB_TOKEN_CAFE_ZUCKERSTUECK={TOKEN_B}" in lines
     assert all(line.startswith(("#", "FB_TOKEN_")) or not line for line in lines)  # an env file as it is
-    assert f'#   - {{connector: facebook, page_id: "{PAGE_A}", access_token: "${{FB_TOKEN_BAECKEREI_SCHMITZ}}"}}' in lines
-    assert f'#   - {{connector: instagram, ig_user_id: "{IG_A}", access_token: "${{FB_TOKEN_BAECKEREI_SCHMITZ}}"}}' in lines
+    variable = "${FB_TOKEN_BAECKEREI_SCHMITZ}"
+    assert f'#   - {{connector: facebook, page_id: "{PAGE_A}", access_token: "{variable}"}}' in lines
+    assert f'#   - {{connector: instagram, ig_user_id: "{IG_A}", access_token: "{variable}"}}' in lines
     assert "already configured as source schmitz-facebook" in done.stdout
     assert "the page token expires: never" in done.stdout
     assert TOKEN_A not in done.stderr and "EAAB-short-lived" not in done.stderr

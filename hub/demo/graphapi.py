@@ -673,8 +673,21 @@ def load_fixtures(graph: FakeGraph, path: Path) -> None:
 
     A picture is a size ([width, height]: one is drawn) or a file relative to the fixtures
     (served as it is). Ages are relative to the moment the server starts, so a demo never
-    ages. `tokens` changes what debug_token says about a token (see `FakeGraph.token`)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    ages. Instead of an `age`, an entry may say when it was made (`"created":
+    "2026-11-21T10:42:00+01:00"`) in a file that names its demo anchor, as the demo town's
+    feeds do (`"_hub_demo": {"dates_relative_to": ...}` near the top, see hub/demo_dates.py):
+    its times and the German dates in its texts then move to the day the server starts, in
+    step with the feeds. `post_id` and `media_id` fix an entry's id. `tokens` changes what
+    debug_token says about a token (see `FakeGraph.token`)."""
+    from hub.demo_dates import redate_at  # the demo town's dates, moved to today
+
+    now = graph.now()
+    data = json.loads(redate_at(path.read_bytes(), now).decode("utf-8"))
+
+    def ago(entry: dict) -> timedelta:
+        if entry.get("created"):
+            return max(timedelta(0), now - datetime.fromisoformat(entry["created"]))
+        return age(entry.get("age", "0h"))
     graph.app_id = (data.get("app") or {}).get("id", graph.app_id)
     graph.app_secret = (data.get("app") or {}).get("secret", graph.app_secret)
 
@@ -684,8 +697,8 @@ def load_fixtures(graph: FakeGraph, path: Path) -> None:
     for raw in data.get("pages", []):
         page = graph.add_page(str(raw["id"]), raw["token"], raw.get("name", "Seite"))
         for p in raw.get("posts", []):
-            page.post(p.get("message"), age=age(p.get("age", "0h")), story=p.get("story"), place=p.get("place"),
-                      photos=[picture(ref) for ref in p.get("photos", [])],
+            page.post(p.get("message"), age=ago(p), post_id=p.get("post_id"), story=p.get("story"),
+                      place=p.get("place"), photos=[picture(ref) for ref in p.get("photos", [])],
                       album=[picture(ref) for ref in p.get("album", [])],
                       share=tuple(p["share"]) if p.get("share") else None,
                       event=tuple(p["event"]) if p.get("event") else None,
@@ -696,7 +709,8 @@ def load_fixtures(graph: FakeGraph, path: Path) -> None:
             for m in ig.get("media", []):
                 children = [(c, graph.photo()) if isinstance(c, str) else (c[0], picture(c[1]))
                             for c in m.get("children", [])]
-                account.medium(m.get("caption"), age=age(m.get("age", "0h")), kind=m.get("kind", "IMAGE"),
+                account.medium(m.get("caption"), age=ago(m), media_id=m.get("media_id"),
+                               kind=m.get("kind", "IMAGE"),
                                picture=picture(m["picture"]) if m.get("picture") else None, children=children)
     for token, pages in (data.get("users") or {}).items():
         graph.users[token] = [str(p) for p in pages]
