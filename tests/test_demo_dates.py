@@ -88,7 +88,8 @@ def test_a_marker_that_cannot_be_read_says_so(marker):
 # --- the demo town through the fetcher ------------------------------------------------------
 
 def _demo_files() -> list[Path]:
-    return sorted(p for p in DEMO.iterdir() if p.suffix in (".xml", ".json", ".rdf"))
+    """The demo feeds (facebook.json is no feed: the fake Graph API's fixtures)."""
+    return sorted(p for p in DEMO.iterdir() if p.suffix in (".xml", ".json", ".rdf") and p.name != "facebook.json")
 
 
 async def _read_demo(now: datetime) -> list[Item]:
@@ -105,7 +106,7 @@ async def _read_demo(now: datetime) -> list[Item]:
 
 
 def test_every_demo_feed_declares_the_same_anchor():
-    anchors = {p.name: find_anchor(p.read_bytes()) for p in _demo_files()}
+    anchors = {p.name: find_anchor(p.read_bytes()) for p in [*_demo_files(), DEMO / "facebook.json"]}
     assert len(anchors) == 12 and set(anchors.values()) == {ANCHOR}
 
 
@@ -122,7 +123,7 @@ DAYS = {
 @pytest.mark.parametrize("now", DAYS.values(), ids=DAYS.keys())
 async def test_the_demo_town_has_fresh_news_and_events_ahead_on_any_day(now):
     items = await _read_demo(now)
-    assert len(items) == 85
+    assert len(items) == 82
 
     published = sorted((i.published for i in items), reverse=True)
     assert published[0] <= now  # nothing from the future ...
@@ -134,6 +135,30 @@ async def test_the_demo_town_has_fresh_news_and_events_ahead_on_any_day(now):
     assert len(ahead) >= 15
     assert sum(d <= timedelta(days=7) for d in ahead) >= 3  # this week
     assert sum(timedelta(days=7) < d <= timedelta(days=35) for d in ahead) >= 10  # the weeks after
+
+
+@pytest.mark.parametrize("now", DAYS.values(), ids=DAYS.keys())
+def test_the_bakerys_facebook_page_and_instagram_account_move_with_the_day_too(now):
+    """The fake Graph API's demo fixtures (facebook.json) name the same anchor: the posts
+    are as fresh as the feeds' and the events they announce as far ahead, on any day."""
+    from connectors.facebook import post_to_item
+    from connectors.instagram import media_to_item
+    from hub.demo.graphapi import FakeGraph, load_fixtures
+    from hub.models import Parsed
+
+    graph = FakeGraph()
+    graph.time_offset = now - datetime.now(UTC)  # the server's clock says `now`
+    load_fixtures(graph, DEMO / "facebook.json")
+    page, account = graph.pages["104523984512345"], graph.instagram["17841400000000000"]
+    ref = SourceRef(id="schmitz", merchant_id="baeckerei-schmitz")
+    items = [post_to_item(p, ref, "") for p in page.posts] + [media_to_item(m, ref, "") for m in account.media]
+    items = normalize_parsed(Parsed(tuple(i for i in items if i)), "Europe/Berlin").items
+    assert len(items) == 8  # the hidden post is not among them
+    published = sorted((i.published for i in items), reverse=True)
+    assert published[0] <= now + timedelta(seconds=5) and now - published[0] < timedelta(days=1)
+    events = {i.title: i.event.start - now for i in items if i.kind == Kind.EVENT}
+    assert set(events) == {"Stollenanschnitt auf dem Marktplatz!", "🍪 Schaubacken für Kinder!"}
+    assert all(timedelta(days=5) < ahead < timedelta(days=14) for ahead in events.values())
 
 
 @pytest.mark.asyncio
