@@ -170,6 +170,7 @@ class MerchantConfig(Strict):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
     category: str | None = None
+    district: str | None = None  # the Ortsteil, in towns with several: the pages' and feeds' ?district=
     website: str | None = None
     language: str | None = None
     sources: list[dict[str, Any]] = []

@@ -119,6 +119,12 @@ def canonical(origins: Sequence[Origin], image_sizes: Mapping[str, tuple[int, in
     return item, chosen
 
 
+def tag_key(tag: str) -> str:
+    """A tag as filters compare it: spaces collapsed, a leading "#" dropped, case folded
+    ("#Adventsmarkt" and "adventsmarkt" are one tag). Stored so (hub.store.records)."""
+    return " ".join(tag.strip().lstrip("#").split()).casefold()
+
+
 def kind_of(event: Event | None, offer: Offer | None, kind: Kind) -> Kind:
     """An item with event data is an event, one with offer data an offer, whatever its
     source called it."""

@@ -12,20 +12,23 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from itertools import combinations
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Literal, Sequence
 
-from sqlalchemy import Engine, case, func, or_, select, update
+from sqlalchemy import Engine, case, false, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
 from hub.models import Item
-from hub.records import Origin, Record, Revision, canonical
+from hub.records import Origin, Record, Revision, canonical, tag_key
 from hub.store.mediadb import MediaIndex
 from hub.store.bulk import new_ids, placeholders
+from hub.store.tables import ItemTagRow
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
                                  multi_source_merchants, paused_gc, prepare)
 
 BACKFILL_BATCH = 1000
+TAGS = ItemTagRow.__table__
+Order = Literal["newest", "event_start"]  # listings newest first; a calendar by start
 
 
 class Records:
@@ -68,6 +71,7 @@ class Records:
                 elif key is not None and item.external_id in wanted_changed:
                     changed.append((key, item, outcome.at))
             gone += [ids[(outcome.source_id, ext)] for ext in result.gone if (outcome.source_id, ext) in ids]
+        _write_tags(conn, new, changed)
         placed = _with_origin(conn, [i for i, _, _ in new])  # another writer placed it first
         changed += [n for n in new if n[0] in placed]
         new = [n for n in new if n[0] not in placed]
@@ -90,14 +94,43 @@ class Records:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 50, offset: int = 0, **filters: Any) -> list[Record]:
-        """Records newest first; `filters` as for `_conditions`. By default what residents
-        see: published, not removed, not expired."""
+    def list(self, *, limit: int = 50, offset: int = 0, order: Order = "newest", **filters: Any) -> list[Record]:
+        """Records newest first (`order="event_start"`: events by their start); `filters` as
+        for `_conditions`. By default what residents see: published, not removed, not expired."""
         conditions = self._conditions(**filters)
-        query = (select(RECORDS).where(*conditions).order_by(RECORDS.c.sort_at.desc(), RECORDS.c.id.desc())
-                 .limit(limit).offset(offset))
+        query = select(RECORDS).where(*conditions).order_by(*_ORDER[order]).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return self._load(conn, conn.execute(query).all())
+
+    def marks(self, *, limit: int = 50, order: Order = "newest", **filters: Any) -> list[tuple[int, datetime]]:
+        """(id, changed_at) of what `list` would show with the same arguments, without
+        loading it: what a feed's ETag is made of (an edit, a removal, a newcomer changes it)."""
+        query = (select(RECORDS.c.id, RECORDS.c.changed_at).where(*self._conditions(**filters))
+                 .order_by(*_ORDER[order]).limit(limit))
+        with self.engine.connect() as conn:
+            return [(r.id, r.changed_at) for r in conn.execute(query)]
+
+    def last_change(self, now: datetime | None = None) -> datetime | None:
+        """The last moment any record changed for residents: edited, added, approved, hidden,
+        removed (all set `changed_at`) or expired (`expires_at` passed). Two index look-ups.
+        No listing can have changed since, whatever its filters: a safe Last-Modified."""
+        now = now or datetime.now(timezone.utc)
+        with self.engine.connect() as conn:
+            changed = conn.execute(select(func.max(RECORDS.c.changed_at))).scalar()
+            expired = conn.execute(select(func.max(RECORDS.c.expires_at)).where(RECORDS.c.expires_at <= now)).scalar()
+        return max(filter(None, (changed, expired)), default=None)
+
+    def edits(self, record_ids: Collection[int]) -> dict[int, int]:
+        """record id -> how many revisions it has (merges, edits, status changes, ...): a
+        number that only grows, the SEQUENCE a calendar entry needs (hub.web.feeds)."""
+        found: dict[int, int] = {}
+        ids = list(record_ids)
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                query = (select(REVISIONS.c.record_id, func.count()).where(REVISIONS.c.record_id.in_(ids[start:start + 1000]))
+                         .group_by(REVISIONS.c.record_id))
+                found.update(conn.execute(query).all())
+        return found
 
     def first_origins(self, *, channel: str | None = None, now: datetime | None = None):
         """A subquery of one live item per record residents may see (published, not removed,
@@ -144,10 +177,19 @@ class Records:
     def _conditions(self, *, merchant_id: str | None = None, source_id: str | None = None,
                     kind: str | None = None, q: str | None = None, status: str | None = "published",
                     removed: bool = False, expired: bool = False, channel: str | None = None,
-                    now: datetime | None = None) -> list:
+                    now: datetime | None = None, merchants: Collection[str] | None = None,
+                    kinds: Collection[str] | None = None, tags: Collection[str] | None = None,
+                    starts_from: datetime | None = None, starts_until: datetime | None = None) -> list:
         """`merchant_id`/`source_id`: records with an origin from there; `q`: every word in
         some live origin's title, summary or text; `status` None: any; `removed`/`expired`:
-        include those; `channel`: within that channel's per-merchant daily quotas."""
+        include those; `channel`: within that channel's per-merchant daily quotas.
+
+        The filters of the pages and feeds (hub.web.filters), each None for "any", an empty
+        collection for "none": `merchants`, records with an origin from one of them; `kinds`,
+        one of these kinds; `tags`, a live origin carries one of them (folded, by index);
+        `starts_from`/`starts_until`: events starting then (inclusive, exclusive).
+        Quotas count what residents may see at all, before these filters: a post over its
+        merchant's quota stays hidden on a filtered page too."""
         now = now or datetime.now(timezone.utc)
         conditions = []
         if not removed:
@@ -156,6 +198,9 @@ class Records:
             conditions.append(RECORDS.c.status == status)
         if not expired:
             conditions.append(or_(RECORDS.c.expires_at.is_(None), RECORDS.c.expires_at > now))
+        quotas = self.rules.quotas(channel) if channel else {}
+        if quotas:
+            conditions.append(RECORDS.c.id.in_(_within_quota(quotas, list(conditions))))
         if kind:
             conditions.append(RECORDS.c.kind == kind)
         if merchant_id:  # the club's page shows the concert the town calendar also lists
@@ -164,9 +209,7 @@ class Records:
             conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.source_id == source_id)))
         for word in (q or "").split():
             conditions.append(RECORDS.c.id.in_(_matching(word)))
-        quotas = self.rules.quotas(channel) if channel else {}
-        if quotas:
-            conditions.append(RECORDS.c.id.in_(_within_quota(quotas, conditions)))
+        conditions += _filters(merchants, kinds, tags, starts_from, starts_until)
         return conditions
 
     def _load(self, conn: Connection, rows: Sequence[Any]) -> list[Record]:
@@ -264,6 +307,48 @@ def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:
         return set()
     sql = f"SELECT item_id FROM record_origins WHERE item_id IN ({placeholders(conn, len(item_ids))})"
     return {item_id for item_id, in conn.exec_driver_sql(sql, tuple(item_ids))}
+
+
+_ORDER = {"newest": (RECORDS.c.sort_at.desc(), RECORDS.c.id.desc()),
+          "event_start": (RECORDS.c.event_start, RECORDS.c.id)}
+
+
+def _filters(merchants: Collection[str] | None, kinds: Collection[str] | None, tags: Collection[str] | None,
+             starts_from: datetime | None, starts_until: datetime | None) -> list:
+    conditions = []
+    if merchants is not None:
+        conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.merchant_id.in_(list(merchants))))
+                          if merchants else false())
+    if kinds is not None:
+        conditions.append(RECORDS.c.kind.in_(list(kinds)) if kinds else false())
+    if tags is not None:
+        keys = sorted({tag_key(t) for t in tags} - {""})
+        conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).join(TAGS, TAGS.c.item_id == ORIGINS.c.item_id)
+                                           .where(TAGS.c.tag.in_(keys), ORIGINS.c.live)) if keys else false())
+    if starts_from is not None or starts_until is not None:
+        conditions.append(RECORDS.c.event_start.is_not(None))
+    if starts_from is not None:
+        conditions.append(RECORDS.c.event_start >= starts_from)
+    if starts_until is not None:
+        conditions.append(RECORDS.c.event_start < starts_until)
+    return conditions
+
+
+def _write_tags(conn: Connection, new: Sequence[tuple[int, Item, datetime]],
+                changed: Sequence[tuple[int, Item, datetime]]) -> None:
+    """Keep `item_tags` in step with the items this batch stored or changed (driver level,
+    like the items: a batch holds thousands). Another writer may have stored a new item's
+    tags first: the same rows, kept."""
+    if changed:
+        ids = [item_id for item_id, _, _ in changed]
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            conn.exec_driver_sql(f"DELETE FROM item_tags WHERE item_id IN ({placeholders(conn, len(chunk))})",
+                                 tuple(chunk))
+    rows = sorted({(item_id, key) for item_id, item, _ in [*new, *changed] for key in map(tag_key, item.tags) if key})
+    if rows:
+        conn.exec_driver_sql(f"INSERT INTO item_tags (item_id, tag) VALUES ({placeholders(conn, 2)}) "
+                             "ON CONFLICT DO NOTHING", rows)
 
 
 def _matching(word: str):

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
 from hub.store.holds import HOLDS
 from hub.store.placement import COMMON, KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
+from hub.store.records import TAGS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
 log = logging.getLogger("hub.maintenance")
@@ -318,7 +319,7 @@ class ScheduleStore:
 
     def forget_deleted(self, before: datetime) -> int:
         """Delete items tombstoned before `before`, with everything that points at them:
-        deliveries, their origin in a record, identity keys and remembered splits; then the
+        deliveries, their origin in a record, identity keys, tags and remembered splits; then the
         records left without any origin (removed long ago), with their revisions, and the
         notes of identity keys that became common before then (they are about posts and
         events of days long past; a key noted again is merely capped again). By then no
@@ -330,6 +331,7 @@ class ScheduleStore:
             conn.execute(delete(DELIVERIES).where(DELIVERIES.c.item_id.in_(old)))
             conn.execute(delete(ORIGINS).where(ORIGINS.c.item_id.in_(old)))
             conn.execute(delete(KEYS).where(KEYS.c.item_id.in_(old)))
+            conn.execute(delete(TAGS).where(TAGS.c.item_id.in_(old)))
             conn.execute(delete(SPLITS).where(or_(SPLITS.c.item_a.in_(old), SPLITS.c.item_b.in_(old))))
             forgotten = conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
             conn.execute(delete(REVISIONS).where(REVISIONS.c.record_id.in_(orphaned)))

@@ -164,7 +164,14 @@ class RecordRow(SQLModel, table=True):
     here are what listing, filtering and the revision diff need."""
 
     __tablename__ = "records"
-    __table_args__ = (Index("ix_records_listing", "status", "removed_at", "sort_at"),)
+    __table_args__ = (
+        Index("ix_records_listing", "status", "removed_at", "sort_at"),
+        # Migration 0009 (feeds out): the calendar's events by start; the newest change and
+        # the latest expiry, which date every feed's Last-Modified (hub.web.feeds).
+        Index("ix_records_events", "kind", "event_start"),
+        Index("ix_records_changed", "changed_at"),
+        Index("ix_records_expires", "expires_at"),
+    )
 
     id: Optional[int] = Field(default=None, primary_key=True)
     kind: str
@@ -197,6 +204,9 @@ class RecordOriginRow(SQLModel, table=True):
               postgresql_where=text("url_key IS NOT NULL")),
         Index("ix_record_origins_media_pending", "media_pending", sqlite_where=text("media_pending = 1"),
               postgresql_where=text("media_pending")),
+        # The records of a merchant (pages and feeds filtered by merchant, category, district;
+        # migration 0009).
+        Index("ix_record_origins_merchant", "merchant_id", "record_id"),
     )
 
     item_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -222,6 +232,18 @@ class RecordOriginRow(SQLModel, table=True):
     score: float
     matched_item_id: Optional[int] = None
     linked_at: datetime = _required_dt()
+
+
+class ItemTagRow(SQLModel, table=True):
+    """An item's tags, folded (`hub.records.tag_key`), one row each (migration 0009): the tag
+    filter of the pages and feeds looks records up by tag through their live origins, never
+    reading every item's JSON list. Written with the item (hub.store.records)."""
+
+    __tablename__ = "item_tags"
+    __table_args__ = (Index("ix_item_tags_tag", "tag", "item_id"),)
+
+    item_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    tag: str = Field(primary_key=True)
 
 
 class IdentityKeyRow(SQLModel, table=True):
