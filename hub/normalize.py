@@ -8,6 +8,8 @@ derive the plain text (`hub.sanitize`); this module adds what needs the text its
 - `find_dates`: German and English date mentions ("Samstag, 5. Dezember 2026, 16 Uhr",
   "5.12.2026 19:30", "Dec 5, 2026 7pm"), with times and time ranges.
 - `detect_event`: turns a post that clearly announces something on a date into an Event.
+- `says_cancelled`: an event whose title says it is called off ("Abgesagt: …", "… fällt
+  aus") is cancelled (`Event.cancelled`); `status_cancelled` reads schema.org's eventStatus.
 - `normalize`: all of it applied to one Item.
 """
 
@@ -280,12 +282,54 @@ def _place(zones: tuple[str, ...]) -> str | None:
     return None
 
 
+# --- cancellations -------------------------------------------------------------------------
+
+# Said of an event, in its title. Conservative: a wrong "cancelled" would keep residents at
+# home, so only plain statements count, not questions ("Fällt das Konzert aus?"), negations
+# ("nicht abgesagt"), plurals and adjectives ("abgesagte Termine werden nachgeholt"), a fee
+# that is dropped ("Eintritt entfällt") or idioms ("fällt aus allen Wolken": "fällt … aus"
+# must end a clause). "Verschoben" is no cancellation: the event moves.
+_CANCELLED = re.compile(
+    r"\b(?P<word>abgesagt|entf(?:ä|ae)llt|entfallen"
+    r"|f(?:ä|ae)llt(?:\s+(?!nicht\b)[\w-]+){0,3}?\s+aus(?=\s*(?:$|[.,;:!–—(]))"  # the end of a clause
+    r"|findet(?:\s+(?:heute|morgen|leider|diesmal|dieses\s+jahr))*\s+nicht\s+statt"
+    r"|cancell?ed|called\s+off)\b(?!\s*\?|-)", re.I)
+_NEGATED = re.compile(r"\b(?:nicht|kein|keine|not|no)\s*$", re.I)
+_DROPPED_FEES = re.compile(r"\b(?:eintritt|gebühr(?:en)?|kosten|anmeldung|pfand|zuschlag|versand\w*|\w*pflicht)\s*$",
+                           re.I)
+SCHEMA_CANCELLED = "eventcancelled"
+
+
+def says_cancelled(title: str) -> bool:
+    """The title says the event is called off: "Abgesagt: Lesung mit Petra Ahlers",
+    "Kinderturnen fällt heute aus", "Wochenmarkt entfällt", "Concert cancelled"."""
+    for m in _CANCELLED.finditer(title):
+        before = title[:m.start()]
+        if _NEGATED.search(before):
+            continue
+        if m.group("word").lower().startswith("entf") and _DROPPED_FEES.search(before):
+            continue
+        return True
+    return False
+
+
+def status_cancelled(event_status: object) -> bool:
+    """schema.org `eventStatus` (JSON-LD, microdata, as text or `{"@id": ...}`) says
+    EventCancelled: for connectors that read structured event data."""
+    if isinstance(event_status, dict):
+        event_status = event_status.get("@id") or event_status.get("name")
+    if not isinstance(event_status, str):
+        return False
+    return event_status.strip().rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].lower() == SCHEMA_CANCELLED
+
+
 # --- one item ------------------------------------------------------------------------------
 
 def normalize(item: Item, zone: str = "Europe/Berlin") -> Item:
     """`item` with plain text derived, its link free of tracking parameters, its language
-    detected (a clear detection beats the configured default) and, for a post that announces
-    an event, kind=event with that Event (`Event.detected` set)."""
+    detected (a clear detection beats the configured default), for a post that announces
+    an event, kind=event with that Event (`Event.detected` set), and an event whose title
+    says it is called off cancelled."""
     text = item.content_text or plain_text(item.content_html)
     language = detect_language(f"{item.title}\n{text[:LANGUAGE_SAMPLE]}") or _short_language(item.language)
     url = strip_tracking(item.url) if item.url else None
@@ -295,6 +339,8 @@ def normalize(item: Item, zone: str = "Europe/Berlin") -> Item:
         event = detect_event(item, zone)
         if event is not None:
             item = item.evolve(kind=Kind.EVENT, event=event)
+    if item.event is not None and not item.event.cancelled and says_cancelled(item.title):
+        item = item.evolve(event=replace(item.event, cancelled=True))
     return item
 
 

@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timezone
 import pytest
 
 from hub.models import Item, Kind
-from hub.normalize import detect_language, find_dates, normalize
+from hub.normalize import detect_language, find_dates, normalize, says_cancelled, status_cancelled
 
 REF = date(2026, 11, 20)
 
@@ -103,3 +103,39 @@ def test_date_matches_are_those_of_the_date_pattern(text):
     from hub.normalize import _DATE, _date_matches
 
     assert [m.span() for m in _date_matches(text)] == [m.span() for m in _DATE.finditer(text)]
+
+
+@pytest.mark.parametrize("title", [
+    "Abgesagt: Lesung mit Petra Ahlers", "ABGESAGT – Weihnachtskonzert", "Konzert am Samstag abgesagt!",
+    "Kinderturnen fällt heute aus", "Die Lesung fällt leider aus, Karten werden erstattet",
+    "Training fällt wegen Hallensanierung aus", "Wochenmarkt entfällt", "Flohmarkt findet dieses Jahr nicht statt",
+    "Concert cancelled", "Match called off",
+])
+def test_a_title_that_calls_an_event_off(title):
+    assert says_cancelled(title)
+
+
+@pytest.mark.parametrize("title", [
+    "Konzert nicht abgesagt", "Nicht abgesagt: Konzert im Park", "Fällt das Konzert aus?", "Training fällt nicht aus",
+    "Abgesagte Termine werden nachgeholt", "Konzert verschoben", "Flohmarkt findet statt",
+    "Konzert im Park: Eintritt entfällt", "Gebühren entfallen ab Januar", "Maskenpflicht entfällt",
+    "Fällt aus allen Wolken: Komödie im Theater", "Lesung: Ausfall der Bahn beachten",
+])
+def test_what_does_not_call_an_event_off(title):
+    assert not says_cancelled(title)
+
+
+def test_normalize_cancels_events_only():
+    announced = post("Flohmarkt am 28. November abgesagt")  # read from prose, and called off
+    assert normalize(announced).event.cancelled
+    assert normalize(post("Flohmarkt am 28. November")).event.cancelled is False
+    assert normalize(post("Öffnungszeiten: Mittagspause entfällt")).event is None  # a post stays a post
+
+
+@pytest.mark.parametrize("status, cancelled", [
+    ("https://schema.org/EventCancelled", True), ("http://schema.org/EventCancelled/", True),
+    ("EventCancelled", True), ("schema:EventCancelled", True), ({"@id": "https://schema.org/EventCancelled"}, True),
+    ("https://schema.org/EventScheduled", False), ("https://schema.org/EventPostponed", False), (None, False),
+])
+def test_schema_org_event_status(status, cancelled):
+    assert status_cancelled(status) is cancelled
