@@ -157,15 +157,15 @@ def test_texts_that_share_an_opening_or_template_but_not_what_follows_are_apart(
      "Frische Waffeln mit heißen Kirschen gibt es am Samstag an unserem Stand auf dem Marktplatz 🧇 #markt #waffeln"),
     # a teaser and the full text
     ("Unser Gemeindefest findet dieses Jahr im Pfarrgarten statt.",
-     "Unser Gemeindefest findet dieses Jahr im Pfarrgarten statt. Es gibt Kaffee und Kuchen, eine Hüpfburg "
-     "für die Kinder und ab 17 Uhr spielt der Posaunenchor."),
+     ("Unser Gemeindefest findet dieses Jahr im Pfarrgarten statt. Es gibt Kaffee und Kuchen, eine Hüpfburg "
+      "für die Kinder und ab 17 Uhr spielt der Posaunenchor.")),
     # one adds a word where the other goes on
     ("Angebot der Woche: Rinderhüftsteak, 100 g für 2,99 €.", "Angebot der Woche: zartes Rinderhüftsteak, 100 g für 2,99 €."),
     # reworded: the same content words in other sentences
-    ("Der Wertstoffhof bleibt am Samstag wegen einer Betriebsversammlung geschlossen. Grünschnitt nehmen wir "
-     "am Montag wieder an.",
-     "Achtung: Samstag ist der Wertstoffhof zu, wir haben Betriebsversammlung. Ab Montag könnt ihr euren "
-     "Grünschnitt wieder abgeben."),
+    (("Der Wertstoffhof bleibt am Samstag wegen einer Betriebsversammlung geschlossen. Grünschnitt nehmen wir "
+      "am Montag wieder an."),
+     ("Achtung: Samstag ist der Wertstoffhof zu, wir haben Betriebsversammlung. Ab Montag könnt ihr euren "
+      "Grünschnitt wieder abgeben.")),
 ])
 def test_copies_additions_and_rewordings_are_not_apart(a, b):
     first, second = texts(a, b)

@@ -39,7 +39,7 @@ from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
@@ -47,7 +47,7 @@ from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, _scope, conf
                           near_buckets, probe_keys, sequence, stored_keys, term_hash)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
-from hub.store.bulk import insert_rows, new_ids, placeholders, to_json
+from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
                               RecordRevisionRow, RecordRow, SourceRow)
 
@@ -209,20 +209,24 @@ class Placement:
         if not f.full:
             return None  # nothing it could match: see the module docstring
         found = []
-        candidates = index.lookup(f, self.probe_keys(item_id))
-        common = self._common_title_words(f) if candidates and f.terms else frozenset()
-        for cand in candidates:
+        common: frozenset[str] | None = None  # its title words that are common keys: asked when titles count
+        for cand in index.lookup(f, self.probe_keys(item_id)):
             if cand.item_id == item_id or (isinstance(cand.record, int) and cand.record in blocked):
                 continue
             if f.event_day is None and f.source_id in self._sources_of(cand.record):
                 continue  # one source's posts never merge (hub.identity), also not through a third
-            m = match(f, cand.features, common)
+            m = match(f, cand.features)
+            if m is not None and m.rule in _BY_TITLE and f.terms:
+                if common is None:
+                    common = self._common_title_words(f)
+                m = match(f, cand.features, common) if common else m
             if m is not None:
                 found.append((m.score, -_record_order(cand.record), cand, m))
         found.sort(key=lambda t: t[:2], reverse=True)
         for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
             if m.rule in TEXT_RULES:
-                m = confirm(m, f, cand.features, self._sequence(item_id), self._sequence(cand.item_id), common)
+                m = confirm(m, f, cand.features, self._sequence(item_id), self._sequence(cand.item_id),
+                            common if common is not None else self._common_title_words(f) if f.terms else frozenset())
             if m is not None:
                 return cand, m
         return None
@@ -397,10 +401,17 @@ class Placement:
                 spans[f.merchant_id].append(f.at)
         if not spans:
             return
-        windows = [and_(ORIGINS.c.title_key.is_(None), ORIGINS.c.merchant_id == m,  # in each branch: the partial index
-                        ORIGINS.c.at.between(min(ats) - POST_WINDOW, max(ats) + POST_WINDOW)) for m, ats in spans.items()]
-        rows = self.conn.execute(select(*_CANDIDATE_COLUMNS, ORIGINS.c.live).where(or_(*windows))).all()
-        self._complete([r for r in rows if r.live and r.item_id not in self.features])
+        sqlite = self.conn.dialect.name == "sqlite"
+        mark = placeholders(self.conn, 1)
+        sql = (f"SELECT item_id, at FROM record_origins WHERE title_key IS NULL AND merchant_id = {mark} "
+               f"AND at BETWEEN {mark} AND {mark} AND live")  # one statement, prepared once: the partial index
+        rows = []
+        for merchant, ats in spans.items():
+            lo, hi = min(ats) - POST_WINDOW, max(ats) + POST_WINDOW
+            params = (merchant, sqlite_datetime(lo), sqlite_datetime(hi)) if sqlite else (merchant, lo, hi)
+            rows += [_Unkeyed(item_id, _utc(at)) for item_id, at in self.conn.exec_driver_sql(sql, params)
+                     if item_id not in self.features]
+        self._complete(rows)
 
     def _complete(self, rows: list) -> None:
         """Text fingerprints for candidates stored without them, computed now and kept."""
@@ -648,21 +659,27 @@ class _Index:
 
 def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], common: set[int], limit: int,
             among: dict[int, Candidate] | None = None) -> list[int]:
-    """The `limit` item ids that the most of these keys (of `f`) hold (fewer keys: a later
-    pick), of the keys that are not common and would not be with `f` (`KEY_CAP` items, or
-    `EVENT_KEY_CAP` for its event keys, hold them already); only those `among` if given."""
-    counts: Counter[int] = Counter()
-    for key in dict.fromkeys(keys):
+    """The `limit` item ids that the most of these keys (of `f`, once each) hold (fewer keys:
+    a later pick), of the keys that are not common and would not be with `f` (`KEY_CAP`
+    items, or `EVENT_KEY_CAP` for its event keys, hold them already); only those `among` if
+    given."""
+    found: list[int] = []
+    events = f.event_keys
+    for key in keys:
         ids = lists.get(key)
-        if ids and len(ids) < (EVENT_KEY_CAP if key in f.event_keys else KEY_CAP) and key not in common:
-            counts.update(ids)
+        if ids and len(ids) < (EVENT_KEY_CAP if events and key in events else KEY_CAP) and key not in common:
+            found += ids
     if among is not None:
-        counts = {i: n for i, n in counts.items() if i in among}
+        found = [i for i in found if i in among]
+    if len(found) <= limit:
+        return list(dict.fromkeys(found))
+    counts = Counter(found)
     if len(counts) <= limit:
         return list(counts)
     return [i for i, _ in sorted(counts.items(), key=_second, reverse=True)[:limit]]
 
 
+_BY_TITLE = frozenset({"similar-offer", "similar-title-and-text"})  # the rules that compare titles
 _by_key = itemgetter("key")
 _second = itemgetter(1)
 
@@ -701,8 +718,10 @@ def _text_columns(f: Features) -> dict[str, Any]:
 _CANDIDATE_FIELDS = ("item_id", "record_id", "source_id", "merchant_id", "at", "url_key", "event_start", "event_day",
                      "event_all_day", "title_key", "place_key", "simhash", "text_words", "prices", "link_keys")
 CandidateRow = namedtuple("CandidateRow", _CANDIDATE_FIELDS)  # what `_stored_features` reads
-_CANDIDATE_COLUMNS = [ORIGINS.c[name] for name in _CANDIDATE_FIELDS]
 _CANDIDATE_SQL = ", ".join(_CANDIDATE_FIELDS)
+
+
+_Unkeyed = namedtuple("_Unkeyed", "item_id at")  # what `_complete` reads of a row
 
 
 def _utc(value: Any) -> datetime | None:
