@@ -2,8 +2,8 @@
 fetcher.
 
 Usable outside a connector (the `hub facebook` commands, the webhook): `GraphClient(fetcher,
-app=GraphApp(...))` then `get`, `pages`, or the token helpers `exchange_token`,
-`accounts` and `debug_token`.
+app=GraphApp(...))` then `get`, `pages`, `post`, the token helpers `exchange_token`,
+`accounts` and `debug_token`, and the webhook's `subscribe_app` and `subscribe_page`.
 
 What it takes care of, so its callers do not have to:
 
@@ -324,7 +324,8 @@ class _Pauses:
 
 
 PAUSES = _Pauses()
-_SECRET_KEYS = frozenset({"access_token", "appsecret_proof", "client_secret", "input_token", "fb_exchange_token"})
+_SECRET_KEYS = frozenset({"access_token", "appsecret_proof", "client_secret", "input_token", "fb_exchange_token",
+                          "verify_token"})
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -404,8 +405,20 @@ class GraphClient:
         return await self._call(f"/{self.app.api_version}/{path.lstrip('/')}", params, token, scope,
                                 what or path, permission)
 
+    async def post(self, path: str, params: Mapping[str, str], token: str, *, what: str | None = None,
+                   permission: str = "pages_manage_metadata") -> GraphPage:
+        """POST `/{version}/{path}` with `params` as a form, as `token` (the subscriptions of
+        the webhook). The token and proof travel in the body, never in the URL. Not retried:
+        a POST may have worked although its answer got lost.
+
+        Raises:
+            as `get`.
+        """
+        return await self._call(f"/{self.app.api_version}/{path.lstrip('/')}", params, token, None, what or path,
+                                permission, post=True)
+
     async def _call(self, path: str, params: Mapping[str, str], token: str | None, scope: str | None, what: str,
-                    permission: str) -> GraphPage:
+                    permission: str, *, post: bool = False) -> GraphPage:
         _log_version(self._base, self.app.api_version)
         scopes = self._scopes(scope)
         for attempt in range(TRANSIENT_RETRIES + 1):
@@ -415,15 +428,15 @@ class GraphClient:
                                      "Nutzungslimit war erreicht", transient=True, retry_after=waiting.total_seconds(),
                                      hint="der Hub versucht es danach von selbst wieder")
             try:
-                return await self._once(path, params, token, scopes, what, permission)
+                return await self._once(path, params, token, scopes, what, permission, post=post)
             except GraphError as exc:
-                if not exc.transient or isinstance(exc, GraphThrottled) or attempt == TRANSIENT_RETRIES:
+                if post or not exc.transient or isinstance(exc, GraphThrottled) or attempt == TRANSIENT_RETRIES:
                     raise
                 await asyncio.sleep(0.2 * 2 ** attempt)
         raise AssertionError("unreachable")
 
     async def _once(self, path: str, params: Mapping[str, str], token: str | None, scopes: list[str], what: str,
-                    permission: str) -> GraphPage:
+                    permission: str, *, post: bool = False) -> GraphPage:
         """One request. Without `token` (the OAuth exchange), `params` carry the credentials.
         Every secret of the request is blanked out of whatever is raised."""
         query = dict(params)
@@ -434,8 +447,11 @@ class GraphClient:
         secrets = [v for k, v in query.items() if k in _SECRET_KEYS]
         self.calls += 1
         try:
-            response = await self.fetcher.get(f"{self._base}{path}?{urlencode(query)}", accept="application/json",
-                                              raise_for_status=False)
+            if post:
+                response = await self.fetcher.post(f"{self._base}{path}", query)
+            else:
+                response = await self.fetcher.get(f"{self._base}{path}?{urlencode(query)}",
+                                                  accept="application/json", raise_for_status=False)
         except FetchError as exc:  # raised anew without its cause: the cause's URLs hold the token
             raise type(exc)(self._clean(exc.message, secrets), hint=self._clean(exc.hint or "", secrets) or None,
                             transient=exc.transient, status=exc.status, retry_after=exc.retry_after) from None
@@ -534,6 +550,22 @@ class GraphClient:
                                 f"{app_id}|{secret}", None, "die Token-Prüfung", "pages_show_list")
         data = page.data.get("data")
         return data if isinstance(data, dict) else page.data
+
+    async def subscribe_app(self, callback_url: str, verify_token: str, fields: str = "feed") -> dict[str, Any]:
+        """Subscribe the app to pages' `fields` at `callback_url` (POST /{app-id}/subscriptions,
+        with the app token). Meta checks the callback at once with the handshake, so the hub
+        must already answer there with this `verify_token`."""
+        app_id, secret = self._app_credentials("die Webhook-Anmeldung")
+        form = {"object": "page", "callback_url": callback_url, "fields": fields, "verify_token": verify_token,
+                "include_values": "true"}
+        return (await self.post(f"{app_id}/subscriptions", form, f"{app_id}|{secret}",
+                                what="die Webhook-Anmeldung der App")).data
+
+    async def subscribe_page(self, page_id: str, page_token: str, fields: str = "feed") -> dict[str, Any]:
+        """Let a page deliver `fields` to the app (POST /{page-id}/subscribed_apps, with the
+        page token; needs pages_manage_metadata). A field comes only if both subscribed."""
+        return (await self.post(f"{page_id}/subscribed_apps", {"subscribed_fields": fields}, page_token,
+                                what=f"Seite {page_id}")).data
 
     def _app_credentials(self, what: str) -> tuple[str, str]:
         if not (self.app.app_id and self.app.app_secret):

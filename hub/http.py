@@ -200,6 +200,16 @@ class Fetcher:
             BlockedAddress: the URL or a resolved address is not public.
             FetchError: the request could not be sent or got no answer in time.
         """
+        return (await self.post(url, form)).status
+
+    async def post(self, url: str, form: Mapping[str, str]) -> Response:
+        """POST a form and return the answer whatever its status, with its body (capped at
+        `fetcher.max_body_bytes`): for APIs whose error bodies say what went wrong (the
+        Graph API's subscriptions). No redirects, no retries, the same address guard.
+        Raises:
+            BlockedAddress, TooLarge, FetchError: as `post_form`; messages never hold a secret
+                URL parameter.
+        """
         try:
             self._guard.check_url(url)
             async with self._slots:
@@ -210,9 +220,12 @@ class Fetcher:
                     raise FetchError(f"no answer within {self._config.total_timeout:g} s", transient=True) from exc
                 except _NETWORK_ERRORS as exc:
                     raise _network_error(exc, url, self._config) from exc
+            if len(response.content) > self._config.max_body_bytes:
+                raise TooLarge(f"the answer to a POST is longer than {self._config.max_body_bytes:,} bytes")
         except FetchError as exc:
             raise _redacted(exc)
-        return response.status_code
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return Response(str(response.url), response.status_code, response.content, headers, FetchState(), None)
 
     async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None,
                         raise_for_status: bool = True) -> Response:

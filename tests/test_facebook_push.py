@@ -432,6 +432,19 @@ def test_under_hub_run_a_notified_post_is_on_the_page_within_seconds(graph, tmp_
         wait_until(lambda: "Quarkstollen" in urlopen(base, timeout=5).read().decode(), 10)
         seconds = time.monotonic() - started
         assert graph.calls[PAGE_A] == polls  # the push read the post, not the page
+
+        # `hub facebook subscribe`: Meta (here the fake) checks the callback, then delivers itself
+        nobody = CliRunner().invoke(cli, ["facebook", "subscribe", "-c", str(path), "--callback",
+                                          "http://127.0.0.1:9/hooks/facebook"], env={"COLUMNS": "200"})
+        assert nobody.exit_code == 1 and "is the hub running" in nobody.stdout and graph.subscription is None
+        done = CliRunner().invoke(cli, ["facebook", "subscribe", "-c", str(path), "--callback",
+                                        f"{base}/hooks/facebook"], env={"COLUMNS": "200"})
+        assert done.exit_code == 0, done.output
+        assert done.stdout.count("subscribed") == 2 and page.subscribed == {"feed"}
+        assert VERIFY not in done.output and TOKEN_A not in done.output
+        later = page.post("Frische Krapfen mit Pflaumenmus", age=timedelta(seconds=1))
+        assert graph.notify(page, later) == 200
+        wait_until(lambda: "Krapfen" in urlopen(base, timeout=5).read().decode(), 10)
     finally:
         code, output = run.stop()
     assert seconds < 5, output

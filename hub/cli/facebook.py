@@ -3,7 +3,7 @@
     hub facebook pages --user-token T   a merchant's short-lived user token -> long-lived page
                                         tokens, printed as env lines plus config snippets
     hub facebook check                  how every configured token stands (debug_token)
-    hub facebook subscribe              set up the webhook: the app's subscription and each page's
+    hub facebook subscribe              set up the webhook: the app's subscription, then each page's
 
 Tokens go to stdout only, and only where the command exists to hand them over (`pages`);
 never to the log, never to stderr, never into the database.
@@ -19,7 +19,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
@@ -249,6 +250,64 @@ def _verdict(r: TokenReport, now: datetime) -> str:
 
 def _date(moment: datetime | None) -> str:
     return "never" if moment is None else moment.date().isoformat()
+
+
+# --- subscribe --------------------------------------------------------------------------------------
+
+@facebook_app.command()
+def subscribe(config: ConfigOpt = Path("config.yaml"),
+              callback: Annotated[Optional[str], typer.Option(help="The webhook's public address; default "
+                                                              "{platform.base_url}/hooks/facebook.")] = None,
+              ) -> None:
+    """Set up the webhook: subscribe the app to its pages' `feed` at the hub's callback (Meta
+    checks it at once, so `hub run` or `hub serve` must answer there), then every configured
+    Facebook page (its token needs pages_manage_metadata). Exit 1 if any step failed."""
+    settings = settings_from(config)
+    app = _app_or_exit(settings, "subscribe the webhook (the app token is app_id|app_secret)")
+    fb = settings.facebook
+    if fb is None or fb.verify_token is None:
+        err.print(f"{settings.path}: the facebook block has no verify_token: the webhook's handshake needs one",
+                  style="red", markup=False)
+        err.print("hint: verify_token: ${FB_VERIFY_TOKEN} in the facebook block, any long random text "
+                  "(for example from `openssl rand -hex 24`)", markup=False)
+        raise typer.Exit(2)
+    url = callback or f"{settings.platform.base_url.rstrip('/')}/hooks/facebook"
+    if not url.lower().startswith("https://") and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: Meta only calls https:// addresses with a valid certificate, not {url} (hint: set "
+                  "platform.base_url to the public https address)", style="yellow", markup=False)
+    pages = [(s.id, str(s.options.page_id), s.options.token) for _, s in settings.sources()
+             if s.connector == "facebook"]
+    steps = asyncio.run(_subscribe(settings, app, url, fb.verify_token.get_secret_value(), pages))
+    table = Table(title="Facebook webhook")
+    for name in ("what", "result"):
+        table.add_column(name, overflow="fold")
+    for what, problem in steps:
+        table.add_row(what, f"[red]{escape(problem)}[/]" if problem else "[green]subscribed[/]")
+    out.print(table)
+    if any(problem for _, problem in steps):
+        raise typer.Exit(1)
+
+
+async def _subscribe(settings: Settings, app: GraphApp, url: str, verify_token: str,
+                     pages: list[tuple[str, str, str]]) -> list[tuple[str, str | None]]:
+    """(what, problem or None) per step: the app, then each page."""
+    steps: list[tuple[str, str | None]] = []
+    async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+        client = GraphClient(fetcher, app)
+        try:
+            await client.subscribe_app(url, verify_token)
+            steps.append((f"app {app.app_id}: feed of its pages to {url}", None))
+        except (GraphError, FetchError) as exc:
+            steps.append((f"app {app.app_id}: feed of its pages to {url}", f"{exc} (is the hub running, and "
+                          "reachable there? Meta checks the address at once)"))
+            return steps
+        for source_id, page_id, token in pages:
+            try:
+                await client.subscribe_page(page_id, token)
+                steps.append((f"page {page_id} (source {source_id})", None))
+            except (GraphError, FetchError) as exc:
+                steps.append((f"page {page_id} (source {source_id})", str(exc)))
+    return steps
 
 
 # --- shared -----------------------------------------------------------------------------------------

@@ -9,8 +9,12 @@ It serves in-memory fixtures in the documented JSON shapes (connector-facts 1.12
     GET /{version}/{page_id}?fields=instagram_business_account       the page, its IG account
     GET /{version}/me/accounts                                       a user token's pages
     GET /{version}/debug_token, /{version}/oauth/access_token        token helpers
+    POST /{version}/{app_id}/subscriptions                           the app's webhook (checks the callback)
+    POST /{version}/{page_id}/subscribed_apps                        a page's webhook fields
     GET /cdn/...                                                     the images (fbcdn-like)
     GET /_fake/calls                                                 requests per object (not Meta's)
+    POST /_fake/pages/{page_id}/posts                                a merchant posts (not Meta's): the
+                                                                     webhook delivery follows, signed
 
 What it does as Meta does: `limit` (25, at most 100) and `after` cursors; `paging.next`
 embeds the access_token, and is absent on the last page; posts can be withheld (`withhold`),
@@ -21,7 +25,10 @@ with Meta's body and HTTP status); appsecret_proof checked when `app_secret` is 
 required with `require_proof`). Image URLs look like fbcdn's: signed (`oh`) with an expiry
 (`oe`, hex Unix time) `cdn_lifetime` after the response; the CDN answers 403 "URL signature
 expired" once that passed on the server's clock (`advance` moves it), so the hub's
-refresh of expired images can be tested.
+refresh of expired images can be tested. `debug_token` says what `token(...)` set. The
+webhook: an app subscription is made only after the callback passed the handshake, and
+`notify(page, post, verb)` (or a post made through `/_fake/pages/...`) delivers a thin
+`feed` notification to it, signed with the app secret, if the page subscribed too.
 
 In a test:
 
@@ -56,7 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -89,6 +96,7 @@ class FakePage:
     graph: FakeGraph = field(repr=False)
     posts: list[dict] = field(default_factory=list)  # newest first
     instagram: FakeInstagram | None = None
+    subscribed: set[str] = field(default_factory=set)  # the app's fields this page delivers (subscribed_apps)
 
     def post(self, message: str | None = None, *, age: timedelta = timedelta(0), post_id: str | None = None,
              photos: list[str] = (), album: list[str] = (), share: tuple[str, str, str] | None = None,
@@ -212,6 +220,9 @@ class FakeGraph:
         self._failures: dict[str, list[tuple[Failure, int | None]]] = {}
         self._usage: dict[str, dict[str, str]] = {}
         self._jpegs: dict[str, bytes] = {}
+        self.picture_dir = Path.cwd()  # where `/_fake/pages/{id}/posts` finds a `photo` (the fixtures' folder)
+        self.subscription: dict[str, str] | None = None  # the app's webhook: callback_url, fields, verify_token
+        self.deliveries: list[tuple[int, bytes]] = []  # webhook deliveries sent: (status, body)
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -358,6 +369,9 @@ class FakeGraph:
         app = web.Application()
         app.router.add_get("/cdn/{path:.+}", self._cdn)
         app.router.add_get("/_fake/calls", self._stats)
+        app.router.add_post("/_fake/pages/{page}/posts", self._new_post)
+        app.router.add_post("/{version}/{object}/subscriptions", self._subscribe_app)
+        app.router.add_post("/{version}/{object}/subscribed_apps", self._subscribe_page)
         app.router.add_get("/{version}/oauth/access_token", self._oauth)
         app.router.add_get("/{version}/debug_token", self._debug_token)
         app.router.add_get("/{version}/me/accounts", self._accounts)
@@ -457,6 +471,86 @@ class FakeGraph:
         if image is None:
             raise web.HTTPNotFound()
         return web.Response(body=self._jpeg(image), content_type="image/jpeg")
+
+    async def _subscribe_app(self, request: web.Request) -> web.Response:
+        """POST /{app-id}/subscriptions: Meta checks the callback at once (the handshake), and
+        subscribes only if it answers with the challenge."""
+        form = await request.post()
+        self._log(request, "subscriptions")
+        if request.match_info["object"] != self.app_id or form.get("access_token") != f"{self.app_id}|{self.app_secret}":
+            return _error(400, 190, None, "Invalid OAuth access token signature.")
+        if form.get("object") != "page" or not form.get("callback_url") or not form.get("verify_token"):
+            return _error(400, 100, None, "(#100) object, callback_url and verify_token are required")
+        challenge = str(int.from_bytes(hashlib.sha256(str(self.now()).encode()).digest()[:4], "big"))
+        query = {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": form["verify_token"]}
+        try:
+            async with ClientSession() as session, session.get(form["callback_url"], params=query) as answer:
+                status, text = answer.status, await answer.text()
+        except OSError as exc:
+            return _error(400, 2200, None, f"(#2200) Callback verification failed: {exc}")
+        if status != 200 or text != challenge:
+            return _error(400, 2200, None, "(#2200) Callback verification failed with the following errors: "
+                                           f"HTTP Status Code = {status}; HTTP Message = {text[:80]}")
+        self.subscription = {k: str(form[k]) for k in ("callback_url", "fields", "verify_token") if k in form}
+        return web.json_response({"success": True})
+
+    async def _subscribe_page(self, request: web.Request) -> web.Response:
+        """POST /{page-id}/subscribed_apps: the page delivers these fields to the app."""
+        form = await request.post()
+        page = self.pages.get(request.match_info["object"])
+        self._log(request, "subscribed_apps")
+        if page is None:
+            return _error(400, 100, 33, "Unsupported post request.")
+        refused = self._refusal(_FormRequest(request, form), page.id, page.token)
+        if refused is not None:
+            return refused
+        page.subscribed = set(str(form.get("subscribed_fields") or "").split(",")) - {""}
+        return web.json_response({"success": True})
+
+    async def _new_post(self, request: web.Request) -> web.Response:
+        """POST /_fake/pages/{id}/posts (not Meta's): a merchant posts `message` (with a
+        `photo` from the demo's pictures, optional); the page's webhook delivery follows."""
+        form = await request.post()
+        page = self.pages.get(request.match_info["page"])
+        if page is None:
+            raise web.HTTPNotFound()
+        picture = (self.picture_dir / str(form.get("photo") or "")).resolve()
+        if form.get("photo") and not (picture.is_file() and picture.is_relative_to(self.picture_dir.resolve())):
+            raise web.HTTPBadRequest(text=f"no picture {form['photo']} below {self.picture_dir}")
+        photo = self.photo_file(picture) if form.get("photo") else None
+        post = page.post(str(form.get("message") or ""), photos=[photo] if photo else [])
+        status = await self._deliver(page, {"item": "photo" if photo else "status", "verb": "add",
+                                            "post_id": post["id"], "published": 1,
+                                            "created_time": int(self.now().timestamp()),
+                                            "from": {"id": page.id, "name": page.name},
+                                            "message": post.get("message", "")})
+        return web.json_response({"id": post["id"], "delivered": status})
+
+    def notify(self, page: FakePage, post: dict, verb: str = "add", item: str = "status") -> int | None:
+        """Deliver a `feed` change of `post` to the app's webhook, as Meta does, signed with
+        the app secret (from a test's thread); the callback's HTTP status, None if the page
+        or the app is not subscribed."""
+        value = {"item": item, "verb": verb, "post_id": post["id"], "published": 1,
+                 "created_time": int(self.now().timestamp()), "from": {"id": page.id, "name": page.name}}
+        return asyncio.run_coroutine_threadsafe(self._deliver(page, value), self._loop).result()
+
+    async def _deliver(self, page: FakePage, value: dict) -> int | None:
+        sub = self.subscription
+        if sub is None or "feed" not in sub.get("fields", "").split(",") or "feed" not in page.subscribed:
+            return None
+        body = json.dumps({"object": "page", "entry": [{"id": page.id, "time": int(self.now().timestamp()),
+                                                         "changes": [{"field": "feed", "value": value}]}]},
+                          ensure_ascii=False).encode()
+        signature = "sha256=" + hmac.new((self.app_secret or "").encode(), body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
+        try:
+            async with ClientSession() as session, session.post(sub["callback_url"], data=body,
+                                                                headers=headers) as answer:
+                self.deliveries.append((answer.status, body))
+                return answer.status
+        except OSError:
+            self.deliveries.append((0, body))  # Meta retries for a while, then drops it
+            return 0
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Requests per object so far (for a benchmark in another process); not Meta's."""
@@ -572,6 +666,14 @@ _MESSAGES = {
 }
 
 
+class _FormRequest:
+    """A POST request seen through `_refusal`, which reads the token from `query`."""
+
+    def __init__(self, request: web.Request, form: Any) -> None:
+        self.query = {**request.query, **form}
+        self.path = request.path
+
+
 def _error(status: int, code: int, subcode: int | None, message: str, headers: dict | None = None) -> web.Response:
     error: dict[str, Any] = {"message": message, "type": "OAuthException" if code in (190, 102) else "GraphMethodException",
                              "code": code, "fbtrace_id": base64.b32encode(hashlib.sha1(message.encode()).digest())[:11]
@@ -683,6 +785,7 @@ def load_fixtures(graph: FakeGraph, path: Path) -> None:
 
     now = graph.now()
     data = json.loads(redate_at(path.read_bytes(), now).decode("utf-8"))
+    graph.picture_dir = path.parent
 
     def ago(entry: dict) -> timedelta:
         if entry.get("created"):
