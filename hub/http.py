@@ -71,14 +71,14 @@ _URL_HINT = "check the source's url in the config"
 # Query parameters that carry secrets (Graph API tokens and proofs, OAuth client secrets),
 # also URL-encoded inside another URL: their values never reach a message.
 _SECRET_PARAMS = re.compile(
-    r"((?:access_token|appsecret_proof|client_secret|input_token|fb_exchange_token)(?:=|%3D))"
+    r"((?:access_token|appsecret_proof|client_secret|input_token|fb_exchange_token|verify_token)(?:=|%3D))"
     r"[^&\s#'\"<>%]*(?:%(?!26)[0-9A-Fa-f]{2}[^&\s#'\"<>%]*)*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` with the values of secret URL parameters (access_token=, appsecret_proof=,
-    client_secret=, input_token=, fb_exchange_token=) replaced by REDACTED: for every message,
-    log line or stored field that may hold a URL."""
+    client_secret=, input_token=, fb_exchange_token=, verify_token=) replaced by REDACTED: for
+    every message, log line or stored field that may hold a URL."""
     return _SECRET_PARAMS.sub(r"\1REDACTED", text) if "=" in text or "%3D" in text.upper() else text
 
 

@@ -449,4 +449,5 @@ def test_under_hub_run_a_notified_post_is_on_the_page_within_seconds(graph, tmp_
         code, output = run.stop()
     assert seconds < 5, output
     assert "Facebook push for schmitz-facebook: ok, 1 new" in output
-    assert "Traceback" not in output and TOKEN_A not in output, output
+    assert "hub.verify_token=REDACTED" in output  # Meta's handshake, in the access log
+    assert "Traceback" not in output and TOKEN_A not in output and VERIFY not in output, output

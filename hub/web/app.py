@@ -7,6 +7,7 @@ Content-Security-Policy makes the browser enforce that.
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import asynccontextmanager
 from html import unescape
@@ -21,7 +22,7 @@ from markupsafe import Markup
 
 from hub.config import Settings
 from hub.errors import HubError
-from hub.http import Fetcher
+from hub.http import Fetcher, redact
 from hub.media import MediaStore, Picture
 from hub.store import SourceStatus, Store
 from hub.web import formatting
@@ -38,6 +39,7 @@ _IMAGE_TYPES = {".jpg": "image/jpeg", ".webp": "image/webp"}
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
     """The web app for `settings`, reading from `store`."""
+    _redact_access_log()
     media = MediaStore(settings.data_dir, settings.base_dir, store.records.media)
     platform = next((c for c in settings.channel_list() if c.renderer == "platform"), None)
     channel = platform.id if platform else None  # whose per-merchant quotas the pages honour
@@ -126,6 +128,22 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
                                           status_code=exc.status_code)
 
     return app
+
+
+class _RedactedQuery(logging.Filter):
+    """Blanks secret query parameters in uvicorn's access log: Meta's webhook handshake
+    carries the verify token in its URL (`hub.verify_token=`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) > 2 and isinstance(record.args[2], str):
+            record.args = (*record.args[:2], redact(record.args[2]), *record.args[3:])
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactedQuery) for f in access.filters):
+        access.addFilter(_RedactedQuery())
 
 
 def _failing(s: SourceStatus) -> dict:
