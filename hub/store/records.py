@@ -104,21 +104,12 @@ class Records:
 
     def marks(self, *, limit: int = 50, order: Order = "newest", **filters: Any) -> list[tuple[int, datetime]]:
         """(id, changed_at) of what `list` would show with the same arguments, without
-        loading it: what a feed's ETag is made of (an edit, a removal, a newcomer changes it)."""
+        loading it: what a feed's ETag is made of (an edit, an approval, a removal, an expiry,
+        a newcomer: each changes it)."""
         query = (select(RECORDS.c.id, RECORDS.c.changed_at).where(*self._conditions(**filters))
                  .order_by(*_ORDER[order]).limit(limit))
         with self.engine.connect() as conn:
             return [(r.id, r.changed_at) for r in conn.execute(query)]
-
-    def last_change(self, now: datetime | None = None) -> datetime | None:
-        """The last moment any record changed for residents: edited, added, approved, hidden,
-        removed (all set `changed_at`) or expired (`expires_at` passed). Two index look-ups.
-        No listing can have changed since, whatever its filters: a safe Last-Modified."""
-        now = now or datetime.now(timezone.utc)
-        with self.engine.connect() as conn:
-            changed = conn.execute(select(func.max(RECORDS.c.changed_at))).scalar()
-            expired = conn.execute(select(func.max(RECORDS.c.expires_at)).where(RECORDS.c.expires_at <= now)).scalar()
-        return max(filter(None, (changed, expired)), default=None)
 
     def edits(self, record_ids: Collection[int]) -> dict[int, int]:
         """record id -> how many revisions it has (merges, edits, status changes, ...): a

@@ -166,11 +166,7 @@ class RecordRow(SQLModel, table=True):
     __tablename__ = "records"
     __table_args__ = (
         Index("ix_records_listing", "status", "removed_at", "sort_at"),
-        # Migration 0009 (feeds out): the calendar's events by start; the newest change and
-        # the latest expiry, which date every feed's Last-Modified (hub.web.feeds).
-        Index("ix_records_events", "kind", "event_start"),
-        Index("ix_records_changed", "changed_at"),
-        Index("ix_records_expires", "expires_at"),
+        Index("ix_records_events", "kind", "event_start"),  # the calendar feed (migration 0009)
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)

@@ -1,7 +1,7 @@
 """feeds out and filtered pages (issue 14): item tags in a table of their own, folded, looked
 up by tag (the pages' and feeds' `?tag=` filter); indexes for a merchant's records (merchant,
-category and district filters), the calendar's events by start, and the newest change and
-latest expiry that date every feed (Last-Modified). Existing items' tags are copied over.
+category and district filters) and the calendar's events by start. Existing items' tags are
+copied over.
 
 Revision ID: 0009
 Revises: 0008
@@ -27,8 +27,6 @@ def upgrade() -> None:
     op.create_index('ix_item_tags_tag', 'item_tags', ['tag', 'item_id'])
     op.create_index('ix_record_origins_merchant', 'record_origins', ['merchant_id', 'record_id'])
     op.create_index('ix_records_events', 'records', ['kind', 'event_start'])
-    op.create_index('ix_records_changed', 'records', ['changed_at'])
-    op.create_index('ix_records_expires', 'records', ['expires_at'])
     _copy_tags()
 
 
@@ -54,8 +52,6 @@ def _tag_key(tag: str) -> str:
 
 
 def downgrade() -> None:
-    op.drop_index('ix_records_expires', table_name='records')
-    op.drop_index('ix_records_changed', table_name='records')
     op.drop_index('ix_records_events', table_name='records')
     op.drop_index('ix_record_origins_merchant', table_name='record_origins')
     op.drop_index('ix_item_tags_tag', table_name='item_tags')
