@@ -90,7 +90,6 @@ SHARED_RUN = 3  # words in a row that two texts share: copied text or template, 
 COPIED = 0.5  # of the shorter text in such runs: a near-duplicate is a copy (`copied`)
 POST_BUCKET = 2 * POST_WINDOW  # a post's ±4 days lie in its own bucket and one neighbour
 OPENING_WORDS = 3  # the first content words of a text, which a copy of it shares (`post_terms`)
-OPENING_CHARS = 200  # ... read from its first characters
 MAX_TITLE_TERMS = 3
 MAX_PRICE_TERMS = 1
 
@@ -163,8 +162,8 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
     text = f"{item.title} {item.content_text[:TEXT_CHARS]}"
     title_words = words(item.title, _TITLE_TOKEN)
     title_key = " ".join(title_words)
-    text_words = words(text)
-    tokens = list(dict.fromkeys(text_words))[:MAX_TOKENS]
+    content_words = words(item.content_text[:TEXT_CHARS])  # the title's and the text's: words(text)
+    tokens = list(dict.fromkeys([*filterfalse(_SHORT.__contains__, title_words), *content_words]))[:MAX_TOKENS]
     summary = item.summary
     if summary and not item.content_text.startswith(summary.removesuffix(" …")[:80]):
         text_and_summary = f"{text} {summary}"
@@ -178,8 +177,7 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
                     simhash=simhash(tokens), text_words=len(tokens), prices=found_prices,
                     link_keys=frozenset(link_keys(item.content_html, own_url)),
                     event_keys=event_keys(event_day, title_key),
-                    terms=post_terms(item.title, title_words, words(item.content_text[:OPENING_CHARS]),
-                                     found_prices) if full else ())
+                    terms=post_terms(item.title, title_words, content_words, found_prices) if full else ())
 
 
 def stored_keys(f: Features) -> list[int]:
@@ -336,7 +334,8 @@ def words(text: str, pattern: re.Pattern = _TOKEN) -> list[str]:
 
 
 _ALNUM = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
-_STOP_OR_SHORT = _STOP | frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # _TOKEN's words have 2+ letters
+_SHORT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_STOP_OR_SHORT = _STOP | _SHORT  # _TOKEN's words have 2+ letters
 # Not ASCII, and not a character NFKD would drop anyway (currency, dashes, quotes, emoji):
 # only then is the slow NFKD needed to keep a word whole ("café" -> "cafe").
 _NON_ASCII_LETTER = re.compile(r"[^\x00-\x7f€–—„“”‚‘’•·«»\u200b-\u200d\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
