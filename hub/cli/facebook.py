@@ -219,7 +219,8 @@ async def _check(settings: Settings, store, sources) -> list[TokenReport]:
 def _check_table(reports: list[TokenReport], now: datetime) -> Table:
     table = Table(title="Facebook and Instagram tokens")
     for name in ("source", "valid", "expires", "data access", "scopes", "missing", "verdict"):
-        table.add_column(name, overflow="fold", min_width=10 if name in ("expires", "data access") else None)
+        table.add_column(name, overflow="fold", no_wrap=name in ("source", "verdict"),
+                         min_width={"expires": 10, "data access": 11}.get(name))
     styles = {"ok": "green", "check failed": "red", "invalid": "red"}
     for r in reports:
         c = r.check
