@@ -14,7 +14,7 @@ from html import unescape
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -27,6 +27,8 @@ from hub.media import MediaStore, Picture
 from hub.store import SourceStatus, Store
 from hub.web import formatting
 from hub.web.facebook import facebook_router
+from hub.web.feeds import feed_links, feeds_router, page_filters
+from hub.web.filters import Filters
 from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
@@ -56,6 +58,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(websub_router(settings, store))
     app.include_router(facebook_router(settings, store))  # issue 12: Meta's page webhook
+    app.include_router(feeds_router(settings, store, media))  # issue 14: feeds out, with the pages' filters
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -66,16 +69,19 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return response
 
     @app.get("/", response_class=HTMLResponse)
-    def home(request: Request, seite: Annotated[int, Query(ge=1)] = 1):
-        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel)
+    def home(request: Request, filters: Annotated[Filters, Depends(page_filters)],
+             seite: Annotated[int, Query(ge=1)] = 1):
+        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel,
+                        filters=filters, settings=settings)
 
     @app.get("/m/{merchant_id}", response_class=HTMLResponse)
-    def merchant_page(request: Request, merchant_id: str, seite: Annotated[int, Query(ge=1)] = 1):
+    def merchant_page(request: Request, merchant_id: str, filters: Annotated[Filters, Depends(page_filters)],
+                      seite: Annotated[int, Query(ge=1)] = 1):
         merchant = settings.merchant(merchant_id)
         if merchant is None:
             raise HTTPException(404, "Diesen Teilnehmer gibt es nicht.")
         return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel,
-                        merchant=merchant)
+                        filters=filters, settings=settings, merchant=merchant)
 
     @app.get("/items/{record_id}", response_class=HTMLResponse)
     def item_page(request: Request, record_id: int):
@@ -161,15 +167,19 @@ def _warned(s: SourceStatus) -> dict:
 
 
 def _listing(request: Request, templates: Jinja2Templates, store: Store, media: MediaStore, *, page: int,
-             page_size: int, channel: str | None, merchant=None):
-    """Canonical records residents see: published, not removed or expired, within quotas."""
-    filters = {"merchant_id": merchant.id if merchant else None, "channel": channel}
-    total = store.records.count(**filters)
-    entries = store.records.list(limit=page_size, offset=(page - 1) * page_size, **filters)
+             page_size: int, channel: str | None, filters: Filters, settings: Settings, merchant=None):
+    """Canonical records residents see: published, not removed or expired, within quotas,
+    narrowed by the page's filters (hub.web.filters; a merchant's page is its merchant's)."""
+    own = filters.only_merchant(merchant.id) if merchant else filters
+    scope = {"channel": channel, **own.store_filters(settings.merchants)}
+    total = store.records.count(**scope)
+    entries = store.records.list(limit=page_size, offset=(page - 1) * page_size, **scope)
     pictures = media.pictures(r.item.media[0].url for r in entries if r.item.media and r.item.media[0].type == "image")
     pages = max(1, -(-total // page_size))
+    paging = filters.without("merchant") if merchant else filters  # on /m/{id} the path says the merchant
     return templates.TemplateResponse(request, "index.html", {
-        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total, "pictures": pictures})
+        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total, "pictures": pictures,
+        "filters": paging, "feeds": feed_links(own)})
 
 
 def _templates(settings: Settings, store: Store, media: MediaStore) -> Jinja2Templates:
