@@ -109,8 +109,8 @@ def town(store, tmp_path) -> Town:
     summer = next_day_with_offset(today + timedelta(days=7), 2)
     t.winter, t.summer = winter, summer
     t.fetch("baeckerei",
-            item("baeckerei", "stollen", "Stollen <frisch> & warm", hours_ago=1, tags=("Advent", "#Backen"),
-                 image="yes", html='<p>Jetzt da <img src="https://cdn.baeckerei.example/inline.jpg" alt="Stollen"></p>'),
+            item("baeckerei", "stollen", "Stollen <frisch> & warm", tags=("Advent", "#Backen"), image="yes",
+                 html='<p>Jetzt da <img src="https://cdn.baeckerei.example/inline.jpg" alt="Stollen"></p>'),
             item("baeckerei", "brot", "Brot des Monats", hours_ago=5, tags=("Brot",),
                  offer=Offer(price="3.90", currency="EUR")))
     t.fetch("tsv",
@@ -262,6 +262,7 @@ def test_filters_combine_and_the_pages_agree_with_the_feeds(town, query, titles)
     atom = feedparser.parse(town.get(f"/feed.atom?{query}").content)
     rss = feedparser.parse(town.get(f"/feed.rss?{query}").content)
     assert [e.id for e in atom.entries] == [i["id"] for i in feed["items"]] and len(rss.entries) == len(titles)
+    assert atom.bozo == rss.bozo == 0 and atom.feed.updated  # an empty feed too
     events = {str(e["SUMMARY"]) for e in calendar_of(town, f"/events.ics?{query}").walk("VEVENT")}
     assert events == {t for t in titles if t in {"Winterfest der Jugend", "Sommerfest am Sportplatz",
                                                  "Weihnachtsmarkt"}}
@@ -383,7 +384,8 @@ def test_no_image_comes_from_a_third_party(town):
     urls += [u for content in atom.iter(ATOM + "content") for u in sources(content.text)]
     urls += [e.get("url") for e in rss.iter("enclosure")]
     urls += [u for d in rss.iter("description") for u in sources(d.text or "")]
-    urls += [i["image"] for i in feed["items"] if "image" in i] + [u for i in feed["items"] for u in sources(i["content_html"])]
+    urls += [i["image"] for i in feed["items"] if "image" in i]
+    urls += [u for i in feed["items"] for u in sources(i["content_html"])]
     urls += [str(e["IMAGE"]) for e in calendar_of(town).walk("VEVENT") if "IMAGE" in e]
     assert len(urls) == 10  # per format: the inline image and two pictures (the calendar: one event's)
     assert all(u.startswith(f"{BASE}/media/") for u in urls), urls

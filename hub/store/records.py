@@ -118,7 +118,8 @@ class Records:
         ids = list(record_ids)
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 1000):
-                query = (select(REVISIONS.c.record_id, func.count()).where(REVISIONS.c.record_id.in_(ids[start:start + 1000]))
+                chunk = ids[start:start + 1000]
+                query = (select(REVISIONS.c.record_id, func.count()).where(REVISIONS.c.record_id.in_(chunk))
                          .group_by(REVISIONS.c.record_id))
                 found.update(conn.execute(query).all())
         return found
@@ -308,8 +309,8 @@ def _filters(merchants: Collection[str] | None, kinds: Collection[str] | None, t
              starts_from: datetime | None, starts_until: datetime | None) -> list:
     conditions = []
     if merchants is not None:
-        conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.merchant_id.in_(list(merchants))))
-                          if merchants else false())
+        of_merchants = select(ORIGINS.c.record_id).where(ORIGINS.c.merchant_id.in_(list(merchants)))
+        conditions.append(RECORDS.c.id.in_(of_merchants) if merchants else false())
     if kinds is not None:
         conditions.append(RECORDS.c.kind.in_(list(kinds)) if kinds else false())
     if tags is not None:

@@ -98,7 +98,9 @@ def feeds_router(settings: Settings, store: Store, media: MediaStore) -> APIRout
         if _not_modified(request, etag, stamp if stamp <= now else None):
             return Response(status_code=304, headers=headers)
         records = store.records.list(limit=view.limit, order=view.order, **scope)
-        body, media_type = RENDER[kind](site, view, records, marks, store.records.edits)
+        since = min(stamp - timedelta(seconds=1), now)  # when this process first saw this version
+        body, media_type = RENDER[kind](site, view, records, max((c for _, c in marks), default=since),
+                                        store.records.edits)
         return Response(body, media_type=media_type, headers=headers)
 
     @router.get("/feed.atom", include_in_schema=False)
@@ -229,7 +231,7 @@ class _Site:
 Edits = Callable[[list[int]], dict[int, int]]
 
 
-def _feed_meta(site: _Site, view: _View, marks: list[tuple[int, datetime]], path: str) -> formats.FeedMeta:
+def _feed_meta(site: _Site, view: _View, updated: datetime, path: str) -> formats.FeedMeta:
     platform = site.settings.platform
     narrowed = view.filters.describe(site.settings.merchants)
     query = view.query()
@@ -238,7 +240,7 @@ def _feed_meta(site: _Site, view: _View, marks: list[tuple[int, datetime]], path
         description=f"Neuigkeiten, Angebote und Termine aus {platform.name}" + (f": {narrowed}" if narrowed else ""),
         language=platform.language, self_url=f"{site.base}{path}" + (f"?{query}" if query else ""),
         page_url=f"{site.base}/" + (f"?{view.filters.query()}" if view.filters else ""),
-        updated=max((changed for _, changed in marks), default=datetime(2000, 1, 1, tzinfo=timezone.utc)),
+        updated=updated,
         author=platform.name, author_url=f"{site.base}/")
 
 
@@ -296,12 +298,13 @@ def _uid(site: _Site, record: Record) -> str:
 
 
 def _render_feed(writer: Callable[[formats.FeedMeta, list[formats.FeedEntry]], bytes], path: str, media_type: str):
-    def render(site: _Site, view: _View, records: list[Record], marks, edits: Edits) -> tuple[bytes, str]:
-        return writer(_feed_meta(site, view, marks, path), [_feed_entry(site, r) for r in records]), media_type
+    def render(site: _Site, view: _View, records: list[Record], updated: datetime, edits: Edits) -> tuple[bytes, str]:
+        return writer(_feed_meta(site, view, updated, path), [_feed_entry(site, r) for r in records]), media_type
     return render
 
 
-def _render_calendar(site: _Site, view: _View, records: list[Record], marks, edits: Edits) -> tuple[bytes, str]:
+def _render_calendar(site: _Site, view: _View, records: list[Record], updated: datetime,
+                     edits: Edits) -> tuple[bytes, str]:
     platform = site.settings.platform
     sequences = edits([r.id for r in records])
     events = [e for e in (_calendar_event(site, r, sequences.get(r.id, 0)) for r in records) if e]
@@ -328,8 +331,9 @@ def _calendar_event(site: _Site, record: Record, sequence: int) -> ical.Calendar
     images = [m.url for m in item.media if m.type == "image"]
     return ical.CalendarEvent(
         uid=_uid(site, record), sequence=sequence, summary=summary, description=description,
-        url=f"{site.base}/items/{record.id}", start=e.start, timezone=_zone(e.timezone, site.settings.platform.timezone),
-        end=e.end, all_day=e.all_day, location=e.location, cancelled=e.cancelled, categories=_tags(item.tags),
+        url=f"{site.base}/items/{record.id}", start=e.start,
+        timezone=_zone(e.timezone, site.settings.platform.timezone), end=e.end, all_day=e.all_day,
+        location=e.location, cancelled=e.cancelled, categories=_tags(item.tags),
         created=record.created_at, last_modified=record.changed_at, image=site.image(images[0]) if images else None)
 
 
