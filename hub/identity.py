@@ -218,6 +218,12 @@ def post_keys(f: Features, buckets: Iterable[int]) -> list[int]:
     return [term ^ scope for scope in [_scope(f.merchant_id, b) for b in buckets] for term in f.terms]
 
 
+def word_keys(f: Features, word: str) -> list[int]:
+    """The post keys a word of `f` (a title word, an opening word) has in the buckets `f`
+    looks up: to ask whether the word is common among its merchant's posts around it."""
+    return [term_hash(word) ^ _scope(f.merchant_id, b) for b in near_buckets(f.at)]
+
+
 def bucket(at: datetime) -> int:
     return int(at.timestamp()) // int(POST_BUCKET.total_seconds())
 

@@ -43,8 +43,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, _scope, confirm, event_keys, features, match,
-                          near_buckets, probe_keys, sequence, stored_keys, term_hash)
+from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, event_keys, features, match, probe_keys,
+                          sequence, stored_keys, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
@@ -234,8 +234,8 @@ class Placement:
     def _common_title_words(self, f: Features) -> frozenset[str]:
         """The words of its title that are common keys of its merchant's posts around it:
         no evidence that two titles name the same thing."""
-        scopes = [_scope(f.merchant_id, b) for b in near_buckets(f.at)]
-        return frozenset(w for w in f.title_key.split() if any(term_hash(w) ^ s in self.common for s in scopes))
+        common = self.common
+        return frozenset(w for w in f.title_key.split() if any(k in common for k in word_keys(f, w)))
 
     def stored_keys(self, item_id: int) -> list[int]:
         keys = self.keys_stored.get(item_id)
