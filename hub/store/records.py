@@ -337,8 +337,8 @@ def _write_tags(conn: Connection, new: Sequence[tuple[int, Item, datetime]],
             chunk = ids[start:start + 5000]
             conn.exec_driver_sql(f"DELETE FROM item_tags WHERE item_id IN ({placeholders(conn, len(chunk))})",
                                  tuple(chunk))
-    rows = sorted({(item_id, key) for item_id, item, _ in [*new, *changed] for key in map(tag_key, item.tags) if key})
-    if rows:
+    rows = [(item_id, key) for item_id, item, _ in [*new, *changed] for key in map(tag_key, item.tags) if key]
+    if rows:  # "#Advent" and "advent" on one item are one row: the second is a conflict, skipped
         conn.exec_driver_sql(f"INSERT INTO item_tags (item_id, tag) VALUES ({placeholders(conn, 2)}) "
                              "ON CONFLICT DO NOTHING", rows)
 

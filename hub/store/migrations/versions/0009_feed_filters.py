@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table('item_tags',
                     sa.Column('item_id', sa.Integer(), autoincrement=False, nullable=False),
                     sa.Column('tag', sa.String(), nullable=False),
-                    sa.PrimaryKeyConstraint('item_id', 'tag'))
+                    sa.PrimaryKeyConstraint('item_id', 'tag'), sqlite_with_rowid=False)
     op.create_index('ix_item_tags_tag', 'item_tags', ['tag', 'item_id'])
     op.create_index('ix_record_origins_merchant', 'record_origins', ['merchant_id', 'record_id'])
     op.create_index('ix_records_events', 'records', ['kind', 'event_start'])
