@@ -88,7 +88,7 @@ def feeds_router(settings: Settings, store: Store, media: MediaStore) -> APIRout
             view = _View.of(request, kind, settings, now)
         except FilterError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        scope = view.scope(site)
+        scope = {**view.scope(site), "now": now}  # marks and records judged at one moment
         marks = store.records.marks(limit=view.limit, order=view.order, **scope)  # before loading: safe
         etag = _etag(view, site.digest, marks)
         stamp = versions.stamp(view.key, etag, now)
