@@ -35,9 +35,9 @@ def feed(name: str, posts: int = 2, every: timedelta = timedelta(days=3), hub: s
 
 
 def write_config(path: Path, urls: dict[str, str], *, store_url: str, schedule: str = "", fetcher: str = "",
-                 channels: str = "", platform: str = "") -> Path:
+                 channels: str = "", platform: str = "", total_timeout: float = 10) -> Path:
     lines = [f"platform: {{name: Teststadt{platform}}}", f"store: {{url: '{store_url}'}}",
-             f"fetcher: {{allow_private_networks: true, retries: 0, total_timeout: 10{fetcher}}}",
+             f"fetcher: {{allow_private_networks: true, retries: 0, total_timeout: {total_timeout:g}{fetcher}}}",
              f"schedule: {{first_fetches_per_second: 1000{schedule}}}", "merchants:"]
     for sid, url in urls.items():
         lines += [f"  - id: {sid}", f"    name: {sid}", "    sources:",

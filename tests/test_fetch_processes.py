@@ -32,7 +32,7 @@ class HubFetch:
         self.log = path.with_suffix(".log")
         with self.log.open("w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "hub", "fetch", "-c", str(path)], cwd=ROOT,
-                                         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+                                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "COLUMNS": "200"},
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.seen: set[int] = set()  # every descendant ever seen
 
@@ -109,7 +109,10 @@ def town(tmp_path: Path, server: FeedServer, delays: list[float], name: str = "s
     urls = {f"s{i:03d}": server.url(f"/files/s{i:03d}.xml" + (f"?delay={d}" if d else "")) for i, d in enumerate(delays)}
     return write_config(tmp_path / f"{name}.yaml", urls, store_url=f"sqlite:///{tmp_path}/hub.db",
                         schedule=", shutdown_grace: 0.5s",
-                        fetcher=", host_spacing: 0, max_per_host: 100, max_in_flight: 100")
+                        # slow sources (30 s) must still be under way when a test stops the run,
+                        # also when a loaded machine takes its time to start the workers
+                        fetcher=", host_spacing: 0, max_per_host: 100, max_in_flight: 100, read_timeout: 60",
+                        total_timeout=60)
 
 
 def started(path: Path, server: FeedServer, in_flight: int) -> HubFetch:
@@ -172,7 +175,7 @@ def test_a_stopped_hub_fetch_keeps_what_it_fetched_and_the_next_one_stores_the_r
         assert "Traceback" not in first
 
         again = subprocess.run([sys.executable, "-m", "hub", "fetch", "-c", str(town(tmp_path, server, [0.0] * N))],
-                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+                               cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "COLUMNS": "200"},
                                capture_output=True, text=True, timeout=60)
     second = " ".join(again.stdout.split())
     assert again.returncode == 0, again.stdout + again.stderr

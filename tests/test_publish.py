@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -112,7 +113,8 @@ async def test_a_failed_delivery_is_retried_and_a_crashed_runs_items_come_back(s
 
 def hub(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hub", *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                          env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                               "HUB_TEST_CLOCK_AHEAD": os.environ.get("HUB_TEST_CLOCK_AHEAD", ""), "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
 
 
 def test_hub_publish_dry_run_then_publish_then_nothing_new(tmp_path):
