@@ -16,6 +16,7 @@ from hub.identity import (Words, apart, canonical_url, copied, features, match, 
                           words)
 from hub.models import Event, FetchState, Item, Parsed
 from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store, placement, tables
+from hub.store import records as records_module
 from hub.store.scheduling import ScheduleStore
 from tests import identity_corpus as corpus
 
@@ -287,3 +288,19 @@ def test_a_store_from_before_the_key_index_finds_its_posts_again(tmp_path):
     [record] = store.records.list(status=None, removed=True, expired=True)
     assert [o.rule for o in record.origins] == ["first", "near-duplicate-text"]
     store.close()
+
+
+def test_what_is_prepared_ahead_of_the_write_is_what_apply_uses(store, monkeypatch):
+    """An ingest worker may prepare a batch's identity fingerprints before its turn to write
+    (Records.prepare_ahead); Store.apply then takes them as they are and places alike."""
+    store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
+    store.apply([fetched("web", post("web", "w1", NEAR_COPY))])
+    outcome = fetched("fb", post("fb", "f1", NEAR_COPY + " #flohmarkt", hours=2), hours=2)
+    store.records.prepare_ahead([outcome])
+    computed = []
+    real = records_module.prepare
+    monkeypatch.setattr(records_module, "prepare", lambda *a: computed.append(a) or real(*a))
+    store.apply([outcome])
+    assert computed == []  # nothing prepared twice
+    [record] = store.records.list(status=None, removed=True, expired=True)
+    assert [o.rule for o in record.origins] == ["first", "near-duplicate-text"]
