@@ -70,7 +70,10 @@ class Records:
         takes its turn to write (hub.ingest), so that the identity fingerprints of a batch
         (~60 µs per entry of a merchant with several sources) are computed beside the other
         worker's writes rather than within its own turn, which the workers take one at a
-        time. Pure CPU but for one read of which merchants have several sources."""
+        time. Pure CPU but for one read of which merchants have several sources. It cannot
+        tell which items are new (`Store.apply` judges that under the lock), so it prepares
+        every item: wasted on the unchanged entries of a re-fetched feed, but beside the
+        other worker's turn, not in its own."""
         items = [(i, o.at) for o in outcomes if o.status == "ok" and o.parsed is not None for i in o.parsed.items]
         if not items:
             return
