@@ -167,6 +167,7 @@ def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutco
         store = _stores[url] = Store(url, migrate=False, autocheckpoint=False)
     store.records.configure(rules)
     parsed = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
+    store.records.prepare_ahead(parsed)  # identity fingerprints beside the other worker's turn
     with _turn:
         stored = ingest(store, parsed)
     store.checkpoint()
