@@ -481,13 +481,7 @@ def apart(a: Words, b: Words) -> bool:
     "Mittagstisch heute: Schnitzel …" and "Mittagstisch heute: Linsensuppe …" are apart.
     A cross-post that only adds words ("knusprige", hashtags, "Buon appetito!") is not,
     nor is a reworded post, which agrees on most of what it says outside shared phrases."""
-    n = min(len(a), len(b))
-    head = 0
-    while head < n and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
+    head, tail = _shared_ends(a, b)
     rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
     if not rest_a or not rest_b:
         return False  # one says no more than the other
@@ -525,6 +519,18 @@ def apart(a: Words, b: Words) -> bool:
     return agree < max(2, own / 3)
 
 
+def _shared_ends(a: Words, b: Words) -> tuple[int, int]:
+    """How many words two texts share at their start, and then at their end."""
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return head, tail
+
+
 def copied(a: Words, b: Words) -> float:
     """How much of the shorter of two texts (`sequence` of each) the other has word for
     word: the share of its words in their common opening and closing and in runs of
@@ -533,12 +539,7 @@ def copied(a: Words, b: Words) -> float:
     n = min(len(a), len(b))
     if not n:
         return 0.0
-    head = 0
-    while head < n and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
+    head, tail = _shared_ends(a, b)
     rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
     runs = SequenceMatcher(None, rest_a, rest_b, autojunk=False).get_matching_blocks() if rest_a and rest_b else []
     return (head + tail + sum(block.size for block in runs if block.size >= SHARED_RUN)) / n
