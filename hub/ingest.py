@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -66,12 +67,16 @@ class Stored:
     websub: tuple[str, str] | None = None
 
 
-def ingest(store: Store, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
+def ingest(store: Store, work: Sequence[Fetched | FetchOutcome], turn: AbstractContextManager = nullcontext()
+           ) -> list[Stored]:
     """Parse every `Fetched` and store the whole batch in one transaction; outcomes that
-    are already final (failures, 304s) are recorded in the same transaction."""
+    are already final (failures, 304s) are recorded in the same transaction. Only the
+    write itself holds `turn` (the pool's write lock): parsing and planning do not."""
     outcomes = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
     try:
-        results = {r.source_id: r for r in store.apply(outcomes)}
+        plan = store.plan(outcomes)
+        with turn:
+            results = {r.source_id: r for r in store.write(plan)}
     except Exception as exc:  # nothing of this batch was committed; say so to each source
         log.exception("writing %d sources failed", len(outcomes))
         return [Stored(o.source_id, "failed", f"could not be stored: database write failed: {exc}")
@@ -159,17 +164,14 @@ def start_worker(turn: Any, parent: int | None = None) -> None:
 
 
 def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
-    """`ingest` in a pool worker: parse without the lock (in parallel with the other
-    workers), write with it, then checkpoint the WAL without it."""
+    """`ingest` in a pool worker: parse and plan without the lock (in parallel with the
+    other workers), write with it, then checkpoint the WAL without it."""
     store = _stores.get(url)
     if store is None:
         # The main process migrated it. Checkpoints happen below, out of the other's way.
         store = _stores[url] = Store(url, migrate=False, autocheckpoint=False)
     store.records.configure(rules)
-    parsed = [parse_fetched(w) if isinstance(w, Fetched) else w for w in work]
-    store.records.prepare_ahead(parsed)  # identity fingerprints beside the other worker's turn
-    with _turn:
-        stored = ingest(store, parsed)
+    stored = ingest(store, work, _turn)
     store.checkpoint()
     return stored
 

@@ -290,17 +290,17 @@ def test_a_store_from_before_the_key_index_finds_its_posts_again(tmp_path):
     store.close()
 
 
-def test_what_is_prepared_ahead_of_the_write_is_what_apply_uses(store, monkeypatch):
-    """An ingest worker may prepare a batch's identity fingerprints before its turn to write
-    (Records.prepare_ahead); Store.apply then takes them as they are and places alike."""
+def test_what_is_planned_ahead_of_the_write_is_what_the_write_uses(store, monkeypatch):
+    """An ingest worker plans a batch (identity fingerprints included) before its turn to
+    write (Store.plan); Store.write then takes the plan as it is and places alike."""
     store.sync_sources([SourceSpec("web", "laden", "feed"), SourceSpec("fb", "laden", "feed")])
     store.apply([fetched("web", post("web", "w1", NEAR_COPY))])
     outcome = fetched("fb", post("fb", "f1", NEAR_COPY + " #flohmarkt", hours=2), hours=2)
-    store.records.prepare_ahead([outcome])
+    plan = store.plan([outcome])
     computed = []
     real = records_module.prepare
     monkeypatch.setattr(records_module, "prepare", lambda *a: computed.append(a) or real(*a))
-    store.apply([outcome])
+    store.write(plan)
     assert computed == []  # nothing prepared twice
     [record] = store.records.list(status=None, removed=True, expired=True)
     assert [o.rule for o in record.origins] == ["first", "near-duplicate-text"]

@@ -41,6 +41,16 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
+class IngestPlan:
+    """What `Store.plan` worked out before the write lock, for `Store.write` to write."""
+
+    outcomes: tuple[FetchOutcome, ...]
+    parsed: list[FetchOutcome]  # those with items
+    rows: dict[str, dict[str, tuple]]  # source id -> external id -> row of a new item
+    prepared: dict[tuple[str, str], Any]  # item key -> what placing it needs (hub.store.placement)
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """A configured source, as the store needs to know it."""
 
@@ -228,13 +238,16 @@ class Store:
 
     def apply(self, outcomes: Sequence[FetchOutcome]) -> list[UpsertResult]:
         """Record a batch of fetch outcomes in one transaction. For each successful parse,
-        returns what was new, changed and gone.
+        returns what was new, changed and gone."""
+        return self.write(self.plan(outcomes))
 
-        Rows are built before the transaction takes the write lock, so that writers in
-        other processes wait only for the database, not for this one's Python."""
+    def plan(self, outcomes: Sequence[FetchOutcome]) -> IngestPlan:
+        """The part of `apply` that needs no write lock: what is new or changed (a source's
+        items have one writer at a time: leases; `write` judges again under the lock), the
+        rows of new items and what placing them needs (identity fingerprints). Done before
+        the lock, so that writers in other processes wait only for the database, not for
+        this one's Python; an ingest worker does it before its turn to write (hub.ingest)."""
         parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
-        # What is new or changed, judged before the lock (a source's items have one writer
-        # at a time: leases) and judged again under it; only that much is prepared.
         with self.engine.connect() as conn:
             before = _known_items(conn, [o.source_id for o in parsed])
             fresh = {o.source_id: [i for i in o.parsed.items if _differs(before[o.source_id].get(i.external_id), i)]
@@ -242,13 +255,17 @@ class Store:
             prepared = self.records.prepare(conn, [(i, o.at) for o in parsed for i in fresh[o.source_id]])
         rows = {o.source_id: _insert_rows(o, [i for i in fresh[o.source_id] if i.external_id not in before[o.source_id]],
                                           self.dialect) for o in parsed}
+        return IngestPlan(tuple(outcomes), parsed, rows, prepared)
+
+    def write(self, plan: IngestPlan) -> list[UpsertResult]:
+        """Write what `plan` prepared, in one transaction that holds the write lock."""
         results = []
         with self._ingest_transaction() as conn:
-            known = _known_items(conn, [o.source_id for o in parsed])
-            for outcome in parsed:
-                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), rows[outcome.source_id]))
-            self.records.after_upsert(conn, parsed, results, prepared)  # issue 4: identity, same transaction
-            self._record_sources(conn, outcomes)
+            known = _known_items(conn, [o.source_id for o in plan.parsed])
+            for outcome in plan.parsed:
+                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), plan.rows[outcome.source_id]))
+            self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
+            self._record_sources(conn, plan.outcomes)
         return results
 
     @contextmanager

@@ -37,7 +37,6 @@ class Records:
         self.read_item = read_item
         self.rules = moderation.Rules()  # publish at once until configured
         self.media = MediaIndex(engine)
-        self._ahead: dict[tuple[str, str], tuple[Item, datetime, Prepared]] = {}  # see prepare_ahead
 
     def configure(self, rules: moderation.Rules) -> None:
         """Use the moderation rules of the config (`hub.moderation.rules_from`)."""
@@ -47,41 +46,12 @@ class Records:
 
     def prepare(self, conn: Connection, items: Sequence[tuple[Item, datetime]]) -> dict[tuple[str, str], Prepared]:
         """What placing these (item, fetched at) needs that the database does not decide;
-        run before the write lock is taken (`Store.apply`). What `prepare_ahead` computed
-        for the very same items is taken as it is."""
-        ahead, self._ahead = self._ahead, {}
-        done: dict[tuple[str, str], Prepared] = {}
-        rest = []
-        for item, at in items:
-            hit = ahead.get(item.key)
-            if hit is not None and hit[0] is item and hit[1] == at:
-                done[item.key] = hit[2]
-            else:
-                rest.append((item, at))
-        if rest:
-            multi = multi_source_merchants(conn, {i.merchant_id for i, _ in rest})
-            with paused_gc():
-                done.update(prepare(rest, self.rules, multi))
-        return done
-
-    def prepare_ahead(self, outcomes: Sequence) -> None:
-        """`prepare` the items of these fetch outcomes now, for the `Store.apply` of the
-        same outcomes that follows: for an ingest worker to call after parsing and before it
-        takes its turn to write (hub.ingest), so that the identity fingerprints of a batch
-        (~60 µs per entry of a merchant with several sources) are computed beside the other
-        worker's writes rather than within its own turn, which the workers take one at a
-        time. Pure CPU but for one read of which merchants have several sources. It cannot
-        tell which items are new (`Store.apply` judges that under the lock), so it prepares
-        every item: wasted on the unchanged entries of a re-fetched feed, but beside the
-        other worker's turn, not in its own."""
-        items = [(i, o.at) for o in outcomes if o.status == "ok" and o.parsed is not None for i in o.parsed.items]
+        run before the write lock is taken (`Store.plan`)."""
         if not items:
-            return
-        with self.engine.connect() as conn:
-            multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
+            return {}
+        multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
         with paused_gc():
-            prepared = prepare(items, self.rules, multi)
-        self._ahead = {item.key: (item, at, prepared[item.key]) for item, at in items}
+            return prepare(items, self.rules, multi)
 
     def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
                      prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
