@@ -43,6 +43,9 @@ class Event:
     all_day: bool = False
     location: str | None = None
     cancelled: bool = False
+    # Where the place is, in WGS 84 degrees, when the source says so (schema.org geo, iCal GEO).
+    latitude: float | None = None
+    longitude: float | None = None
     # Read from a post's prose by hub.normalize rather than given as data; structured data
     # wins when a record's origins disagree (hub.records).
     detected: bool = False
@@ -109,6 +112,8 @@ class Item:
         if self.event:
             e = self.event
             parts.append(f"e:{_iso(e.start)}|{_iso(e.end)}|{e.timezone}|{e.all_day}|{e.location}|{e.cancelled}")
+            if e.latitude is not None and e.longitude is not None:  # a part of its own: older hashes stay valid
+                parts.append(f"g:{e.latitude:.6f},{e.longitude:.6f}")
         if self.offer:
             o = self.offer
             parts.append(f"o:{o.price}|{o.currency}|{_iso(o.valid_from)}|{_iso(o.valid_until)}")

@@ -180,6 +180,8 @@ def _event(live: Sequence[Origin], organiser: str):
         other = o.item.event
         if other is not None and other.start == event.start:
             event = replace(event, end=event.end or other.end, location=event.location or other.location)
+            if event.latitude is None and other.latitude is not None:
+                event = replace(event, latitude=other.latitude, longitude=other.longitude)
     return event, best.item_id
 
 

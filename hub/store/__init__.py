@@ -506,8 +506,8 @@ def _bind_nulls_and_flags_directly() -> None:
 _INSERT_COLUMNS = (
     "source_id", "external_id", "merchant_id", "kind", "title", "summary", "content_html", "content_text",
     "url", "origin_url", "media", "tags", "language", "published", "updated", "sort_at", "event_start",
-    "event_end", "event_timezone", "event_all_day", "event_location", "event_cancelled", "offer_price",
-    "offer_currency", "offer_valid_from", "offer_valid_until", "content_hash", "first_seen_at", "changed_at")
+    "event_end", "event_timezone", "event_all_day", "event_location", "event_cancelled", "event_latitude",
+    "event_longitude", "offer_price", "offer_currency", "offer_valid_from", "offer_valid_until", "content_hash", "first_seen_at", "changed_at")
 
 
 def _insert_new(conn: Connection, rows: list[tuple]) -> None:
@@ -542,7 +542,8 @@ def _insert_values(item: Item, dt, at: Any) -> tuple:
         item.language, published, dt(item.updated) if item.updated else None, published or at,
         dt(event.start) if event else None, dt(event.end) if event and event.end else None,
         event.timezone if event else None, bool(event and event.all_day), event.location if event else None,
-        bool(event and event.cancelled), offer.price if offer else None, offer.currency if offer else None,
+        bool(event and event.cancelled), event.latitude if event else None, event.longitude if event else None,
+        offer.price if offer else None, offer.currency if offer else None,
         dt(offer.valid_from) if offer and offer.valid_from else None,
         dt(offer.valid_until) if offer and offer.valid_until else None,
         item.content_hash, at, at)
@@ -590,6 +591,7 @@ def _to_row(item: Item, digest: str, at: datetime) -> dict[str, Any]:
         "event_start": event.start if event else None, "event_end": event.end if event else None,
         "event_timezone": event.timezone if event else None, "event_all_day": bool(event and event.all_day),
         "event_location": event.location if event else None, "event_cancelled": bool(event and event.cancelled),
+        "event_latitude": event.latitude if event else None, "event_longitude": event.longitude if event else None,
         "offer_price": offer.price if offer else None, "offer_currency": offer.currency if offer else None,
         "offer_valid_from": offer.valid_from if offer else None,
         "offer_valid_until": offer.valid_until if offer else None,
@@ -607,7 +609,7 @@ def _from_row(r: Any) -> StoredItem:
     if r.event_start:
         event = Event(start=_in_zone(r.event_start, r.event_timezone), end=_in_zone(r.event_end, r.event_timezone),
                       timezone=r.event_timezone, all_day=r.event_all_day, location=r.event_location,
-                      cancelled=r.event_cancelled)
+                      cancelled=r.event_cancelled, latitude=r.event_latitude, longitude=r.event_longitude)
     offer = None
     if r.offer_price or r.offer_currency or r.offer_valid_from or r.offer_valid_until:
         offer = Offer(price=r.offer_price, currency=r.offer_currency, valid_from=r.offer_valid_from,
