@@ -25,7 +25,9 @@ from hub.errors import HubError
 from hub.http import Fetcher, redact
 from hub.media import MediaStore, Picture
 from hub.store import SourceStatus, Store
+from hub.store.version import data_version
 from hub.web import formatting
+from hub.web.cache import PageCache
 from hub.web.facebook import facebook_router
 from hub.web.feeds import feed_links, feeds_router, page_filters
 from hub.web.filters import Filters
@@ -54,6 +56,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             yield
 
     app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # Innermost, so the headers added further out (security, counting) go on cached answers too.
+    app.add_middleware(PageCache, version=lambda: data_version(store.engine))
     templates = _templates(settings, store, media)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(websub_router(settings, store))

@@ -1,0 +1,139 @@
+"""A cache of rendered resident answers, invalidated when records change (issue 14, part 8).
+
+Residents' pages, feeds and the public API read many records and render many of them; the
+same few URLs are asked for over and over. `PageCache` is an ASGI middleware that keeps the
+finished answer of such a GET (status 200, no cookie) in memory, keyed by path, query and
+the language the request asks for, and hands it out again while
+
+- the store's data version is the one the answer was made from: every change of a record
+  (new, merged, edited, approved, hidden, removed) writes a revision, so the newest
+  revision id is a version that any writer's commit moves, in this process or another;
+- and it is younger than `ttl`: what time alone changes (an event starting, an offer
+  expiring, "vor 3 Minuten") is at most that stale.
+
+The version costs one query by primary key per request, so an answer is never older than
+the last commit; `ttl` is measured on the wall clock, so a moved clock (tests) expires
+answers too. A conditional request whose ETag still matches gets its 304 from the cache. Anything else (the admin area, hooks, other
+methods, cookies set, large bodies) passes through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# What residents read; never the admin area, hooks or media. The feeds out keep their own
+# cache of rendered feeds (hub.web.feeds), with the dates their Last-Modified needs.
+_EXACT = frozenset({"/", "/events", "/offers", "/search", "/embed", "/embed.css", "/sitemap.xml", "/robots.txt"})
+_PREFIXES = ("/m/", "/items/", "/sitemap", "/api/v1/")
+_NEVER = ("/api/v1/admin",)
+_VARY = (b"accept-language", b"accept")  # request headers an answer may depend on
+MAX_BODY = 2 * 1024 * 1024
+
+
+def cacheable(path: str) -> bool:
+    """Whether answers for `path` may be cached: resident pages, feeds and the public API."""
+    if path.startswith(_NEVER):
+        return False
+    return path in _EXACT or path.startswith(_PREFIXES)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes | None
+    version: Any
+    made: float
+
+
+class PageCache:
+    """ASGI middleware. `version()` returns the store's data version (blocking: it runs in
+    a thread)."""
+
+    def __init__(self, app: ASGIApp, version: Callable[[], Any], *, max_entries: int = 1024,
+                 ttl: float = 60.0) -> None:
+        self.app, self.version = app, version
+        self.max_entries, self.ttl = max_entries, ttl
+        self.entries: OrderedDict[tuple, _Answer] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        """Forget every answer (the config changed: names, quotas, the look)."""
+        self.entries.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not cacheable(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if b"authorization" in headers or b"cookie" in headers:  # someone signed in: not a resident's view
+            await self.app(scope, receive, send)
+            return
+        key = (scope["path"], scope.get("query_string", b""), *(headers.get(h, b"") for h in _VARY))
+        version = await run_in_threadpool(self.version)
+        answer = self.entries.get(key)
+        if answer is not None and answer.version == version and 0 <= time.time() - answer.made < self.ttl:
+            self.entries.move_to_end(key)
+            self.hits += 1
+            await _replay(answer, headers.get(b"if-none-match"), scope["method"] == "HEAD", send)
+            return
+        self.misses += 1
+        if scope["method"] == "HEAD" or b"if-none-match" in headers or b"if-modified-since" in headers:
+            await self.app(scope, receive, send)  # no body to keep (the app answers 304 itself)
+            return
+        await self._fill(key, version, scope, receive, send)
+
+    async def _fill(self, key: tuple, version: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+        keep = True
+
+        async def capture(message: Message) -> None:
+            nonlocal keep
+            if message["type"] == "http.response.start":
+                started.update(message)
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                keep = message["status"] == 200 and b"set-cookie" not in names
+            elif message["type"] == "http.response.body" and keep:
+                chunks.append(message.get("body", b""))
+                keep = sum(map(len, chunks)) <= MAX_BODY
+                if not message.get("more_body", False) and keep:
+                    self._keep(key, version, started, b"".join(chunks))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+    def _keep(self, key: tuple, version: Any, start: Message, body: bytes) -> None:
+        headers = list(start.get("headers", []))
+        etag = next((value for name, value in headers if name.lower() == b"etag"), None)
+        self.entries[key] = _Answer(start["status"], headers, body, etag, version, time.time())
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+async def _replay(answer: _Answer, if_none_match: bytes | None, head: bool, send: Send) -> None:
+    if answer.etag is not None and if_none_match is not None and _matches(if_none_match, answer.etag):
+        kept = [(n, v) for n, v in answer.headers if n.lower() in (b"etag", b"cache-control", b"last-modified",
+                                                                     b"vary", b"content-security-policy")]
+        await send({"type": "http.response.start", "status": 304, "headers": kept})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})
+
+
+def _matches(if_none_match: bytes, etag: bytes) -> bool:
+    """RFC 9110's weak comparison: `W/"x"` and `"x"` are the same tag."""
+    def bare(tag: bytes) -> bytes:
+        return tag.strip().removeprefix(b"W/")
+
+    return if_none_match.strip() == b"*" or bare(etag) in {bare(t) for t in if_none_match.split(b",")}
+
