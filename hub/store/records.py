@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from hub import moderation
 from hub.models import Item
 from hub.records import Origin, Record, Revision, canonical, tag_key
+from hub.store.admin import edits_of
 from hub.store.mediadb import MediaIndex
 from hub.store.bulk import new_ids, placeholders
 from hub.store.tables import ItemTagRow
@@ -208,11 +209,13 @@ class Records:
         origins = load_origins(conn, [r.id for r in rows], self.read_item)
         urls = {m.url for os in origins.values() for o in os for m in o.item.media}
         sizes = {u: (s.width, s.height) for u, s in self.media.lookup(urls).items() if s.width and s.height}
+        edits = edits_of(conn, origins)  # issue 17: the project manager's title and image stand
         records = []
         for r in rows:
             if r.id not in origins:
                 continue  # every origin forgotten by retention
             item, chosen = canonical(origins[r.id], sizes)
+            item = edits[r.id].applied_to(item) if r.id in edits else item
             records.append(Record(id=r.id, item=item, origins=tuple(origins[r.id]), fields_from=chosen,
                                   status=r.status, status_reason=r.status_reason,
                                   label=self.rules.of(item.merchant_id).label, sort_at=r.sort_at,
