@@ -166,6 +166,81 @@ class ExpiryConfig(Strict):
     offers: Duration | None = timedelta(days=30)  # after publication, for offers without an end date
 
 
+# --- the project manager's cockpit (issue 17): users, mail, the activity score -----------------
+
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _check_email(value: str) -> str:
+    address = value.strip()
+    bare = re.fullmatch(r"[^<>]*<([^<>]+)>\s*", address)  # "Name <address>"
+    if not _EMAIL.match(bare.group(1) if bare else address):
+        raise ValueError(f"'{value}' is not an e-mail address; write it like info@baeckerei-schmitz.example")
+    return address
+
+
+def _check_argon2(value: str) -> str:
+    if not value.startswith("$argon2"):
+        raise ValueError("not an argon2 password hash; make one with `hub admin hash-password` and paste it "
+                         "in quotes")
+    return value
+
+
+class AdminUser(Strict):
+    """Someone who may log in to /admin (hub.web.admin). `admin`: everything; `moderator`:
+    source health, the review queue, merchants and statistics, but not the configuration."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
+    password_hash: Annotated[str, AfterValidator(_check_argon2)]
+    role: Literal["admin", "moderator"] = "moderator"
+
+
+class ActivityWeights(Strict):
+    """How much each part counts in the activity score (hub.activity); relative weights."""
+
+    posts: Annotated[float, Field(ge=0)] = 35
+    speed: Annotated[float, Field(ge=0)] = 15
+    reliability: Annotated[float, Field(ge=0)] = 20
+    completeness: Annotated[float, Field(ge=0)] = 20
+    channels: Annotated[float, Field(ge=0)] = 10
+
+
+class ActivityConfig(Strict):
+    """The monthly activity score of a merchant, 0-100 (hub.activity documents the formula)."""
+
+    target_posts: Annotated[int, Field(ge=1)] = 8  # posts a month that earn the full posts part
+    target_channels: Annotated[int, Field(ge=1)] = 2  # channels (kinds of source) for the full channels part
+    fast: Duration = timedelta(hours=1)  # a median delay this short earns the full speed part ...
+    slow: Duration = timedelta(days=3)  # ... this long or longer earns none
+    weights: ActivityWeights = ActivityWeights()
+
+
+class AdminConfig(Strict):
+    users: list[AdminUser] = []
+    quiet_days: Annotated[int, Field(ge=1)] = 30  # a merchant without a post this long gets a reminder
+    activity: ActivityConfig = ActivityConfig()
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, users: list[AdminUser]) -> list[AdminUser]:
+        names = [u.name.casefold() for u in users]
+        if twice := next((n for n in names if names.count(n) > 1), None):
+            raise ValueError(f"user name '{twice}' is used twice")
+        return users
+
+
+class MailConfig(Strict):
+    """`mail:`: the SMTP server the cockpit's reminders (and the newsletter) are sent through (hub.mail)."""
+
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 587 starttls, 465 tls, 25 none
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_: Annotated[str, AfterValidator(_check_email), Field(alias="from")]
+    timeout: Annotated[float, Field(gt=0)] = 20.0  # seconds for connecting and for each answer
+
+
 class MerchantConfig(Strict):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
@@ -186,6 +261,8 @@ class MerchantConfig(Strict):
 class IncludeRule(Strict):
     kinds: list[Literal["post", "event", "offer"]] = []
     merchants: list[str] = []
+    # issue 17: where the cockpit's reminders go (never shown to residents)
+    contact_email: Annotated[str, AfterValidator(_check_email)] | None = None
     categories: list[str] = []
     tags: list[str] = []
 
@@ -231,6 +308,8 @@ class Settings(Strict):
     _warnings: tuple[str, ...] = PrivateAttr(())
 
     @property
+    admin: AdminConfig = AdminConfig()  # issue 17: who may log in to /admin, the activity score
+    mail: MailConfig | None = None  # issue 17: SMTP for reminders and the newsletter
     def warnings(self) -> tuple[str, ...]:
         return self._warnings
 
