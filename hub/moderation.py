@@ -40,6 +40,7 @@ class MerchantRules:
     quota: Mapping[str, int] = field(default_factory=dict)
     expire_events: timedelta | None = timedelta(days=1)
     expire_offers: timedelta | None = timedelta(days=30)
+    name: str | None = None  # as residents know it: search finds its records by it (hub.search)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ _DEFAULT = MerchantRules()
 
 
 def rules_from(settings: Settings) -> Rules:
-    return Rules({m.id: MerchantRules(trust=m.trust, label=m.label, block=_words(m.block_words),
+    return Rules({m.id: MerchantRules(trust=m.trust, name=m.name, label=m.label, block=_words(m.block_words),
                                       keep=_words(m.keep_words), quota=dict(m.quota),
                                       expire_events=m.expire.events, expire_offers=m.expire.offers)
                   for m in settings.merchants}, settings.platform.timezone)
