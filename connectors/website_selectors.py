@@ -1,0 +1,261 @@
+"""Declarative CSS selectors for pages without structured data.
+
+    items: "article.termin"          # one element per item
+    fields:                          # inside each item: CSS for text, "selector@attr" for an attribute
+      title: "h2"
+      link: "a@href"
+      date: ".datum"
+      image: "img@src"
+
+A field's selector is applied inside its item element; `@attr` alone reads the item
+element's own attribute. Without `@`, `link` takes the element's `href` (or its first
+link's), `image` its `src` (or `data-src`, or the first `srcset` candidate), `date` and
+`end` a `<time>`'s `datetime`; everything else is the element's text. Fields left out
+take sensible defaults (the first heading, link, `<time>`, image and paragraph).
+
+Selectors run on BeautifulSoup (soupsieve), over the lxml tree's document with scripts,
+styles and the head taken out first: a smaller document is parsed faster, and text never
+picks up a script's source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import lxml.html
+import soupsieve
+from bs4 import BeautifulSoup, Tag
+
+from connectors.website_dates import read_end, read_when, When
+from connectors.website_extract import (Found, MAX_IMAGES, Page, _as_html, _plain, _title, currency_in,
+                                        price_text)
+from hub.models import Kind, Media
+
+FIELDS = ("title", "link", "date", "end", "location", "image", "summary", "price")
+MAX_ITEMS = 500  # items read from one page; more are a listing nobody reads to the end
+DEFAULTS = {"title": "h1, h2, h3, h4, h5, h6", "link": "a[href]", "date": "time", "image": "img",
+            "summary": "p"}
+_ATTR_NAME = re.compile(r"[A-Za-z_:][-\w:.]*")
+_DROPPED = ("script", "style", "noscript", "template", "svg", "iframe")
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One field's rule: a selector inside the item (None: the item element itself) and
+    the attribute to read (None: the text, or the field's natural attribute)."""
+
+    selector: str | None
+    attr: str | None
+    raw: str
+
+    @property
+    def label(self) -> str:
+        return f"selector {self.raw}"
+
+
+def parse_rule(raw: str) -> FieldRule:
+    """`"h2"`, `"a@href"`, `"@data-date"`, `'a[href*="@"]@href'`.
+
+    Raises:
+        ValueError: the selector is not valid CSS, or the attribute name is not one.
+    """
+    raw = raw.strip()
+    if not raw:
+        raise ValueError("a field's selector is empty")
+    selector, attr = _split_attr(raw)
+    if attr is not None and not _ATTR_NAME.fullmatch(attr):
+        raise ValueError(f"'{attr}' after '@' is not an attribute name (write it like \"a@href\")")
+    if selector:
+        check_selector(selector)
+    return FieldRule(selector or None, attr, raw)
+
+
+def check_selector(selector: str) -> str:
+    try:
+        soupsieve.compile(selector)
+    except soupsieve.SelectorSyntaxError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ValueError(f"'{selector}' is not a valid CSS selector ({first_line})") from None
+    return selector
+
+
+def _split_attr(raw: str) -> tuple[str, str | None]:
+    """Split at the last '@' outside brackets and quotes."""
+    depth, quote, at = 0, "", -1
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "@" and depth == 0:
+            at = i
+    if at < 0:
+        return raw, None
+    return raw[:at].strip(), raw[at + 1:].strip()
+
+
+@dataclass(frozen=True)
+class Rules:
+    items: str
+    fields: dict[str, FieldRule]  # the configured ones; defaults fill in the rest
+
+    @classmethod
+    def of(cls, items: str, fields: dict[str, str | None]) -> Rules:
+        return cls(check_selector(items), {k: parse_rule(v) for k, v in fields.items() if v})
+
+
+def select(page: Page, rules: Rules, kind: Kind | None, warnings: list[str]) -> list[Found]:
+    """The items the rules find on `page`, in page order."""
+    soup = _soup(page)
+    elements = soup.select(rules.items, limit=MAX_ITEMS + 1)
+    if len(elements) > MAX_ITEMS:
+        warnings.append(f"{page.url}: mehr als {MAX_ITEMS} Elemente passen zu items '{rules.items}'; "
+                        f"gelesen wurden die ersten {MAX_ITEMS}")
+    found, empty = [], 0
+    for element in elements[:MAX_ITEMS]:
+        item = _item(element, page, rules, kind)
+        if item.title:
+            found.append(item)
+        else:
+            empty += 1
+    if empty:
+        warnings.append(f"{page.url}: {empty} Element(e) zu items '{rules.items}' ohne Titel übersprungen "
+                        "(Feld title prüfen: `hub try-source`)")
+    return found
+
+
+def _soup(page: Page) -> BeautifulSoup:
+    """The page's body for BeautifulSoup: scripts, styles and the head left out. This
+    takes them out of `page.tree` itself, so it runs after the page's structured data and
+    OpenGraph were read (the connector reads selectors last)."""
+    body = page.tree.find("body")
+    if body is None:
+        body = page.tree
+    for el in [el for el in body.iter(*_DROPPED) if el.getparent() is not None]:
+        el.drop_tree()
+    return BeautifulSoup(lxml.html.tostring(body, encoding="unicode"), "lxml")
+
+
+def _item(element: Tag, page: Page, rules: Rules, kind: Kind | None) -> Found:
+    found = Found(page.url, kind)
+    read = _Reader(element, page, rules, found)
+    found.title = _title(read.text("title"))
+    found.url = read.link()
+    found.images = read.images()
+    found.summary = _plain(read.text("summary"))
+    found.body_html = _as_html(found.summary, page.base)
+    found.location = _title(read.text("location")) or None
+    price = read.text("price")
+    found.price, found.currency = price_text(price), currency_in(price)
+    when = read.when()
+    if when is not None:
+        end = read.end(when)
+        if kind is Kind.OFFER:
+            found.valid_from, found.valid_until = when.start, end
+        elif kind is Kind.EVENT:
+            found.when = When(when.start, end if end and end > when.start else when.end, when.all_day)
+        else:
+            found.published = when.start
+    return found
+
+
+class _Reader:
+    """Reads one item element's fields, noting which rule found each."""
+
+    def __init__(self, element: Tag, page: Page, rules: Rules, found: Found) -> None:
+        self.element = element
+        self.page = page
+        self.rules = rules
+        self.found = found
+
+    def _rule(self, name: str) -> FieldRule | None:
+        if name in self.rules.fields:
+            return self.rules.fields[name]
+        default = DEFAULTS.get(name)
+        return FieldRule(default, None, f"{default} (default)") if default else None
+
+    def _target(self, name: str) -> tuple[Tag | None, FieldRule | None]:
+        rule = self._rule(name)
+        if rule is None:
+            return None, None
+        target = self.element.select_one(rule.selector) if rule.selector else self.element
+        return target, rule
+
+    def _raw(self, name: str, natural: tuple[str, ...] = ()) -> tuple[str, FieldRule | None]:
+        target, rule = self._target(name)
+        if target is None or rule is None:
+            return "", rule
+        if rule.attr:
+            return _attr(target, rule.attr), rule
+        for attr in natural:
+            if value := _attr(target, attr):
+                return value, rule
+        return _text_of(target), rule
+
+    def text(self, name: str) -> str:
+        value, rule = self._raw(name)
+        if rule is not None:
+            self.found.note(name, rule.label, value)
+        return value
+
+    def link(self) -> str | None:
+        target, rule = self._target("link")
+        if target is None or rule is None:
+            return None
+        if rule.attr:
+            value = _attr(target, rule.attr)
+        else:  # the element's own link, else the first link inside it (a heading's)
+            anchor = target if target.get("href") else target.find("a", href=True)
+            value = _attr(anchor, "href")
+        url = self.page.link(value) if value else None
+        self.found.note("link", rule.label, url)
+        return url
+
+    def images(self) -> list[Media]:
+        target, rule = self._target("image")
+        if target is None or rule is None:
+            return []
+        values = [_attr(target, rule.attr)] if rule.attr else [_attr(target, "src") or _attr(target, "data-src")
+                                                                or _srcset(_attr(target, "srcset"))]
+        urls = [u for u in (self.page.link(v) for v in values if v) if u][:MAX_IMAGES]
+        alt = _attr(target, "alt") or None
+        media = [Media(u, "image", alt=alt) for u in urls]
+        self.found.note("image", rule.label, media)
+        return media
+
+    def when(self) -> When | None:
+        value, rule = self._raw("date", ("datetime", "content"))
+        when = read_when(value, self.page.zone, self.page.fetched) if value else None
+        if rule is not None:
+            self.found.note("date", rule.label, when)
+        return when
+
+    def end(self, start: When) -> Any:
+        value, rule = self._raw("end", ("datetime", "content"))
+        end = read_end(value, start, self.page.zone, self.page.fetched) if value else None
+        if rule is not None:
+            self.found.note("end", rule.label, end)
+        return end
+
+
+def _attr(tag: Tag | None, name: str) -> str:
+    if tag is None:
+        return ""
+    value = tag.get(name)
+    if isinstance(value, list):  # class, rel: several values
+        value = " ".join(value)
+    return (value or "").strip()
+
+
+def _text_of(tag: Tag) -> str:
+    return " ".join(tag.get_text().split())
+
+
+def _srcset(value: str) -> str:
+    return value.split(",")[0].strip().split(" ")[0] if value else ""
