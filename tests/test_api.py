@@ -410,3 +410,13 @@ def test_an_offer_edited_to_end_yesterday_leaves_the_offers(town):
     town.fetch("modehaus", item("modehaus", "sale", "Winterschlussverkauf", hours_ago=7, tags=("Advent",),
                                 offer=Offer(price="19.90", currency="EUR", valid_until=town.now - timedelta(days=1))))
     assert titles(town.get("/api/v1/offers")) == ["Brot des Monats"]
+
+
+def test_a_summary_is_the_start_of_the_text_when_the_source_gives_none(town):
+    long = " ".join(f"Satz {n} über das Vereinsleben." for n in range(40))
+    town.fetch("tsv", item("tsv", "lang", "Jahresbericht", html=f"<p>{long}</p>", hours_ago=0.5))
+    shown = town.get("/api/v1/items?limit=1").json()["items"][0]
+    assert shown["title"] == "Jahresbericht" and shown["summary"].startswith("Satz 0 über das Vereinsleben.")
+    assert shown["summary"].endswith(" …") and len(shown["summary"]) <= 302 and long.startswith(shown["summary"][:-2])
+    short = next(i for i in town.get("/api/v1/items?limit=100").json()["items"] if i["title"] == "Bericht vom Heimspiel")
+    assert short["summary"] == "Bericht vom Heimspiel: alles Weitere bei uns."

@@ -51,6 +51,7 @@ from hub.web.filters import FilterError, Filters
 API = "/api/v1"
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 MAX_QUERY = 200  # characters of a search
+SUMMARY_LENGTH = 300  # characters of text standing in for a missing summary
 FORMAT_VERSION = "1"  # part of every ETag and cursor: raise it when the output changes
 CACHE_CONTROL = "public, max-age=60"
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag, Link"}
@@ -237,7 +238,7 @@ class Town:
         updated = max(filter(None, (record.changed_at, published)), default=None)
         origins = {(connectors.get(o.item.source_id), o.item.url): None for o in record.origins if o.live}
         fields = dict(
-            id=record.id, kind=item.kind.value, title=item.title, summary=item.summary,
+            id=record.id, kind=item.kind.value, title=item.title, summary=_summary(item.summary, item.content_text),
             url=f"{self.base}/items/{record.id}", original_url=item.url,
             merchant=MerchantRef(id=item.merchant_id, name=self.name(item.merchant_id),
                                  url=f"{self.base}/m/{item.merchant_id}"),
@@ -263,6 +264,15 @@ class Town:
 
 def _channels(m: MerchantConfig) -> list[str]:
     return sorted({s.connector for s in m.sources})  # type: ignore[attr-defined]
+
+
+def _summary(summary: str, text: str) -> str:
+    """The source's summary, else the start of the text cut at a word (never empty when
+    there is text: a club's site lists summaries)."""
+    if summary or len(text) <= SUMMARY_LENGTH:
+        return summary or " ".join(text.split())
+    cut = " ".join(text[:SUMMARY_LENGTH].split()[:-1]).rstrip(" ,;:.-–")
+    return f"{cut} …"
 
 
 def _tags(tags: Sequence[str]) -> list[str]:

@@ -58,7 +58,7 @@ class ItemOut(Schema):
     id: int
     kind: Literal["post", "event", "offer"]
     title: str
-    summary: str
+    summary: str = Field(description="Zusammenfassung (ohne eine: der Anfang des Textes), reiner Text")
     url: str = Field(description="Seite des Eintrags auf der Plattform (absolut)")
     original_url: str | None = Field(description="der Originalbeitrag (die eigene Website des Veranstalters "
                                                  "vor sozialen Netzen)")
