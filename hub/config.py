@@ -247,6 +247,11 @@ class MerchantConfig(Strict):
     category: str | None = None
     district: str | None = None  # the Ortsteil, in towns with several: the pages' and feeds' ?district=
     website: str | None = None
+    # For the merchant's page (/m/<id>), all optional: a few sentences about it, its address
+    # (several lines allowed) and opening hours, as free text or one line per entry.
+    about: str | None = None
+    address: str | None = None
+    opening_hours: str | list[str] | None = None
     language: str | None = None
     sources: list[dict[str, Any]] = []
     # Moderation and content rules (hub.moderation):
@@ -256,13 +261,13 @@ class MerchantConfig(Strict):
     keep_words: list[str] = []  # if given, only records containing one of these are shown
     quota: dict[str, Annotated[int, Field(ge=0)]] = {}  # channel id -> most records per day
     expire: ExpiryConfig = ExpiryConfig()
+    # issue 17: where the cockpit's reminders go (never shown to residents)
+    contact_email: Annotated[str, AfterValidator(_check_email)] | None = None
 
 
 class IncludeRule(Strict):
     kinds: list[Literal["post", "event", "offer"]] = []
     merchants: list[str] = []
-    # issue 17: where the cockpit's reminders go (never shown to residents)
-    contact_email: Annotated[str, AfterValidator(_check_email)] | None = None
     categories: list[str] = []
     tags: list[str] = []
 
@@ -303,13 +308,13 @@ class Settings(Strict):
     merchants: list[MerchantConfig] = []
     channels: list[dict[str, Any]] = []
     facebook: FacebookConfig | None = None  # issue 12: the Facebook app, for Facebook and Instagram sources
+    admin: AdminConfig = AdminConfig()  # issue 17: who may log in to /admin, the activity score
+    mail: MailConfig | None = None  # issue 17: SMTP for reminders and the newsletter
     path: Path | None = None  # the file this came from; relative paths resolve against it
     # Not problems, but worth a look (`file:line: warning: ...`): `hub check` prints them.
     _warnings: tuple[str, ...] = PrivateAttr(())
 
     @property
-    admin: AdminConfig = AdminConfig()  # issue 17: who may log in to /admin, the activity score
-    mail: MailConfig | None = None  # issue 17: SMTP for reminders and the newsletter
     def warnings(self) -> tuple[str, ...]:
         return self._warnings
 

@@ -1,24 +1,31 @@
 """The hub's web app: resident pages and health, from one `create_app` factory.
 
-Resident pages are server-rendered, German by default, set no cookies and load nothing
-from a third party: styles are ours, images go through `hub.media`. A strict
-Content-Security-Policy makes the browser enforce that.
+Resident pages (hub.web.pages) are server-rendered, German by default with English on
+request (hub.web.i18n), set no cookies and load nothing from a third party: styles are
+ours, images go through `hub.media`. A strict Content-Security-Policy makes the browser
+enforce that. Every unknown path and every error answers a page in the site's look, in
+the reader's language; only the machine addresses (`/api`, `/healthz`, `/media`, `/hooks`)
+answer JSON.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from contextlib import asynccontextmanager
-from html import unescape
+from html import escape, unescape
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.config import Settings
 from hub.errors import HubError
@@ -26,19 +33,25 @@ from hub.http import Fetcher, redact
 from hub.media import MediaStore, Picture
 from hub.store import SourceStatus, Store
 from hub.store.version import data_version
-from hub.web import formatting
+from hub.web import i18n
+from hub.web.admin import CountingMiddleware, admin_router
 from hub.web.cache import PageCache
 from hub.web.facebook import facebook_router
-from hub.web.feeds import feed_links, feeds_router, page_filters
-from hub.web.filters import Filters
+from hub.web.feeds import feeds_router
+from hub.web.i18n import gettext as _
+from hub.web.pages import Site, category_name, pages_router
 from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
 DEFAULT_PAGE_SIZE = 30
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; font-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+JSON_PATHS = ("/api", "/healthz", "/media", "/hooks")  # machine addresses: their errors stay JSON
 _IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
+_IMG_WITHOUT_ALT = re.compile(r"<img\b(?![^>]*\balt=)")
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".webp": "image/webp"}
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
@@ -55,45 +68,21 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             media.fetcher = fetcher
             yield
 
-    app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # /openapi.json and /docs come from hub.web.api: the public API alone, Swagger UI self-hosted
+    app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     # Innermost, so the headers added further out (security, counting) go on cached answers too.
     app.add_middleware(PageCache, version=lambda: data_version(store.engine))
-    templates = _templates(settings, store, media)
+    app.add_middleware(CountingMiddleware, settings=settings, store=store)  # issue 17: views, searches, feeds (hub.stats)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(i18n.LocaleMiddleware, default=settings.platform.language)  # outermost: errors too
+    templates = _templates(settings, media)
+    site = Site(settings, store, media, templates, channel, page_size)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(websub_router(settings, store))
     app.include_router(facebook_router(settings, store))  # issue 12: Meta's page webhook
     app.include_router(feeds_router(settings, store, media))  # issue 14: feeds out, with the pages' filters
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    @app.get("/", response_class=HTMLResponse)
-    def home(request: Request, filters: Annotated[Filters, Depends(page_filters)],
-             seite: Annotated[int, Query(ge=1)] = 1):
-        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel,
-                        filters=filters, settings=settings)
-
-    @app.get("/m/{merchant_id}", response_class=HTMLResponse)
-    def merchant_page(request: Request, merchant_id: str, filters: Annotated[Filters, Depends(page_filters)],
-                      seite: Annotated[int, Query(ge=1)] = 1):
-        merchant = settings.merchant(merchant_id)
-        if merchant is None:
-            raise HTTPException(404, "Diesen Teilnehmer gibt es nicht.")
-        return _listing(request, templates, store, media, page=seite, page_size=page_size, channel=channel,
-                        filters=filters, settings=settings, merchant=merchant)
-
-    @app.get("/items/{record_id}", response_class=HTMLResponse)
-    def item_page(request: Request, record_id: int):
-        record = store.records.get(record_id)
-        if record is None or record.removed_at is not None or record.status != "published":
-            raise HTTPException(404, "Diesen Beitrag gibt es nicht (mehr).")
-        pictures = media.pictures(m.url for m in record.item.media if m.type == "image")
-        return templates.TemplateResponse(request, "item.html", {"entry": record, "pictures": pictures})
+    app.include_router(pages_router(site))  # issue 14: the resident pages
+    app.include_router(admin_router(settings, store, create_app))  # issue 17: /admin, /metrics, /go/{record}
 
     @app.get("/healthz")
     def healthz():
@@ -130,14 +119,111 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             raise HTTPException(404, "Bild nicht verfügbar") from None
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
-    @app.exception_handler(HTTPException)
-    async def friendly_errors(request: Request, exc: HTTPException):
-        if request.url.path.startswith(("/healthz", "/media", "/api")):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-                                          status_code=exc.status_code)
-
+    _error_pages(app, site)
     return app
+
+
+def _error_pages(app: FastAPI, site: Site) -> None:
+    """Errors in the site's look: every unknown path (Starlette's own 404 included), bad
+    parameters and crashes; JSON for the machine addresses."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request.url.path):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return error_page(site, request, exc.status_code, _own_words(exc), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_json(request.url.path):
+            return await request_validation_exception_handler(request, exc)
+        return error_page(site, request, 400, _("Die Adresse enthält eine Angabe, mit der diese Seite nichts "
+                                                "anfangen kann."))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # Runs outside every middleware (Starlette re-raises afterwards, so the server logs the
+        # traceback): the reader's language and the security headers are set here again.
+        if _wants_json(request.url.path):
+            response: Response = JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+        else:
+            i18n.use(*i18n.locale_of(request.scope, site.default_locale))
+            try:
+                response = error_page(site, request, 500, None)
+            except Exception:  # the page itself failed: a plain one, still without a traceback
+                log.exception("the error page failed")
+                response = HTMLResponse("<!doctype html><title>500</title><p>Interner Fehler.</p>", status_code=500)
+        response.headers.update({"Content-Security-Policy": CSP, **SECURITY_HEADERS})
+        return response
+
+
+def error_page(site: Site, request: Request, status: int, detail: str | None,
+               headers: dict[str, str] | None = None) -> Response:
+    head = site.head(request.url.path, [], title=_title_of(status), noindex=True)
+    head.canonical, head.alternates = None, []
+    response = site.render(request, "error.html", {"status": status, "detail": detail or _default_words(status),
+                                                  "heading": _title_of(status), "head": head}, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response
+
+
+def _wants_json(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in JSON_PATHS)
+
+
+def _own_words(exc: StarletteHTTPException) -> str | None:
+    """The exception's message if the hub wrote one; None for a framework's stock phrase."""
+    try:
+        stock = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        stock = None
+    return None if exc.detail in (stock, None, "") else str(exc.detail)
+
+
+def _title_of(status: int) -> str:
+    if status == 404:
+        return _("Nicht gefunden")
+    if status >= 500:
+        return _("Da ist etwas schiefgegangen")
+    return _("Das hat nicht geklappt")
+
+
+def _default_words(status: int) -> str:
+    if status == 404:
+        return _("Diese Seite gibt es nicht. Vielleicht hat sich die Adresse geändert oder der Beitrag wurde "
+                 "entfernt.")
+    if status == 405:
+        return _("Diese Adresse lässt sich so nicht aufrufen.")
+    if status >= 500:
+        return _("Beim Zusammenstellen dieser Seite ist ein Fehler passiert. Bitte versuchen Sie es gleich noch "
+                 "einmal.")
+    return _("Mit dieser Anfrage kann die Seite nichts anfangen.")
+
+
+class SecurityHeaders:
+    """The Content-Security-Policy (unless a route set its own, such as an embeddable one)
+    and the other security headers on every answer (pure ASGI: cheap, and it keeps the
+    request's context)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in (b"x-content-type-options", b"referrer-policy")]
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
 
 
 class _RedactedQuery(logging.Filter):
@@ -170,39 +256,22 @@ def _warned(s: SourceStatus) -> dict:
             "checked_at": s.token_checked_at.isoformat() if s.token_checked_at else None}
 
 
-def _listing(request: Request, templates: Jinja2Templates, store: Store, media: MediaStore, *, page: int,
-             page_size: int, channel: str | None, filters: Filters, settings: Settings, merchant=None):
-    """Canonical records residents see: published, not removed or expired, within quotas,
-    narrowed by the page's filters (hub.web.filters; a merchant's page is its merchant's)."""
-    own = filters.only_merchant(merchant.id) if merchant else filters
-    scope = {"channel": channel, **own.store_filters(settings.merchants)}
-    total = store.records.count(**scope)
-    entries = store.records.list(limit=page_size, offset=(page - 1) * page_size, **scope)
-    pictures = media.pictures(r.item.media[0].url for r in entries if r.item.media and r.item.media[0].type == "image")
-    pages = max(1, -(-total // page_size))
-    paging = filters.without("merchant") if merchant else filters  # on /m/{id} the path says the merchant
-    return templates.TemplateResponse(request, "index.html", {
-        "entries": entries, "merchant": merchant, "page": page, "pages": pages, "total": total, "pictures": pictures,
-        "filters": paging, "feeds": feed_links(own)})
-
-
-def _templates(settings: Settings, store: Store, media: MediaStore) -> Jinja2Templates:
+def _templates(settings: Settings, media: MediaStore) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
-    env = templates.env
+    env = i18n.install(templates.env, settings.platform.timezone)
     merchants = {m.id: m for m in settings.merchants}
 
-    def proxied_html(html: str, pictures: dict[str, Picture]) -> Markup:
-        # `html` was sanitized before it was stored; only image sources are rewritten here.
+    def proxied_html(html: str, pictures: dict[str, Picture], title: str = "") -> Markup:
+        # `html` was sanitized before it was stored; image sources are rewritten to the hub,
+        # and an image without alt text gets one from the title.
         def local(m: re.Match) -> str:
             url = unescape(m.group(2))
             return m.group(1) + (pictures[url].src if url in pictures else media.path_for(url)) + m.group(3)
 
-        return Markup(_IMG_SRC.sub(local, html))
+        alt = escape(_("Bild zu „%(title)s“", title=title) if title else _("Bild"))
+        return Markup(_IMG_WITHOUT_ALT.sub(f'<img alt="{alt}"', _IMG_SRC.sub(local, html)))
 
-    env.globals.update(platform=settings.platform, merchants=merchants)
-    def datum(dt, with_time: bool = True) -> str:
-        return formatting.datum(dt, settings.platform.timezone, with_time)
-
-    env.filters.update(proxied_html=proxied_html, datum=datum, relativ=formatting.relativ,
+    env.globals.update(platform=settings.platform, merchants=merchants, now_ts=time.time)
+    env.filters.update(proxied_html=proxied_html, category_name=category_name,
                        merchant_name=lambda mid: merchants[mid].name if mid in merchants else mid)
     return templates
