@@ -34,7 +34,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from connectors.base import ConnectorOptions
 from connectors.website_crawl import Payload, business_from, crawl
@@ -94,12 +94,14 @@ class WebsiteOptions(ConnectorOptions):
     def _items(cls, items: str | None) -> str | None:
         return check_selector(items.strip()) if items is not None else None
 
-    @model_validator(mode="after")
-    def _fields_need_items(self) -> WebsiteOptions:
-        if self.fields is not None and self.items is None:
+    @field_validator("fields")
+    @classmethod
+    def _fields_need_items(cls, fields: WebsiteFields | None, info: ValidationInfo) -> WebsiteFields | None:
+        # (a field's check, not the model's: its error then points at the `fields:` line)
+        if fields is not None and "items" in info.data and info.data["items"] is None:  # (absent: items was invalid)
             raise ValueError("'fields' are read inside each item: add 'items', the CSS selector of one item "
                              "(e.g. items: \"article.termin\")")
-        return self
+        return fields
 
     @property
     def rules(self) -> Rules | None:

@@ -201,8 +201,8 @@ class _Crawl:
     async def _fetch(self, url: str, *, conditional: bool, required: bool, accept: str, cap: int) -> _Got:
         if url not in self.asked and self.left <= 0:
             if not self.budget_warned:
-                self.warn(f"Seitenbudget erreicht (max_pages: {self.opts.max_pages}); weitere Seiten folgen "
-                          "bei der nächsten Abfrage")
+                self.warn(f"Seitenbudget erreicht (max_pages: {self.opts.max_pages}); weitere Seiten wurden "
+                          "nicht gelesen (max_pages erhöhen, um mehr zu lesen)")
                 self.budget_warned = True
             return _SKIPPED
         try:
@@ -301,7 +301,7 @@ class _Crawl:
         queue, entries, everything, files, complete = list(dict.fromkeys(roots)), [], set(), 0, True
         while queue:
             url = queue.pop(0)
-            if files >= MAX_SITEMAP_FILES or files >= max(1, self.opts.max_pages // 4):
+            if files >= min(MAX_SITEMAP_FILES, max(2, self.opts.max_pages // 3)):  # pages need budget too
                 complete = False
                 break
             files += 1
@@ -350,8 +350,10 @@ async def crawl(opts: WebsiteOptions, state: FetchState, fetcher: Fetcher) -> Re
     if opts.sitemap or sitemap_only:
         rules = await robots.rules(fetcher, opts.url)
         pages, listed = await run.sitemap_pages(opts.url, rules.sitemaps() if rules else [])
-        for url in pages:
+        for n, url in enumerate(pages):
             if run.left <= 0:
+                run.warn(f"Seitenbudget erreicht (max_pages: {opts.max_pages}); {len(pages) - n} ältere Seiten "
+                         "der Sitemap wurden nicht gelesen")
                 break
             await run.group(url, follow=False, item_page=True, required=False, business=business)
         vanished = {url for url, group in memo.groups.items()

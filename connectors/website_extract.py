@@ -588,15 +588,18 @@ class _Reader:
 _OG_PREFIXES = ("og:", "article:", "product:", "twitter:")
 
 
-def opengraph(page: Page) -> Found | None:
+def opengraph(page: Page, *, own_page: bool = False) -> Found | None:
     """The page as one thing, from its OpenGraph (and Twitter card) tags, `property=` or
-    `name=`; None when it has no title there."""
+    `name=`; None when it has no title there. `own_page`: an item's own page, whose
+    `<h1>` or `<title>` will do as its title."""
     meta: dict[str, list[str]] = {}
     for el in page.tree.xpath("//meta[@content][@property or @name]"):
         key = (el.get("property") or el.get("name") or "").strip().lower()
         if key.startswith(_OG_PREFIXES) or key == "description":
             meta.setdefault(key, []).append(el.get("content").strip())
     title = _title(_one(meta, "og:title", "twitter:title"))
+    if not title and own_page:
+        title = _title(next(iter(page.tree.xpath("string(//h1)").split("\n")), "") or page.tree.findtext(".//title"))
     if not title:
         return None
     og_type = (_one(meta, "og:type") or "").lower()

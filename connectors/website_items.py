@@ -110,7 +110,7 @@ def read_item_page(data: PageData, zone: ZoneInfo, fetched: datetime) -> Found |
     except ParseError:
         return None
     data_found = structured(page)
-    best = data_found.items[0] if data_found.items else opengraph(page) or Found(page.url)
+    best = data_found.items[0] if data_found.items else opengraph(page, own_page=True) or Found(page.url)
     text = main_text(page)
     if len(text) > len(best.body_html):
         best.body_html = text
@@ -151,7 +151,10 @@ def _merge_duplicates(found: list[Found]) -> list[Found]:
 
 
 def identify(found: list[Found], page_url: str, item_page: bool, zone: ZoneInfo) -> list[Identified]:
-    """Each item with its key (see the module's docstring)."""
+    """Each item with its key (see the module's docstring). The one item of an item's own
+    page (a sitemap's page) is that page."""
+    if item_page and len(found) == 1 and not found[0].url:
+        found[0].url = page_url
     urls = Counter(f.url for f in found if f.url)
     out, by_key = [], {}
     for f in found:

@@ -12,7 +12,8 @@ What an answer means (RFC 9309, 2.3.1):
 - 4xx (no robots.txt, or access refused to it): everything is allowed;
 - 5xx, a timeout, a refused connection: the site is taken as disallowing everything for
   now, so nothing of it is fetched; the source fails with a transient error and is tried
-  again later. Such a failure is not cached.
+  again later. Such a failure is not cached. An error no retry fixes (an address the SSRF
+  guard refuses, a host that does not exist) is raised as it is: the page would fail alike.
 
 Rules are cached per origin (scheme, host and port) for `TTL` seconds (RFC 9309 says at
 most 24 hours), in this process: `hub run` reads each robots.txt a few times a day, and
@@ -142,6 +143,8 @@ async def _fetch(fetcher: Fetcher, origin: str) -> RobotsRules:
     except NotModified:  # never asked conditionally; a server that says so anyway has no file for us
         return RobotsRules(origin, None, time.monotonic(), "HTTP 304")
     except FetchError as exc:
+        if not exc.transient:  # a blocked address, no such host, broken TLS: the page would fail the same way
+            raise
         raise FetchError(f"robots.txt of {origin} could not be read ({exc.message}); the hub reads no page "
                          "of a site whose robots.txt it cannot read (RFC 9309)",
                          hint="usually temporary; the hub tries again later", transient=True) from exc
