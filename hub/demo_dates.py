@@ -6,6 +6,10 @@ with real dates around one fixed moment, which each of them names near its top:
     <!-- hub: demo dates relative to 2026-11-22T08:00 Europe/Berlin -->             (XML)
     "_hub_demo": {"dates_relative_to": "2026-11-22T08:00", "timezone": "Europe/Berlin"}
                                                                     (JSON Feed; "_" keys are extensions)
+    X-HUB-DEMO-DATES-RELATIVE-TO:2026-11-22T08:00                   (iCalendar; X- properties are
+                                                                     extensions; the zone is the
+                                                                     calendar's X-WR-TIMEZONE, or
+                                                                     ;TZID=Europe/Berlin on the marker)
 
 When the fetcher reads such a document from a `file:` URL (never from the network), it
 moves every date in it by the same whole number of days: the days since the anchor
@@ -30,6 +34,17 @@ Feed `id` and `url`), so items keep their identity and links from day to day; mo
 names alone ("im Dezember"), bare years and holidays. The demo texts write such things
 as full dates or leave them out.
 
+In an iCalendar document the dates of its date properties move (DTSTART, DTEND,
+RECURRENCE-ID, EXDATE, RDATE, DTSTAMP, CREATED, LAST-MODIFIED and RRULE's UNTIL), in
+all three forms: `20261122T080000` (floating) and `;TZID=...:20261122T080000` keep
+their wall-clock time, `20261122T070000Z` keeps its time in the document's zone (a
+19:00 rehearsal stays at 19:00 across a change of daylight-saving time), `VALUE=DATE:20261122`
+moves by the days. RRULE's BYDAY weekdays move with them, so a weekly rule still meets its
+DTSTART, EXDATE and overrides (rules by month day or position in the month do not: the
+demo writes weekly rules). Text properties (SUMMARY, DESCRIPTION, LOCATION, ...) move
+their prose dates as above, with iCalendar's escaped commas; UID, URL, ATTACH, IMAGE and
+every VTIMEZONE (the zone's own rules) stay as they are.
+
 Everything here is pure: `now` is an argument.
 """
 
@@ -50,6 +65,9 @@ _XML_MARKER = re.compile(rb"<!--\s*hub:\s*demo dates relative to\s+" + _AT +
                          rb"(?:\s+(?P<zone>UTC|[A-Za-z]+(?:/[\w+-]+)+))?(?![\w/-])(?:(?!-->).)*-->", re.DOTALL)
 _JSON_MARKER = re.compile(rb'"_hub_demo"\s*:\s*\{\s*"dates_relative_to"\s*:\s*"(?P<at>[^"]*)"'
                           rb'(?:\s*,\s*"timezone"\s*:\s*"(?P<zone>[^"]*)")?')
+_ICAL_MARKER = re.compile(rb"^X-HUB-DEMO-DATES-RELATIVE-TO(?:;TZID=\"?(?P<zone>[^\":;\r\n]+)\"?)?:(?P<at>[^\r\n]*?)\r?$",
+                          re.MULTILINE | re.IGNORECASE)
+_ICAL_ZONE = re.compile(rb"^X-WR-TIMEZONE:(?P<zone>[^\r\n]+?)\r?$", re.MULTILINE | re.IGNORECASE)
 _XML_ENCODING = re.compile(rb"""^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*["']([\w.:-]+)["']""")
 
 
@@ -79,11 +97,16 @@ def find_anchor(head: bytes) -> Anchor | None:
     Raises:
         ValueError: the marker is there but its date or time zone cannot be read.
     """
-    found = _XML_MARKER.search(head[:HEAD_BYTES]) or _JSON_MARKER.search(head[:HEAD_BYTES])
+    head = head[:HEAD_BYTES]
+    found = _XML_MARKER.search(head) or _JSON_MARKER.search(head) or _ICAL_MARKER.search(head)
     if found is None:
         return None
     at = found.group("at").decode("ascii", "replace").strip()
-    zone = (found.group("zone") or DEFAULT_ZONE.encode()).decode("ascii", "replace")
+    zone_found = found.group("zone")
+    if zone_found is None and found.re is _ICAL_MARKER:
+        calendar_zone = _ICAL_ZONE.search(head)
+        zone_found = calendar_zone.group("zone") if calendar_zone else None
+    zone = (zone_found or DEFAULT_ZONE.encode()).decode("ascii", "replace").strip()
     try:
         moment = datetime.fromisoformat(at)
     except ValueError:
@@ -109,6 +132,9 @@ def redate(document: bytes, anchor: Anchor, days: int) -> bytes:
     own date moves too, so a redated document names the anchor its dates now fit."""
     if days == 0:
         return document
+    if document.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR":
+        bom = b"\xef\xbb\xbf" if document.startswith(b"\xef\xbb\xbf") else b""
+        return bom + _CalendarMover(anchor, days).text(document.decode("utf-8-sig")).encode("utf-8")
     if document.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
         text = document.decode("utf-8-sig")
         bom = b"\xef\xbb\xbf" if document.startswith(b"\xef\xbb\xbf") else b""
@@ -315,6 +341,111 @@ class _Mover:
         if m.group("y"):
             text += f"{m.group('ysep')}{day.year}"
         return text
+
+
+class _CalendarMover:
+    """An iCalendar document moved content line by content line. A folded line is moved
+    as one and folded again (a date may straddle the fold)."""
+
+    def __init__(self, anchor: Anchor, days: int) -> None:
+        self.days = days
+        self.delta = timedelta(days=days)
+        self.prose = _Mover(anchor, days)
+
+    def text(self, text: str) -> str:
+        out, in_zone = [], 0
+        for line, folded, ending in _content_lines(text):
+            head, colon, value = _split_property(line)
+            name = head.split(";", 1)[0].upper()
+            if name in ("BEGIN", "END") and value.strip().upper() == "VTIMEZONE":
+                in_zone += 1 if name == "BEGIN" else -1
+            elif colon and not in_zone:  # a zone's own rules never move
+                line = head + colon + self._value(name, value)
+            out.append((_fold(line, ending) if folded else line) + ending)
+        return "".join(out)
+
+    def _value(self, name: str, value: str) -> str:
+        if name in _ICAL_DATE_PROPERTIES:
+            return _ICAL_DATE.sub(self._date, value)
+        if name in ("RRULE", "EXRULE"):
+            value = re.sub(r"(?<=UNTIL=)[0-9TZ]+", lambda m: _ICAL_DATE.sub(self._date, m.group()), value)
+            return _BYDAY.sub(lambda m: m.group(1) + ",".join(self._weekday(d) for d in m.group(2).split(",")),
+                              value)
+        if name in _ICAL_KEPT or not name:
+            return value
+        if name in _ICAL_TEXT:  # escaped commas, as "Samstag\, 5. Dezember": unescaped to be read
+            return self.prose.text(value.replace("\\,", ",")).replace(",", "\\,")
+        return self.prose.text(value)
+
+    def _date(self, m: re.Match) -> str:
+        try:
+            day = date(int(m.group("y")), int(m.group("mo")), int(m.group("d")))
+            if m.group("t") is None:
+                return f"{day + self.delta:%Y%m%d}"
+            clock = time(int(m.group("h")), int(m.group("mi")), int(m.group("s")))
+        except ValueError:  # not a date after all: left as it is
+            return m.group()
+        if m.group("z"):  # UTC: the same time of day in the document's zone
+            moved = self.prose._moved(datetime.combine(day, clock, UTC))
+            return f"{moved:%Y%m%dT%H%M%S}Z"
+        return f"{datetime.combine(day, clock) + self.delta:%Y%m%dT%H%M%S}"  # floating or TZID: wall clock
+
+    def _weekday(self, entry: str) -> str:
+        found = re.fullmatch(r"([+-]?\d{0,2})(MO|TU|WE|TH|FR|SA|SU)", entry.strip(), re.IGNORECASE)
+        if not found:
+            return entry
+        day = (_ICAL_WEEKDAYS.index(found.group(2).upper()) + self.days) % 7
+        return found.group(1) + _ICAL_WEEKDAYS[day]
+
+
+_ICAL_DATE_PROPERTIES = frozenset({"DTSTART", "DTEND", "DUE", "RECURRENCE-ID", "EXDATE", "RDATE", "DTSTAMP",
+                                   "CREATED", "LAST-MODIFIED", "COMPLETED"})
+_ICAL_KEPT = frozenset({"UID", "URL", "ATTACH", "IMAGE", "TZID", "TZURL", "GEO", "SEQUENCE", "PRODID", "VERSION",
+                        "BEGIN", "END", "STATUS", "CLASS", "METHOD", "CALSCALE", "X-WR-TIMEZONE"})
+_ICAL_TEXT = frozenset({"SUMMARY", "DESCRIPTION", "LOCATION", "COMMENT", "X-WR-CALNAME", "X-WR-CALDESC"})
+_ICAL_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_ICAL_DATE = re.compile(r"(?<![\w])(?P<y>\d{4})(?P<mo>\d{2})(?P<d>\d{2})"
+                        r"(?:T(?P<t>(?P<h>\d{2})(?P<mi>\d{2})(?P<s>\d{2}))(?P<z>Z)?)?(?![\w])")
+_BYDAY = re.compile(r"(BYDAY=)([^;]*)", re.IGNORECASE)
+_PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def _content_lines(text: str) -> list[tuple[str, bool, str]]:
+    """(unfolded line, whether it was folded, its line ending) for each content line."""
+    lines: list[tuple[str, bool, str]] = []
+    for physical in _PHYSICAL_LINE.findall(text):  # not splitlines: U+2028 and the like are text here
+        body = physical.rstrip("\r\n")
+        if body[:1] in (" ", "\t") and lines:
+            first, _, ending = lines[-1]
+            lines[-1] = (first + body[1:], True, ending)
+        else:
+            lines.append((body, False, physical[len(body):]))
+    return lines
+
+
+def _fold(line: str, ending: str) -> str:
+    """`line` folded at 75 octets, never inside a character (RFC 5545, 3.1)."""
+    parts, current, size = [], "", 0
+    for char in line:
+        width = len(char.encode("utf-8"))
+        if size + width > 75:
+            parts.append(current)
+            current, size = " ", 1
+        current += char
+        size += width
+    return (ending or "\r\n").join(parts + [current])
+
+
+def _split_property(line: str) -> tuple[str, str, str]:
+    """(name and parameters, ":", value) of a content line; a ":" inside a quoted parameter
+    value (TZID="...") is not the separator."""
+    quoted = False
+    for i, char in enumerate(line):
+        if char == '"':
+            quoted = not quoted
+        elif char == ":" and not quoted:
+            return line[:i], ":", line[i + 1:]
+    return line, "", ""
 
 
 def _weekday(written: str | None, day: date) -> str:

@@ -27,11 +27,14 @@ ANCHOR = Anchor(datetime(2026, 11, 22, 8, 0), BERLIN)
 
 # --- the shift itself (pure) ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["feed.xml", "feed.json"])
+@pytest.mark.parametrize("name", ["feed.xml", "feed.json", "calendar.ics"])
 def test_a_recorded_document_read_on_a_set_day(name):
     """Input and expected output side by side in tests/data/demo_dates/: RFC 822 and ISO
     dates (offsets CET -> CEST, Z and GMT kept), German dates with their weekdays, runs of
-    days across a month's end, entity-escaped spaces; URLs, ids and non-dates untouched."""
+    days across a month's end, entity-escaped spaces; URLs, ids and non-dates untouched.
+    The calendar: iCalendar's three date forms (a UTC time keeps its local time of day),
+    RRULE's UNTIL and BYDAY, EXDATE lists, escaped commas, a date across a folded line; its
+    VTIMEZONE, UID and URL untouched."""
     now = datetime(2027, 6, 10, 12, 0, tzinfo=BERLIN)  # 200 days after the anchor
     expected = (DATA / name.replace(".", ".2027-06-10.")).read_bytes()
     assert redate_at((DATA / name).read_bytes(), now) == expected
@@ -39,7 +42,7 @@ def test_a_recorded_document_read_on_a_set_day(name):
 
 def test_a_redated_document_names_its_new_anchor_so_redating_again_changes_nothing():
     now = datetime(2031, 2, 3, 9, 30, tzinfo=UTC)
-    for name in ("feed.xml", "feed.json"):
+    for name in ("feed.xml", "feed.json", "calendar.ics"):
         once = redate_at((DATA / name).read_bytes(), now)
         assert redate_at(once, now) == once
 
@@ -83,6 +86,45 @@ def test_documents_without_the_marker_are_left_alone():
 def test_a_marker_that_cannot_be_read_says_so(marker):
     with pytest.raises(ValueError, match="demo dates marker"):
         find_anchor(b'<?xml version="1.0"?>\n' + marker)
+
+
+@pytest.mark.parametrize(("head", "zone"), [
+    (b"BEGIN:VCALENDAR\r\nX-WR-TIMEZONE:Europe/Vienna\r\nX-HUB-DEMO-DATES-RELATIVE-TO:2026-11-22T08:00\r\n",
+     "Europe/Vienna"),
+    (b"BEGIN:VCALENDAR\nX-HUB-DEMO-DATES-RELATIVE-TO;TZID=Europe/Vienna:20261122T080000\n", "Europe/Vienna"),
+    (b"BEGIN:VCALENDAR\r\nX-HUB-DEMO-DATES-RELATIVE-TO:20261122T080000\r\n", "Europe/Berlin"),
+    (b"BEGIN:VCALENDAR\r\nX-HUB-DEMO-DATES-RELATIVE-TO:20261122T070000Z\r\n", "Europe/Berlin"),
+])
+def test_a_calendar_names_its_anchor_in_an_x_property(head, zone):
+    anchor = find_anchor(head + b"END:VCALENDAR\r\n")
+    assert anchor == Anchor(datetime(2026, 11, 22, 8, 0), ZoneInfo(zone))
+
+
+def test_a_calendar_marker_that_cannot_be_read_says_so():
+    with pytest.raises(ValueError, match="demo dates marker"):
+        find_anchor(b"BEGIN:VCALENDAR\r\nX-HUB-DEMO-DATES-RELATIVE-TO:bald\r\n")
+    with pytest.raises(ValueError, match="unknown time zone"):
+        find_anchor(b"BEGIN:VCALENDAR\r\nX-WR-TIMEZONE:Mars/Olympus\r\nX-HUB-DEMO-DATES-RELATIVE-TO:2026-11-22\r\n")
+
+
+def test_a_moved_calendar_reads_as_the_same_calendar_later():
+    """The recorded calendar's weekly rehearsals, moved, expand to the same occurrences
+    moved by the days: the rule still meets its exceptions (EXDATE) and its moved
+    occurrence (RECURRENCE-ID), at the same local times."""
+    import icalendar
+    import recurring_ical_events
+
+    def rehearsals(document: bytes, days: int) -> list[datetime]:
+        start = datetime(2026, 11, 1, tzinfo=BERLIN) + timedelta(days=days)
+        found = recurring_ical_events.of(icalendar.Calendar.from_ical(document)).between(start, start + timedelta(days=90))
+        return sorted(c["DTSTART"].dt.astimezone(BERLIN).replace(tzinfo=None) - timedelta(days=days)
+                      for c in found if "probe" in str(c["UID"]))
+
+    original = (DATA / "calendar.ics").read_bytes()
+    before = rehearsals(original, 0)
+    assert datetime(2026, 12, 24, 19, 30) not in before and datetime(2026, 12, 11, 19, 0) in before
+    for days in (200, 365, -30):
+        assert rehearsals(redate(original, find_anchor(original), days), days) == before
 
 
 # --- the demo town through the fetcher ------------------------------------------------------
