@@ -15,15 +15,15 @@ Two rules are the website's own:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from hub.normalize import find_dates
 
-# find_dates takes a year-less date in the year that puts it no more than 60 days before
-# its reference day; a reference 60 days after the fetch makes that "on or after the fetch".
-_YEARLESS_GRACE = timedelta(days=60)
+# find_dates reads a year-less date in its reference day's year (or the next); read once more
+# with a reference a year later, a date whose year was written stays what it was.
+_A_YEAR_LATER = timedelta(days=400)
 _ISO = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 _ONLY_TIME = re.compile(r"(?:bis\s+|until\s+|to\s+|[-–]\s*)?(\d{1,2})(?:[:.](\d{2}))?\s*(uhr|h|am|pm|a\.m\.|p\.m\.)?",
                         re.IGNORECASE)
@@ -63,8 +63,7 @@ def read_when(text: str, zone: ZoneInfo, fetched: datetime) -> When | None:
     machine = machine_date(text, zone)
     if machine is not None:
         return machine
-    today = fetched.astimezone(zone).date()
-    mentions = find_dates(text, today + _YEARLESS_GRACE, english=True)
+    mentions = _mentions(text, fetched.astimezone(zone).date())
     if not mentions:
         return None
     first = mentions[0]
@@ -78,6 +77,27 @@ def read_when(text: str, zone: ZoneInfo, fetched: datetime) -> When | None:
     if end is not None and end <= start:
         end += timedelta(days=1)  # "20 bis 2 Uhr"
     return When(start, end)
+
+
+def _mentions(text: str, today: date) -> list:
+    """find_dates' mentions, a year-less one moved to the next such day on or after `today`."""
+    mentions = find_dates(text, today, english=True)
+    later = find_dates(text, today + _A_YEAR_LATER, english=True)
+    if len(later) != len(mentions):
+        return mentions
+    return [replace(m, day=_next_on_or_after(m.day, today)) if m.day != other.day else m
+            for m, other in zip(mentions, later)]
+
+
+def _next_on_or_after(day: date, today: date) -> date:
+    for year in range(today.year, today.year + 9):  # 29 February comes back within eight years
+        try:
+            candidate = day.replace(year=year)
+        except ValueError:
+            continue
+        if candidate >= today:
+            return candidate
+    return day
 
 
 def read_end(text: str, start: When, zone: ZoneInfo, fetched: datetime) -> datetime | None:

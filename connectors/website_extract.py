@@ -788,6 +788,9 @@ def _hours_line(spec: Any) -> str | None:
     return f"{', '.join(days)} {opens}–{closes}" if closes else f"{', '.join(days)} ab {opens}"
 
 
+# What may stand around a plain price without saying more than it ("Eintritt: 3 €", "Preis 12,- EUR").
+_PRICE_WORDS = re.compile(r"(?i)€|\beur(?:o)?\b|\bchf\b|\busd\b|\bgbp\b|\$|£|,-|-|\b(?:eintritt|preis|kosten|"
+                          r"ticket|karten?|nur|je|price|admission)\b|:")
 _NUMBER = re.compile(r"(?<![\d.,])(\d{1,3}(?:[.\s\u00a0\u202f]\d{3})+|\d+)(?:[.,](\d{1,2}))?(?![\d])")
 _CURRENCIES = (("€", "EUR"), ("eur", "EUR"), ("euro", "EUR"), ("chf", "CHF"), ("$", "USD"), ("usd", "USD"),
                ("£", "GBP"), ("gbp", "GBP"))
@@ -812,7 +815,7 @@ def price_text(price: Any, low: Any = None, high: Any = None) -> str | None:
         return None
     whole = re.sub(r"[.\s\u00a0\u202f]", "", match.group(1))
     value = _decimal(Decimal(f"{whole}.{match.group(2) or '0'}"))
-    rest = re.sub(r"(?i)(€|eur(?:o)?|chf|usd|gbp|\$|£|,-|-)", "", text[:match.start()] + text[match.end():]).strip(" .,")
+    rest = _PRICE_WORDS.sub("", text[:match.start()] + text[match.end():]).strip(" .,:")
     return value if not rest else " ".join(text.split())
 
 

@@ -364,7 +364,9 @@ def test_a_date_without_a_year_is_the_next_one_after_the_fetch_not_today():
     in_december = read_when("Sa., 14. März, 19 Uhr", BERLIN, datetime(2026, 12, 20, tzinfo=BERLIN))
     in_april = read_when("Sa., 14. März, 19 Uhr", BERLIN, datetime(2027, 4, 1, tzinfo=BERLIN))
     on_the_day = read_when("14. März", BERLIN, datetime(2027, 3, 14, 20, tzinfo=BERLIN))
+    this_december = read_when("Freitag, 10. Dezember", BERLIN, datetime(2026, 12, 6, tzinfo=BERLIN))
     assert (in_december.start.year, in_april.start.year, on_the_day.start.year) == (2027, 2028, 2027)
+    assert this_december.start.date().isoformat() == "2026-12-10"
 
 
 def test_the_same_payload_parsed_later_keeps_its_dates():
