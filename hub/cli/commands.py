@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from hub.cli.admin import admin_app
 from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
@@ -243,6 +244,7 @@ def _report_table(reports: list[SourceReport]) -> Table:
 
 
 app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
+app.add_typer(admin_app, name="admin")  # issue 17: the cockpit's users (hub/cli/admin.py)
 app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
@@ -353,20 +355,33 @@ async def _serve(settings: Settings, store: Store, host: str, port: int, *, with
     from hub.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host=host, port=port, log_level="info"))
+    app = create_app(settings, store)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     if not with_loop:
-        await server.serve()
+        async with reloadable(app, settings.path, store, create_app):  # issue 17: SIGHUP reads the config again
+            await server.serve()
+    from hub.web.admin.reload import on_reload, reloadable
         return
     async with _pipeline(settings, store) as pipeline:
         scheduler = Scheduler(settings, store, pipeline, pipeline.fetcher)
         scheduler.start()
         _absorb_stop_signals()
         try:
-            await server.serve()
+            async with reloadable(app, settings.path, store, create_app):
+                await server.serve()
         finally:
             await scheduler.stop()
 
 
+
+        async def restart(new: Settings) -> None:  # issue 17: a new config (cockpit or SIGHUP), no restart
+            nonlocal scheduler
+            await scheduler.stop()
+            pipeline.settings = new
+            scheduler = Scheduler(new, store, pipeline, pipeline.fetcher)
+            scheduler.start()
+
+        on_reload(app, restart)
 def _absorb_stop_signals() -> None:
     """uvicorn handles SIGTERM and SIGINT while it serves, and raises them again once it has
     stopped. These handlers take that second delivery, so the scheduler can still finish

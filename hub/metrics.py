@@ -1,0 +1,124 @@
+"""`/metrics`: the hub's state as Prometheus metrics (issue 17), read from the store at each
+scrape, so every process that serves the web app tells the same story (the fetching may
+happen in another process, or in another machine's worker).
+
+Metrics (all prefixed `hub_`):
+
+    sources{state}                               gauge     sources by health state (hub.health)
+    fetches_total{connector}                     counter   fetches ever counted (migration 0013's trigger)
+    fetch_failures_total{connector}              counter   ... of them failed
+    records{status}                              gauge     records not removed, by status
+    ledger_rows{channel,status}                  gauge     rows of the delivery ledger
+    ledger_backlog{channel}                      gauge     items a push channel has still to send (capped)
+    ingest_delay_seconds                         gauge histogram   publication -> first sight, last 7 days
+    publish_delay_seconds{channel}               gauge histogram   first sight -> delivery, last 7 days
+    stats_pending                                gauge     counts waiting in memory to be written
+
+The delays are distributions of a recent window (Prometheus' gauge histogram), not counters
+since start: a restart loses nothing. The metrics have their own registry, never the global
+one, so two apps in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hub import health, plugins, stats
+from hub.store.scheduling import ChannelFilter, ScheduleStore
+from hub.store.stats import StatsStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WINDOW = timedelta(days=7)
+DELAY_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
+BACKLOG_CAP = 1000  # items of a channel's backlog counted at most (the rest is "at least")
+
+
+class HubCollector(Collector):
+    def __init__(self, settings, store) -> None:
+        self.settings = settings
+        self.store = store
+        self.stats = StatsStore(store)
+
+    def collect(self) -> Iterable:
+        now = datetime.now(timezone.utc)
+        yield self._sources(now)
+        yield from self._fetches()
+        records = GaugeMetricFamily("hub_records", "Records not removed, by status", labels=["status"])
+        for status, n in sorted(self.stats.records_by_status().items()):
+            records.add_metric([status], n)
+        yield records
+        yield from self._ledger(now)
+        yield _histogram("hub_ingest_delay_seconds", "Seconds from a post's publication to the hub's first sight "
+                         "of it, items first seen in the last 7 days", {(): self.stats.ingest_delays(now - WINDOW)})
+        yield _histogram("hub_publish_delay_seconds", "Seconds from the hub's first sight of an item to its "
+                         "delivery by a channel, deliveries of the last 7 days",
+                         {(c,): v for c, v in self.stats.publish_delays(now - WINDOW).items()}, ["channel"])
+        yield GaugeMetricFamily("hub_stats_pending", "Counted events of this process waiting in memory to be "
+                                "written", value=stats.pending(self.store))
+
+    def _sources(self, now: datetime) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("hub_sources", "Configured sources by health state", labels=["state"])
+        for state, n in health.counts(health.report(self.settings, self.store, now)).items():
+            family.add_metric([state], n)
+        return family
+
+    def _fetches(self) -> Iterable:
+        fetches = CounterMetricFamily("hub_fetches", "Fetches of sources, by connector", labels=["connector"])
+        failures = CounterMetricFamily("hub_fetch_failures", "Failed fetches of sources, by connector",
+                                       labels=["connector"])
+        for connector, (f, x) in sorted(self.stats.fetch_totals().items()):
+            fetches.add_metric([connector], f)
+            failures.add_metric([connector], x)
+        return fetches, failures
+
+    def _ledger(self, now: datetime) -> Iterable:
+        rows = GaugeMetricFamily("hub_ledger_rows", "Rows of the delivery ledger, by channel and status",
+                                 labels=["channel", "status"])
+        for (channel, status), n in sorted(self.stats.ledger_by_status().items()):
+            rows.add_metric([channel, status], n)
+        backlog = GaugeMetricFamily("hub_ledger_backlog", "Items a push channel has not sent yet (counted up to "
+                                    f"{BACKLOG_CAP})", labels=["channel"])
+        for channel, n in _backlogs(self.settings, self.store, now).items():
+            backlog.add_metric([channel], n)
+        return rows, backlog
+
+
+def _backlogs(settings, store, now: datetime) -> dict[str, int]:
+    """channel id -> items it would send now, as its next run would pick them."""
+    plans = ScheduleStore(store)
+    found = {}
+    pushing = [c for c in settings.channel_list() if hasattr(plugins.renderer(c.renderer), "publish")]
+    for channel in pushing:  # as schedules.publishing.push_channels: renderers that publish
+        rule = channel.include
+        merchants = None
+        if rule.merchants or rule.categories:
+            merchants = tuple(set(rule.merchants) | {m.id for m in settings.merchants if m.category in rule.categories})
+        wanted = ChannelFilter(kinds=tuple(rule.kinds), merchants=merchants, tags=tuple(rule.tags))
+        found[channel.id] = len(plans.pending_items(channel.id, wanted, now, BACKLOG_CAP))
+    return found
+
+
+def _histogram(name: str, documentation: str, values: dict[tuple, list[float]],
+               labels: list[str] | None = None) -> GaugeHistogramMetricFamily:
+    family = GaugeHistogramMetricFamily(name, documentation, labels=labels)
+    for label_values, seconds in sorted(values.items()):
+        buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in DELAY_BUCKETS]
+        buckets.append(("+Inf", len(seconds)))
+        family.add_metric(list(label_values), buckets, sum(seconds))
+    return family
+
+
+def registry(settings, store) -> CollectorRegistry:
+    """A registry of its own with the hub's collector (never prometheus_client's global one)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(HubCollector(settings, store))
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)

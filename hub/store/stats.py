@@ -1,0 +1,242 @@
+"""The store's side of the statistics and metrics (issue 17, migration 0013).
+
+- `stat_counts`: one counter per (day, event, merchant, channel, subject): page views,
+  searches (the terms, never who searched), clicks through `/go/{record}`, feed and API
+  requests, newsletter deliveries. `hub.stats` counts in memory and adds its counts here in
+  batches. Nothing that names a person is a column: no address, no cookie, no user agent.
+- `source_fetch_days`: fetches and failures per source and (UTC) day, counted by a trigger
+  on `sources` (see migration 0013): what the reliability of a merchant's sources and
+  `/metrics`' fetch counters are made of.
+- Channel deliveries are read from the delivery ledger (`deliveries`, status `sent`), the
+  record of what each channel sent: not counted twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import BigInteger, case, delete, func, select
+from sqlmodel import Column, Field, SQLModel
+
+from hub.store import ITEMS, SOURCES
+from hub.store.placement import RECORDS
+from hub.store.tables import DeliveryRow
+
+DELIVERIES = DeliveryRow.__table__
+CountKey = tuple[str, str, str, str, str]  # day (YYYY-MM-DD), event, merchant id, channel, subject
+
+
+class StatCountRow(SQLModel, table=True):
+    __tablename__ = "stat_counts"
+
+    day: str = Field(primary_key=True)
+    event: str = Field(primary_key=True)
+    merchant_id: str = Field(primary_key=True)  # "" when the event belongs to no merchant
+    channel: str = Field(primary_key=True)
+    subject: str = Field(primary_key=True)  # a record id, a search term, a feed format, or ""
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class SourceFetchDayRow(SQLModel, table=True):
+    __tablename__ = "source_fetch_days"
+
+    day: str = Field(primary_key=True)
+    source_id: str = Field(primary_key=True)
+    fetches: int
+    failures: int
+
+
+COUNTS = StatCountRow.__table__
+FETCH_DAYS = SourceFetchDayRow.__table__
+
+
+@dataclass(frozen=True)
+class Count:
+    day: date
+    event: str
+    merchant_id: str
+    channel: str
+    subject: str
+    n: int
+
+
+@dataclass(frozen=True)
+class Posted:
+    """An item as merchant activity looks at it."""
+
+    merchant_id: str
+    source_id: str
+    connector: str
+    published: datetime | None
+    first_seen_at: datetime
+    backfill: bool  # first seen on the day its source was first fetched: its delay means nothing
+
+
+class StatsStore:
+    def __init__(self, store) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # --- writing --------------------------------------------------------------------------
+
+    def add(self, counts: Mapping[CountKey, int]) -> None:
+        """Add these counts to the stored ones, in one transaction."""
+        if not counts:
+            return
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert)(COUNTS)
+        upsert = insert.on_conflict_do_update(index_elements=["day", "event", "merchant_id", "channel", "subject"],
+                                              set_={"n": COUNTS.c.n + insert.excluded.n})
+        rows = [{"day": k[0], "event": k[1], "merchant_id": k[2], "channel": k[3], "subject": k[4], "n": n}
+                for k, n in sorted(counts.items())]  # in key order: no deadlock between two writers
+        with self.engine.begin() as conn:
+            conn.execute(upsert, rows)
+
+    def merchants_of(self, record_ids: Iterable[int]) -> dict[int, str]:
+        """record id -> its organiser."""
+        ids = list(set(record_ids))
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                found.update(conn.execute(select(RECORDS.c.id, RECORDS.c.merchant_id)
+                                          .where(RECORDS.c.id.in_(ids[start:start + 1000]))).all())
+        return found
+
+    def forget_fetch_days(self, before: date) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(FETCH_DAYS).where(FETCH_DAYS.c.day < before.isoformat())).rowcount
+
+    # --- reading: the statistics ----------------------------------------------------------
+
+    def counts(self, first: date, last: date, events: Sequence[str] | None = None) -> list[Count]:
+        """Every stored count of the days `first`..`last` (inclusive)."""
+        query = select(COUNTS).where(COUNTS.c.day >= first.isoformat(), COUNTS.c.day <= last.isoformat())
+        if events:
+            query = query.where(COUNTS.c.event.in_(list(events)))
+        with self.engine.connect() as conn:
+            return [Count(date.fromisoformat(r.day), r.event, r.merchant_id, r.channel, r.subject, r.n)
+                    for r in conn.execute(query.order_by(COUNTS.c.day))]
+
+    def deliveries(self, start: datetime, end: datetime) -> list[tuple[datetime, str, str, int]]:
+        """(sent at, channel, merchant, 1) of every delivery the ledger marks sent in [start, end)."""
+        query = (select(DELIVERIES.c.sent_at, DELIVERIES.c.channel_id, ITEMS.c.merchant_id)
+                 .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
+                 .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= start, DELIVERIES.c.sent_at < end))
+        with self.engine.connect() as conn:
+            return [(r.sent_at, r.channel_id, r.merchant_id, 1) for r in conn.execute(query)]
+
+    # --- reading: sources and merchants ---------------------------------------------------
+
+    def error_codes(self) -> dict[str, str | None]:
+        """source id -> the code of its last error (None when it works)."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(SOURCES.c.id, SOURCES.c.last_error_code)).all())
+
+    def items_per_week(self, now: datetime, weeks: int = 8) -> dict[str, tuple[int, float]]:
+        """source id -> (items posted in the last 7 days, usual items a week over the `weeks`
+        weeks before). Posted: published, else first seen (`sort_at`); deleted ones count."""
+        week = now - timedelta(days=7)
+        since = week - timedelta(days=7 * weeks)
+        recent = func.sum(case((ITEMS.c.sort_at >= week, 1), else_=0))
+        before = func.sum(case((ITEMS.c.sort_at < week, 1), else_=0))
+        query = (select(ITEMS.c.source_id, recent, before)
+                 .where(ITEMS.c.sort_at >= since, ITEMS.c.sort_at <= now).group_by(ITEMS.c.source_id))
+        with self.engine.connect() as conn:
+            return {sid: (int(r or 0), (b or 0) / weeks) for sid, r, b in conn.execute(query)}
+
+    def fetch_days(self, first: date, last: date) -> dict[str, tuple[int, int]]:
+        """source id -> (fetches, failures) over the days `first`..`last`."""
+        query = (select(FETCH_DAYS.c.source_id, func.sum(FETCH_DAYS.c.fetches), func.sum(FETCH_DAYS.c.failures))
+                 .where(FETCH_DAYS.c.day >= first.isoformat(), FETCH_DAYS.c.day <= last.isoformat())
+                 .group_by(FETCH_DAYS.c.source_id))
+        with self.engine.connect() as conn:
+            return {sid: (int(f or 0), int(x or 0)) for sid, f, x in conn.execute(query)}
+
+    def fetch_totals(self) -> dict[str, tuple[int, int]]:
+        """connector -> (fetches, failures) ever counted (for /metrics)."""
+        query = (select(SOURCES.c.connector, func.sum(FETCH_DAYS.c.fetches), func.sum(FETCH_DAYS.c.failures))
+                 .join(SOURCES, SOURCES.c.id == FETCH_DAYS.c.source_id).group_by(SOURCES.c.connector))
+        with self.engine.connect() as conn:
+            return {c: (int(f or 0), int(x or 0)) for c, f, x in conn.execute(query)}
+
+    def first_fetch_days(self) -> dict[str, date]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day))
+                                .group_by(FETCH_DAYS.c.source_id)).all()
+        return {sid: date.fromisoformat(day) for sid, day in rows}
+
+    def posted(self, start: datetime, end: datetime) -> list[Posted]:
+        """Items posted (by `sort_at`) in [start, end), with what activity needs of them."""
+        first = self.first_fetch_days()
+        query = (select(ITEMS.c.merchant_id, ITEMS.c.source_id, SOURCES.c.connector, ITEMS.c.published,
+                        ITEMS.c.first_seen_at)
+                 .join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
+                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Posted(r.merchant_id, r.source_id, r.connector, r.published, r.first_seen_at,
+                       _backfill(r.first_seen_at, first.get(r.source_id))) for r in rows]
+
+    def last_posts(self) -> dict[str, datetime]:
+        """merchant id -> when it last posted anything (`sort_at` of its newest item)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ITEMS.c.merchant_id, func.max(ITEMS.c.sort_at))
+                                .group_by(ITEMS.c.merchant_id)).all()
+        return {m: _utc(at) for m, at in rows if at is not None}
+
+    def record_facts(self, start: datetime, end: datetime) -> list[tuple[str, str, str]]:
+        """(merchant id, kind, snapshot JSON) of the records posted in [start, end): what
+        completeness looks at (image, date, place, price of the merged record)."""
+        query = (select(RECORDS.c.merchant_id, RECORDS.c.kind, RECORDS.c.snapshot)
+                 .where(RECORDS.c.sort_at >= start, RECORDS.c.sort_at < end, RECORDS.c.removed_at.is_(None)))
+        with self.engine.connect() as conn:
+            return [(r.merchant_id, r.kind, r.snapshot) for r in conn.execute(query)]
+
+    # --- reading: for /metrics ------------------------------------------------------------
+
+    def records_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(RECORDS.c.status, func.count()).where(RECORDS.c.removed_at.is_(None))
+                                .group_by(RECORDS.c.status)).all()
+        return dict(rows)
+
+    def ledger_by_status(self) -> dict[tuple[str, str], int]:
+        """(channel, status) -> rows of the delivery ledger."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(DELIVERIES.c.channel_id, DELIVERIES.c.status, func.count())
+                                .group_by(DELIVERIES.c.channel_id, DELIVERIES.c.status)).all()
+        return {(c, s): n for c, s, n in rows}
+
+    def ingest_delays(self, since: datetime) -> list[float]:
+        """Seconds from publication to first sight, of the items first seen since `since`
+        (not those of a source's first fetch: they were posted long before the hub knew it)."""
+        first = self.first_fetch_days()
+        query = (select(ITEMS.c.source_id, ITEMS.c.published, ITEMS.c.first_seen_at)
+                 .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [max(0.0, (r.first_seen_at - r.published).total_seconds()) for r in rows
+                if not _backfill(r.first_seen_at, first.get(r.source_id))]
+
+    def publish_delays(self, since: datetime) -> dict[str, list[float]]:
+        """channel -> seconds from first sight of an item to its delivery, for deliveries sent since `since`."""
+        query = (select(DELIVERIES.c.channel_id, DELIVERIES.c.sent_at, ITEMS.c.first_seen_at)
+                 .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
+                 .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= since))
+        found: dict[str, list[float]] = defaultdict(list)
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                found[r.channel_id].append(max(0.0, (r.sent_at - r.first_seen_at).total_seconds()))
+        return dict(found)
+
+
+def _backfill(first_seen: datetime, first_fetch_day: date | None) -> bool:
+    return first_fetch_day is not None and first_seen.astimezone(timezone.utc).date() <= first_fetch_day
+
+
+def _utc(value: Any) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
