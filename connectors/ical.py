@@ -34,13 +34,13 @@ calendar is fetched without validators, so it is expanded again over the new win
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from pydantic import field_validator
 
 from connectors.base import ConnectorOptions
-from connectors.ical_occurrences import Occurrence, expand, read_calendars
+from connectors.ical_occurrences import Expansion, Occurrence, expand, read_calendars
 from connectors.social import summarize, text_html
 from hub.config import Duration
 from hub.errors import BlockedAddress, FetchError, TooLarge
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 ACCEPT = "text/calendar, text/plain;q=0.8, application/octet-stream;q=0.5, */*;q=0.1"
 REEXPAND_AFTER = timedelta(hours=12)  # a calendar that never changes is still expanded twice a day
+PARSE_MARGIN = timedelta(days=2)  # single events this far outside the window are not parsed
 MAX_HORIZON = timedelta(days=3 * 366)
 MAX_PAST = timedelta(days=366)
 _IMAGE_EXT = re.compile(r"\.(jpe?g|png|gif|webp|avif)(\?|$)", re.IGNORECASE)
@@ -108,23 +109,35 @@ class ICalConnector:
 
     def parse(self, opts: ICalOptions, source: SourceRef, got: Retrieved) -> Parsed:
         now = retrieved_at(got.state) or datetime.now(UTC)  # a payload made by hand has no cursor
-        calendars, warnings, whole = read_calendars(got.payload)
+        start, end = now - opts.past, now + opts.horizon
+        # Single events days outside the window are not even parsed; should the window
+        # reach back that far (an occurrence running since then), all is read again.
+        days = (start.date() - PARSE_MARGIN, end.date() + PARSE_MARGIN)
+        found = _expand_all(got.payload, source.timezone, start, end, days)
+        if min((f.reached for _, f in found[0] if f.reached), default=start).date() < start.date():
+            found = _expand_all(got.payload, source.timezone, start, end, None)
+        expansions, warnings, whole = found
         if opts.url.lower().startswith("webcal") and got.url.startswith("http:"):
             warnings.append("the server speaks no TLS: the calendar was read over plain http://")
         items: dict[str, Item] = {}
         excluded: list[str] = []
         complete = whole
-        for calendar in calendars:
-            found = expand(calendar, source.timezone, now - opts.past, now + opts.horizon)
-            warnings += found.warnings
-            complete = complete and found.complete
-            excluded += found.excluded
+        for calendar, expansion in expansions:
+            warnings += expansion.warnings
+            complete = complete and expansion.complete
+            excluded += expansion.excluded
             mapper = _Mapper(source, got.url, cancelled=str(calendar.get("METHOD", "")).upper() == "CANCEL")
-            for occurrence in found.occurrences:
+            for occurrence in expansion.occurrences:
                 if occurrence.key not in items:
                     items[occurrence.key] = mapper.item(occurrence)
         return Parsed(items=tuple(items.values()), warnings=tuple(warnings), complete=complete,
                       gone=tuple(k for k in dict.fromkeys(excluded) if k not in items))
+
+
+def _expand_all(payload: bytes, zone: str, start: datetime, end: datetime, days: tuple[date, date] | None
+                ) -> tuple[list[tuple[Any, Expansion]], list[str], bool]:
+    calendars, warnings, whole = read_calendars(payload, days)
+    return [(calendar, expand(calendar, zone, start, end)) for calendar in calendars], warnings, whole
 
 
 # --- the window ------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Expansion:
     excluded: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False: something was cut, so missing occurrences prove nothing
+    reached: datetime | None = None  # the window's start once widened (see `_widen`)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -82,8 +83,15 @@ _END_CALENDAR = re.compile(r"^END:VCALENDAR[ \t]*$", re.IGNORECASE | re.MULTILIN
 _END_EVENT = re.compile(r"^END:VEVENT[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
-def read_calendars(payload: bytes) -> tuple[list[icalendar.Calendar], list[str], bool]:
+def read_calendars(payload: bytes, days: tuple[date, date] | None = None
+                   ) -> tuple[list[icalendar.Calendar], list[str], bool]:
     """The VCALENDARs in `payload`, the warnings, and whether the document was whole.
+
+    `days` (first, last): leave out the single events (no RRULE, RDATE or RECURRENCE-ID)
+    that, as their DTSTART and DTEND write them, end before the first day or begin after the
+    last, without parsing them. A calendar kept for years is mostly history; icalendar would
+    spend most of its time on events no window reaches (a 10 MB calendar takes it 10 s and
+    more).
 
     Raises:
         ParseError: the payload is no iCalendar document at all.
@@ -96,6 +104,8 @@ def read_calendars(payload: bytes) -> tuple[list[icalendar.Calendar], list[str],
     if not _END_CALENDAR.search(text):
         text, whole = _cut_to_last_event(text), False
         warnings.append("the calendar is cut off (no END:VCALENDAR); read the events up to the last complete one")
+    if days is not None:
+        text = _without_events_outside(_TEXT_FOLD.sub("", text), *days)
     try:
         found = icalendar.Calendar.from_ical(text, multiple=True)
     except ValueError as exc:
@@ -107,6 +117,31 @@ def read_calendars(payload: bytes) -> tuple[list[icalendar.Calendar], list[str],
 
 
 _FOLD = re.compile(rb"\r?\n[ \t]|\r[ \t]")
+_TEXT_FOLD = re.compile(r"\n[ \t]")
+_VEVENT = re.compile(r"^BEGIN:VEVENT[ \t]*\n.*?^END:VEVENT[ \t]*\n", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_REPEATS = re.compile(r"^(?:RRULE|RDATE|EXRULE|RECURRENCE-ID|DURATION)[;:]", re.IGNORECASE | re.MULTILINE)
+_DAY_OF = {name: re.compile(rf"^{name}(?:;[^\n]*)?:(\d{{4}})(\d{{2}})(\d{{2}})", re.IGNORECASE | re.MULTILINE)
+           for name in ("DTSTART", "DTEND")}
+
+
+def _without_events_outside(text: str, first: date, last: date) -> str:
+    """`text` without the VEVENTs that surely end before `first` or begin after `last` (see
+    `read_calendars`). Anything in doubt stays: a repeating event, a DURATION, a date the
+    pattern does not find."""
+    def keep(block: re.Match) -> str:
+        event = block.group()
+        if _REPEATS.search(event):
+            return event
+        days = [m for m in (_DAY_OF["DTSTART"].search(event), _DAY_OF["DTEND"].search(event)) if m]
+        if not days or days[0].re is not _DAY_OF["DTSTART"]:
+            return event
+        try:
+            begins, ends = (date(int(m.group(1)), int(m.group(2)), int(m.group(3))) for m in (days[0], days[-1]))
+        except ValueError:
+            return event
+        return "" if max(begins, ends) < first or begins > last else event
+
+    return _VEVENT.sub(keep, text)
 
 
 def _unfolded(payload: bytes) -> bytes:
@@ -207,7 +242,7 @@ def expand(calendar: icalendar.Calendar, platform_zone: str, start: datetime, en
     events.report_dropped_series(query, calendar)
     window = _Window(query, zone, zone_name, events.repeating, result)
     window.add(start, end)
-    _widen(window, start)
+    result.reached = _widen(window, start)
     result.occurrences = sorted(window.found.values(), key=lambda o: (o.start, o.key))
     result.excluded = _excluded(calendar, start, end, zone, {o.key for o in result.occurrences})
     if len(result.warnings) > MAX_WARNINGS:
@@ -216,19 +251,21 @@ def expand(calendar: icalendar.Calendar, platform_zone: str, start: datetime, en
     return result
 
 
-def _widen(window: _Window, start: datetime) -> None:
+def _widen(window: _Window, start: datetime) -> datetime:
     """Also take the occurrences that overlap [s, start), where s is the start of the
     earliest occurrence found. The store judges deletions by start (an item missing from the
     payload that starts at or after the earliest start in it was deleted), so everything
     that starts after a running occurrence began must be in the payload: a rehearsal on the
     first evening of a three-day festival, read on its third day, merely lies in the past.
-    Runs again while that brings in an earlier start (rarely more than once)."""
+    Runs again while that brings in an earlier start (rarely more than once). Returns
+    where the window begins now."""
     for _ in range(WIDEN_STEPS):
         earliest = min((o.start for o in window.found.values()), default=start)
         if earliest >= start:
-            return
+            break
         window.add(earliest, start)
         start = earliest
+    return start
 
 
 class _Events:

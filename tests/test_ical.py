@@ -283,3 +283,45 @@ def test_descriptions_images_and_categories():
                                            "https://buch.example/plakat"]
     assert (item.event.latitude, item.event.longitude) == (50.5, 8.25)
     assert item.url == "https://buch.example/lesung"
+
+
+# --- large calendars -------------------------------------------------------------------------
+
+def history(events: int, first: datetime) -> list[str]:
+    """`events` single evening events, one a day from `first` on."""
+    return [f"UID:alt{n}@x\r\nDTSTART;TZID=Europe/Berlin:{first + timedelta(days=n):%Y%m%d}T190000\r\n"
+            f"DTEND;TZID=Europe/Berlin:{first + timedelta(days=n):%Y%m%d}T210000\r\nSUMMARY:Abend {n}\r\n"
+            f"DESCRIPTION:{'Text zum Abend. ' * 20}" for n in range(events)]
+
+
+def test_single_events_long_past_are_skipped_unread_unless_the_window_reaches_back():
+    from connectors.ical import _expand_all
+
+    old = history(400, datetime(2025, 9, 1))  # up to 5 October 2026, so before the window
+    exhibition = "UID:ausstellung@x\r\nDTSTART;VALUE=DATE:20261001\r\nDTEND;VALUE=DATE:20261031\r\nSUMMARY:Ausstellung"
+    start, end = AT - timedelta(days=1), AT + timedelta(days=90)
+    for extra, expected in (([], []), ([exhibition], ["Abend 395", "Abend 396", "Abend 397", "Abend 398", "Abend 399",
+                                                       "Ausstellung"])):
+        payload = calendar(*old, *extra)
+        pruned, _, _ = _expand_all(payload, "Europe/Berlin", start, end, (start.date() - timedelta(days=2), end.date()))
+        full, _, _ = _expand_all(payload, "Europe/Berlin", start, end, None)
+        titles = sorted(str(o.component["SUMMARY"]) for _, e in full for o in e.occurrences)
+        assert titles == expected
+        assert sorted(i.title for i in parse(payload).items) == expected
+        if not extra:  # nothing reaches back: the history was never parsed
+            assert len(pruned[0][0].subcomponents) == 0
+
+
+async def test_a_ten_megabyte_calendar_within_the_fetchers_limit_is_read(tmp_path):
+    events = history(20_500, datetime(2022, 1, 1))  # years of history, decades ahead
+    events[12_000] = "UID:kaputt@x\r\nDTSTART:gestern\r\nSUMMARY:Kaputt"
+    payload = calendar(*events)
+    assert 9_500_000 < len(payload) < 10 * 1024 * 1024
+    with FeedServer(files={"gross.ics": payload}) as srv:
+        async with Fetcher(FetcherConfig(allow_private_networks=True, retries=0), base_dir=tmp_path) as f:
+            opts = ICalOptions(url=srv.url("/files/gross.ics"), horizon="30d")
+            got = await ICalConnector().retrieve(opts, FetchState(), f)
+    got = got._replace(state=got.state._replace(cursor=cursor(AT, opts)))
+    parsed = ICalConnector().parse(opts, icalcases.SOURCE, got)
+    assert len(parsed.items) == 31  # 19 October to 19 November, one an evening
+    assert len(parsed.warnings) == 1 and "Kaputt" in parsed.warnings[0]
