@@ -108,7 +108,7 @@ def test_demo_town_in_a_browser(demo_site, browser, tmp_path):
 
 
 def test_every_merchant_page_and_health(demo_site, browser):
-    page = browser.new_page()
+    page = browser.new_page(locale="de-DE")  # the browser's language decides the page's (hub.web.i18n)
     page.goto(demo_site + "/m/baeckerei-schmitz")
     assert page.locator("h1").inner_text() == "Bäckerei Schmitz"
     assert page.locator("article.card").count() >= 3
@@ -117,3 +117,23 @@ def test_every_merchant_page_and_health(demo_site, browser):
     health = page.goto(demo_site + "/healthz").json()
     assert health["status"] == "ok" and health["items"] >= 80 and health["sources"]["failing"] == 0
     page.close()
+
+
+@pytest.mark.parametrize("locale", ["de-DE", "en-GB"])
+def test_the_pages_fit_a_320_px_screen_in_both_languages(demo_site, browser, locale):
+    context = browser.new_context(locale=locale, viewport={"width": 320, "height": 640})
+    page = context.new_page()
+    requested, problems = [], []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(demo_site + "/", wait_until="networkidle")
+    item = page.locator("article.card h2 a").first.get_attribute("href")
+    for path in ("/", "/events", "/offers", "/search?q=Advent", "/m/baeckerei-schmitz", item, "/gibt-es-nicht"):
+        page.goto(demo_site + path, wait_until="networkidle")
+        assert page.evaluate("document.documentElement.lang") == locale[:2], path
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320, path
+        assert page.locator("h1").count() == 1, path
+    assert all(url.startswith(demo_site) for url in requested), [u for u in requested if not u.startswith(demo_site)]
+    assert [p for p in problems if "404" not in p] == []  # the unknown path's own 404 is the only error
+    assert context.cookies() == []
+    context.close()

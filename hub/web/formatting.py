@@ -1,7 +1,8 @@
 """Dates, times and prices as residents read them, per locale, with Babel (CLDR data that
 ships with Babel: the server's own locale settings never decide how Musterstadt reads its
-dates). `locale` is a Babel locale name (hub.web.i18n.BABEL_LOCALES); times are shown in
-the town's time zone.
+dates). `locale` is a Babel locale or its name (hub.web.i18n.BABEL_LOCALES holds them parsed
+once: parsing a name costs more than formatting a date); times are shown in the town's time
+zone.
 
 The patterns are fixed per language rather than CLDR's "medium"/"long", so a date looks
 the same on every page: "Sa., 21. November 2026, 10:15 Uhr" / "Sat 21 November 2026, 10:15".
@@ -14,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.dates import format_date, format_datetime, format_interval, format_timedelta
 from babel.numbers import format_currency, format_decimal
 
@@ -26,8 +28,9 @@ _PATTERNS = {
 }
 
 
-def _patterns(locale: str) -> dict[str, str]:
-    return _PATTERNS.get(locale.split("_")[0], _PATTERNS["de"])
+def _patterns(locale: str | Locale) -> dict[str, str]:
+    language = locale.language if isinstance(locale, Locale) else locale.split("_")[0]
+    return _PATTERNS.get(language, _PATTERNS["de"])
 
 
 def _local(dt: datetime, zone: str) -> datetime:
@@ -35,7 +38,7 @@ def _local(dt: datetime, zone: str) -> datetime:
 
 
 def date_time(dt: datetime | None, with_time: bool = True, *, zone: str = "Europe/Berlin",
-              locale: str = "de_DE") -> str:
+              locale: str | Locale = "de_DE") -> str:
     """`Sa., 21. November 2026, 10:15 Uhr` (`with_time` false: `Sa., 21. November 2026`)."""
     if dt is None:
         return ""
@@ -49,7 +52,7 @@ def datum(dt: datetime | None, zone: str = "Europe/Berlin", with_time: bool = Tr
     return date_time(dt, with_time, zone=zone, locale="de_DE")
 
 
-def time_of_day(dt: datetime | None, *, zone: str = "Europe/Berlin", locale: str = "de_DE") -> str:
+def time_of_day(dt: datetime | None, *, zone: str = "Europe/Berlin", locale: str | Locale = "de_DE") -> str:
     """`19:30 Uhr` / `19:30`."""
     if dt is None:
         return ""
@@ -57,19 +60,19 @@ def time_of_day(dt: datetime | None, *, zone: str = "Europe/Berlin", locale: str
     return format_datetime(local, _patterns(locale)["time"], tzinfo=local.tzinfo, locale=locale)
 
 
-def time_range(start: datetime, end: datetime, *, zone: str = "Europe/Berlin", locale: str = "de_DE") -> str:
+def time_range(start: datetime, end: datetime, *, zone: str = "Europe/Berlin", locale: str | Locale = "de_DE") -> str:
     """`18:30–22:00 Uhr` / `18:30–22:00` (both on one day)."""
     tz = ZoneInfo(zone)
     return format_interval(start.astimezone(tz), end.astimezone(tz), "Hm", tzinfo=tz, locale=locale)
 
 
-def weekday(dt: datetime, *, zone: str = "Europe/Berlin", locale: str = "de_DE") -> str:
+def weekday(dt: datetime, *, zone: str = "Europe/Berlin", locale: str | Locale = "de_DE") -> str:
     """`Sa.` / `Sat`."""
     local = _local(dt, zone)
     return format_datetime(local, "EEE", tzinfo=local.tzinfo, locale=locale)
 
 
-def day_heading(day: date | datetime, *, zone: str = "Europe/Berlin", locale: str = "de_DE",
+def day_heading(day: date | datetime, *, zone: str = "Europe/Berlin", locale: str | Locale = "de_DE",
                 today: date | None = None) -> str:
     """`Mittwoch, 24. Dezember` (with the year when it is not this year's)."""
     if isinstance(day, datetime):
@@ -78,7 +81,7 @@ def day_heading(day: date | datetime, *, zone: str = "Europe/Berlin", locale: st
     return format_date(day, _patterns(locale)["day" if day.year == this_year else "day_year"], locale=locale)
 
 
-def short_date(dt: date | datetime | None, *, zone: str = "Europe/Berlin", locale: str = "de_DE",
+def short_date(dt: date | datetime | None, *, zone: str = "Europe/Berlin", locale: str | Locale = "de_DE",
                today: date | None = None) -> str:
     """`24.12.` / `24 Dec` (with the year when it is not this year's): "gültig bis 24.12."."""
     if dt is None:
@@ -88,7 +91,7 @@ def short_date(dt: date | datetime | None, *, zone: str = "Europe/Berlin", local
     return format_date(day, _patterns(locale)["short" if day.year == this_year else "short_year"], locale=locale)
 
 
-def relativ(dt: datetime | None, now: datetime | None = None, *, locale: str = "de_DE") -> str:
+def relativ(dt: datetime | None, now: datetime | None = None, *, locale: str | Locale = "de_DE") -> str:
     """`vor 2 Stunden` / `2 hours ago`; empty when older than RELATIVE_UNTIL or in the future
     (then a date says more)."""
     if dt is None:
@@ -99,7 +102,7 @@ def relativ(dt: datetime | None, now: datetime | None = None, *, locale: str = "
     return format_timedelta(-max(age, timedelta(seconds=1)), add_direction=True, locale=locale)
 
 
-def price(offer: Any, *, locale: str = "de_DE") -> str:
+def price(offer: Any, *, locale: str | Locale = "de_DE") -> str:
     """An offer's price: `3,90 €` / `€3.90` when it is a number, else its text as written
     ("ab 9,90 €"); empty when there is none."""
     text = (getattr(offer, "price", None) or "").strip()

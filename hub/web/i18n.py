@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlencode
 
+from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -35,7 +36,8 @@ LOCALES = ("de", "en")  # German first: msgids are German, it needs no catalog
 DEFAULT = "de"
 CATALOGS = Path(__file__).parent / "locale"
 DOMAIN = "messages"
-BABEL_LOCALES = {"de": "de_DE", "en": "en_GB"}  # how dates and prices read: 24-hour clock, € after the amount in German
+# How dates and prices read (24-hour clock in both; "3,90 €" and "€3.90"), parsed once.
+BABEL_LOCALES = {"de": Locale.parse("de_DE"), "en": Locale.parse("en_GB")}
 OG_LOCALES = {"de": "de_DE", "en": "en_GB"}
 
 _locale: ContextVar[str] = ContextVar("hub_locale", default=DEFAULT)
@@ -147,9 +149,12 @@ def locale_of(scope: dict, default: str = DEFAULT) -> tuple[str, str | None]:
 def url(path: str, pairs: Iterable[tuple[str, Any]] = (), **params: Any) -> str:
     """A link within the site: `path` with `pairs` and `params` as its query (None values
     left out) and the `?lang=` this request chose, so a reader stays in their language."""
+    lang = _chosen.get()
+    if not pairs and not params:  # most links: a path, perhaps with the language
+        return f"{path}?lang={lang}" if lang else path
     query = [(k, str(v)) for k, v in [*pairs, *params.items()] if v is not None and v != ""]
-    if chosen() and not any(k == "lang" for k, _ in query):
-        query.append(("lang", chosen()))
+    if lang and not any(k == "lang" for k, _ in query):
+        query.append(("lang", lang))
     return f"{path}?{urlencode(query)}" if query else path
 
 
