@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Collection, Iterator, NamedTuple
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, or_, select
 
 from hub.records import Record
 from hub.store.placement import RECORDS, SOURCES
@@ -59,10 +59,11 @@ class PublicReader:
         narrowed by `filters` as `Records.list` is. One query; the records load with `load`."""
         key = _KEY[order]
         conditions = self.records._conditions(**filters) + [key.is_not(None)]
-        if after is not None:
-            before = key < after.key if order == "newest" else key > after.key
-            next_id = RECORDS.c.id < after.id if order == "newest" else RECORDS.c.id > after.id
-            conditions.append(or_(before, and_(key == after.key, next_id)))
+        if after is not None:  # the range on the key alone is what lets the index seek to the page
+            if order == "newest":
+                conditions += [key <= after.key, or_(key < after.key, RECORDS.c.id < after.id)]
+            else:
+                conditions += [key >= after.key, or_(key > after.key, RECORDS.c.id > after.id)]
         query = select(RECORDS).where(*conditions).order_by(*_ORDER[order]).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
