@@ -35,11 +35,14 @@ from hub.store import SourceStatus, Store
 from hub.store.version import data_version
 from hub.web import i18n
 from hub.web.admin import CountingMiddleware, admin_router
+from hub.web.api import api_router
 from hub.web.cache import PageCache
+from hub.web.embed import embed_router
 from hub.web.facebook import facebook_router
 from hub.web.feeds import feeds_router
 from hub.web.i18n import gettext as _
 from hub.web.pages import Site, category_name, pages_router
+from hub.web.seo import seo_router
 from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
@@ -81,6 +84,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.include_router(websub_router(settings, store))
     app.include_router(facebook_router(settings, store))  # issue 12: Meta's page webhook
     app.include_router(feeds_router(settings, store, media))  # issue 14: feeds out, with the pages' filters
+    app.include_router(api_router(settings, store, media))  # issue 14: JSON API, /openapi.json, /docs
+    app.include_router(embed_router(settings, store))  # issue 14: the widget other sites frame
+    app.include_router(seo_router(settings, store))  # issue 14: /robots.txt, /sitemap.xml
     app.include_router(pages_router(site))  # issue 14: the resident pages
     app.include_router(admin_router(settings, store, create_app))  # issue 17: /admin, /metrics, /go/{record}
 
