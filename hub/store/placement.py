@@ -12,7 +12,8 @@ never disagree. For each batch:
    scan; the best `hub.identity` match decides (a text rule only where `identity.apart`
    finds no sign of two things in the texts), else the item founds a new record;
 4. every record that changed is merged again (`hub.records`), judged (`hub.moderation`) and
-   its revision written.
+   its revision written; its row in the search index is rewritten from its live origins, or
+   deleted when it has none (`hub.store.searchindex`), as is every new record's written.
 
 Fingerprints cost time, so they are computed only where a match is possible: for events
 (any merchant's events may match) and for merchants with more than one source. Others get
@@ -47,6 +48,7 @@ from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, eve
                           sequence, stored_keys, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
+from hub.store import searchindex
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
                               RecordRevisionRow, RecordRow, SourceRow)
@@ -439,6 +441,15 @@ class Placement:
         origins = [(r.id, o) for r in self.new_records for o in r.members] + self.joins
         insert_rows(self.conn, ORIGINS, [self._origin_values(record_id, o) for record_id, o in origins])
         self._replace_keys([o.item_id for _, o in origins], fresh=True)
+        searchindex.write(self.conn, {r.id: self._search_row(r) for r in self.new_records})
+
+    def _search_row(self, record: NewRecord) -> searchindex.Row:
+        """A new record's row in the search index: prepared before the write lock for most."""
+        if len(record.members) == 1:
+            p = self.prepared.get(record.members[0].item.key)
+            if p is not None and p.search is not None:
+                return p.search
+        return searchindex.row(self.conn.dialect.name, [searchindex.parts(o.item) for o in record.members])
 
     def _new_record_values(self, record: NewRecord) -> dict[str, Any]:
         if len(record.members) == 1:
@@ -506,6 +517,8 @@ class Placement:
         origins = load_origins(self.conn, record_ids, self.read_item)
         for record_id, row in records.items():
             self._refresh_one(row, origins.get(record_id, []))  # none left: forgotten by retention
+        searchindex.write(self.conn, searchindex.rows_of(self.conn.dialect.name,
+                                                         {i: origins.get(i, []) for i in records}))
 
     def _refresh_one(self, row: Any, origins: list[Origin]) -> None:
         live = [o for o in origins if o.live]
@@ -566,12 +579,14 @@ class Prepared:
     record: dict[str, Any]  # the row of a record of its own (most new items found one)
     stored: list[int]  # its identity keys (hub.identity.stored_keys), once each
     probes: list[int]  # the keys it looks up (hub.identity.probe_keys), once each
+    search: searchindex.Row | None = None  # its row in the search index as a record of its own (stemmed)
 
 
 def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
-            multi: set[str]) -> dict[tuple[str, str], Prepared]:
+            multi: set[str], dialect: str | None = None) -> dict[tuple[str, str], Prepared]:
     """(source id, external id) -> Prepared, for items fetched at the given moments;
-    `multi`: merchants with several sources (`multi_source_merchants`)."""
+    `multi`: merchants with several sources (`multi_source_merchants`); `dialect`: of the
+    database, for the search index's row (stemming is most of its cost)."""
     out = {}
     for item, at in items:
         f = features(item, at=at, zone=rules.timezone, full=item.merchant_id in multi)
@@ -580,7 +595,8 @@ def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
         out[item.key] = Prepared(f, origin, record_values([Origin(0, item, "first", 1.0, None, True, at)],
                                                           rules, at, created=True),
                                  list(dict.fromkeys(stored_keys(f))) if f.full else [],
-                                 list(dict.fromkeys(probe_keys(f))) if f.full else [])
+                                 list(dict.fromkeys(probe_keys(f))) if f.full else [],
+                                 searchindex.row(dialect, [searchindex.parts(item)]) if dialect else None)
     return out
 
 

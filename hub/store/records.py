@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Callable, Collection, Literal, Sequence
 
-from sqlalchemy import Engine, case, false, func, or_, select, update
+from sqlalchemy import Engine, bindparam, false, func, literal, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
@@ -22,14 +22,20 @@ from hub.models import Item
 from hub.records import Origin, Record, Revision, canonical, tag_key
 from hub.store.admin import edits_of
 from hub.store.mediadb import MediaIndex
+from hub.store import searchindex
 from hub.store.bulk import new_ids, placeholders
-from hub.store.tables import ItemTagRow
+from hub.store.counts import Counts, key_of
+from hub.store.tables import ItemTagRow, UTCDateTime
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
                                  multi_source_merchants, paused_gc, prepare)
 
 BACKFILL_BATCH = 1000
+RANKED = 1000  # the newest matches of a search that are ranked by relevance (`_ranked`)
+# The filters that narrow a listing to some of a merchant's day (all but status, removal, expiry).
+_NARROWING = ("merchant_id", "source_id", "kind", "merchants", "kinds", "tags", "starts_from", "starts_until")
 TAGS = ItemTagRow.__table__
-Order = Literal["newest", "event_start"]  # listings newest first; a calendar by start
+# Listings newest first; a calendar by start; a search best match first (`q`; newest without).
+Order = Literal["newest", "event_start", "relevance"]
 
 
 class Records:
@@ -38,6 +44,7 @@ class Records:
         self.read_item = read_item
         self.rules = moderation.Rules()  # publish at once until configured
         self.media = MediaIndex(engine)
+        self.counts = Counts()  # exact counts, kept while nothing changed them (hub.store.counts)
 
     def configure(self, rules: moderation.Rules) -> None:
         """Use the moderation rules of the config (`hub.moderation.rules_from`)."""
@@ -52,7 +59,7 @@ class Records:
             return {}
         multi = multi_source_merchants(conn, {i.merchant_id for i, _ in items})
         with paused_gc():
-            return prepare(items, self.rules, multi)
+            return prepare(items, self.rules, multi, conn.dialect.name)
 
     def after_upsert(self, conn: Connection, outcomes: Sequence, results: Sequence,
                      prepared: dict[tuple[str, str], Prepared] | None = None) -> None:
@@ -96,21 +103,21 @@ class Records:
     # --- reading ----------------------------------------------------------------------------
 
     def list(self, *, limit: int = 50, offset: int = 0, order: Order = "newest", **filters: Any) -> list[Record]:
-        """Records newest first (`order="event_start"`: events by their start); `filters` as
-        for `_conditions`. By default what residents see: published, not removed, not expired."""
-        conditions = self._conditions(**filters)
-        query = select(RECORDS).where(*conditions).order_by(*_ORDER[order]).limit(limit).offset(offset)
+        """Records newest first (`order="event_start"`: events by their start; "relevance":
+        what matches `q` best first, hub.store.searchindex); `filters` as for `_conditions`.
+        By default what residents see: published, not removed, not expired."""
         with self.engine.connect() as conn:
-            return self._load(conn, conn.execute(query).all())
+            rows = [r for query in self._statements([RECORDS], order, filters, limit, offset)
+                    for r in conn.execute(query)]
+            return self._load(conn, rows)
 
     def marks(self, *, limit: int = 50, order: Order = "newest", **filters: Any) -> list[tuple[int, datetime]]:
         """(id, changed_at) of what `list` would show with the same arguments, without
         loading it: what a feed's ETag is made of (an edit, an approval, a removal, an expiry,
         a newcomer: each changes it)."""
-        query = (select(RECORDS.c.id, RECORDS.c.changed_at).where(*self._conditions(**filters))
-                 .order_by(*_ORDER[order]).limit(limit))
         with self.engine.connect() as conn:
-            return [(r.id, r.changed_at) for r in conn.execute(query)]
+            return [(r.id, r.changed_at) for query in self._statements([RECORDS.c.id, RECORDS.c.changed_at], order,
+                                                                       filters, limit, 0) for r in conn.execute(query)]
 
     def edits(self, record_ids: Collection[int]) -> dict[int, int]:
         """record id -> how many revisions it has (merges, edits, status changes, ...): a
@@ -135,11 +142,60 @@ class Records:
                 .where(ITEMS.c.deleted_at.is_(None), ORIGINS.c.record_id.in_(visible))
                 .group_by(ORIGINS.c.record_id))
 
-    def count(self, **filters: Any) -> int:
-        """How many records `list` would show with the same filters, without paging."""
-        conditions = self._conditions(**filters)
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(RECORDS).where(*conditions)).scalar_one()
+    def count(self, *, at_most: int | None = None, now: datetime | None = None, **filters: Any) -> int:
+        """How many records `list` would show with the same filters, without paging: exact,
+        and remembered until a record changes or expires (`hub.store.counts`), so a page
+        asking again costs two look-ups by key. `at_most`: count no further (a page that says
+        "mehr als 1.000" reads at most that many rows, however many match)."""
+        now = now or datetime.now(timezone.utc)
+        key = (id(self.rules), at_most, key_of(filters))
+        with self.engine.connect() as conn:  # one read transaction: the version is the count's
+            version = conn.execute(_VERSION).one()
+            found = self.counts.get(key, version, now)
+            if found is not None:
+                return found
+            found = self._count(conn, now, at_most, filters)
+            until = None if filters.get("expired") else conn.execute(self._next_expiry(now, filters)).scalar()
+        self.counts.put(key, version, now, _utc(until), found)
+        return found
+
+    def _count(self, conn: Connection, now: datetime, at_most: int | None, filters: dict[str, Any]) -> int:
+        quotas = self.rules.quotas(filters["channel"]) if filters.get("channel") else {}
+        if quotas and at_most is None and not any(filters.get(f) is not None for f in _NARROWING) \
+                and not (filters.get("q") or "").strip():
+            return self._count_within_quotas(conn, now, quotas, filters)
+        query = select(RECORDS.c.id).where(*self._conditions(now=now, **filters))
+        if at_most is not None:
+            query = query.limit(at_most)
+        return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+
+    def _count_within_quotas(self, conn: Connection, now: datetime, quotas: dict[str, int],
+                             filters: dict[str, Any]) -> int:
+        """A channel's whole listing (a home page) counted as what residents may see less
+        what its quotas hold back: per merchant and day, those beyond the first n. Two
+        passes over covering indexes (ix_records_shown, ix_records_quota), where asking
+        each record whether it is within its quota costs a look-up for every record of a
+        merchant with a quota (five times as long at 200,000 records)."""
+        shown = self._conditions(now=now, **{**filters, "channel": None})
+        total = conn.execute(select(func.count()).select_from(RECORDS).where(*shown)).scalar_one()
+        by_quota: dict[int, list[str]] = {}
+        for merchant, n in quotas.items():
+            by_quota.setdefault(max(0, int(n)), []).append(merchant)
+        for n, merchants in by_quota.items():
+            days = (select(func.count().label("n")).where(*shown, RECORDS.c.merchant_id.in_(sorted(merchants)))
+                    .group_by(RECORDS.c.merchant_id, RECORDS.c.sort_day).subquery())
+            total -= conn.execute(select(func.coalesce(func.sum(days.c.n - n), 0)).where(days.c.n > n)).scalar_one()
+        return total
+
+    def _next_expiry(self, now: datetime, filters: dict[str, Any]):
+        """The first moment after `now` at which a record these filters could show expires
+        (index ix_records_shown for what residents see)."""
+        shown = [RECORDS.c.expires_at > now]
+        if not filters.get("removed"):
+            shown.append(RECORDS.c.removed_at.is_(None))
+        if filters.get("status", "published"):
+            shown.append(RECORDS.c.status == filters.get("status", "published"))
+        return select(func.min(RECORDS.c.expires_at)).where(*shown)
 
     def get(self, record_id: int) -> Record | None:
         with self.engine.connect() as conn:
@@ -173,9 +229,11 @@ class Records:
                     now: datetime | None = None, merchants: Collection[str] | None = None,
                     kinds: Collection[str] | None = None, tags: Collection[str] | None = None,
                     starts_from: datetime | None = None, starts_until: datetime | None = None) -> list:
-        """`merchant_id`/`source_id`: records with an origin from there; `q`: every word in
-        some live origin's title, summary or text; `status` None: any; `removed`/`expired`:
-        include those; `channel`: within that channel's per-merchant daily quotas.
+        """`merchant_id`/`source_id`: records with an origin from there; `q`: a resident's
+        search (hub.search: stemmed words of the live origins' titles, texts, tags, places,
+        or a merchant's name; a `q` with no word to search for finds nothing, a blank one is
+        no filter); `status` None: any; `removed`/`expired`: include those; `channel`:
+        within that channel's per-merchant daily quotas.
 
         The filters of the pages and feeds (hub.web.filters), each None for "any", an empty
         collection for "none": `merchants`, records with an origin from one of them; `kinds`,
@@ -189,21 +247,39 @@ class Records:
             conditions.append(RECORDS.c.removed_at.is_(None))
         if status:
             conditions.append(RECORDS.c.status == status)
-        if not expired:
-            conditions.append(or_(RECORDS.c.expires_at.is_(None), RECORDS.c.expires_at > now))
+        if not expired:  # one range of ix_records_shown with the test inside it (an OR reads two, and merges)
+            conditions.append(func.coalesce(RECORDS.c.expires_at, _NEVER) > now)
         quotas = self.rules.quotas(channel) if channel else {}
         if quotas:
-            conditions.append(RECORDS.c.id.in_(_within_quota(quotas, list(conditions))))
+            conditions.append(_within_quota(quotas, removed=removed, status=status, expired=expired, now=now))
         if kind:
             conditions.append(RECORDS.c.kind == kind)
         if merchant_id:  # the club's page shows the concert the town calendar also lists
             conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.merchant_id == merchant_id)))
         if source_id:
             conditions.append(RECORDS.c.id.in_(select(ORIGINS.c.record_id).where(ORIGINS.c.source_id == source_id)))
-        for word in (q or "").split():
-            conditions.append(RECORDS.c.id.in_(_matching(word)))
+        if q is not None and q.strip():
+            match = self._match(q)
+            conditions.append(RECORDS.c.id.in_(match.ids()) if match.found else false())
         conditions += _filters(merchants, kinds, tags, starts_from, starts_until)
         return conditions
+
+    def _statements(self, columns: list, order: Order, filters: dict[str, Any], limit: int, offset: int) -> list:
+        """The SELECTs of `columns` of the records `filters` leave, in `order`, from `offset`
+        on, at most `limit`: one, or for a search ranked by relevance two (`_ranked`)."""
+        q = filters.get("q")
+        if order == "relevance" and q is not None and q.strip():
+            match = self._match(q)
+            if match.found:
+                return _ranked(match, columns, self._conditions(**{**filters, "q": None}), limit, offset)
+        query = select(*columns).where(*self._conditions(**filters))
+        return [query.order_by(*_ORDER["event_start" if order == "event_start" else "newest"])
+                .limit(limit).offset(offset)]
+
+    def _match(self, q: str) -> searchindex.Match:
+        """`q` against the search index; merchants are named by the config's names."""
+        names = {m: r.name for m, r in self.rules.merchants.items() if r.name}
+        return searchindex.Match(self.engine.dialect.name, q, names)
 
     def _load(self, conn: Connection, rows: Sequence[Any]) -> list[Record]:
         origins = load_origins(conn, [r.id for r in rows], self.read_item)
@@ -279,6 +355,18 @@ class Records:
 
 # --- helpers ------------------------------------------------------------------------------------
 
+_NEVER = literal(datetime(9999, 12, 31, tzinfo=timezone.utc), UTCDateTime())  # what does not expire expires then
+# The store's data version (hub.store.version), read within a count's transaction.
+_VERSION = select(select(func.max(RECORDS.c.id)).scalar_subquery(), select(func.max(REVISIONS.c.id)).scalar_subquery())
+
+
+def _utc(value: Any) -> datetime | None:
+    """An aggregate's datetime, aware and in UTC (SQLite hands back text)."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
+
 def _item_ids(conn: Connection, work: Sequence) -> dict[tuple[str, str], int]:
     """(source id, external id) -> item id of what the batch stored, changed or saw gone
     (driver level, by the unique (source, external id) index: a source's older items are
@@ -306,6 +394,32 @@ def _with_origin(conn: Connection, item_ids: list[int]) -> set[int]:
 
 _ORDER = {"newest": (RECORDS.c.sort_at.desc(), RECORDS.c.id.desc()),
           "event_start": (RECORDS.c.event_start, RECORDS.c.id)}
+
+
+def _ranked(match: searchindex.Match, columns: list, conditions: list, limit: int, offset: int) -> list:
+    """A search's records in order of relevance: the `RANKED` newest matches (by record
+    id: in the order they arrived) best first, then the older ones newest first.
+
+    Ranking costs time for every record ranked (the score, the record's row, its quota),
+    and a common word in a town's years of posts matches most of them: so the ranked
+    records are the newest that match and pass the filters, read from the index in id
+    order until there are enough (what is recent matters to residents, and the best of a
+    thousand is a fine first page); a page beyond them continues with the older matches in
+    that same order. The index is read once, joined with the records, never looked up again."""
+    found = (select(RECORDS.c.id.label("id"), match.rank.label("score"))
+             .select_from(match.table.join(RECORDS, match.key == RECORDS.c.id))
+             .where(match.condition, *conditions).order_by(match.key.desc()))
+    statements = []
+    if offset < RANKED:
+        best = found.limit(RANKED).subquery("best")
+        statements.append(select(*columns).join(best, best.c.id == RECORDS.c.id)
+                          .order_by(best.c.score, *_ORDER["newest"]).limit(min(limit, RANKED - offset)).offset(offset))
+    if offset + limit > RANKED:
+        start = max(offset, RANKED)
+        statements.append(select(*columns).select_from(match.table.join(RECORDS, match.key == RECORDS.c.id))
+                          .where(match.condition, *conditions).order_by(match.key.desc())
+                          .limit(offset + limit - start).offset(start))
+    return statements
 
 
 def _filters(merchants: Collection[str] | None, kinds: Collection[str] | None, tags: Collection[str] | None,
@@ -346,21 +460,40 @@ def _write_tags(conn: Connection, new: Sequence[tuple[int, Item, datetime]],
                              "ON CONFLICT DO NOTHING", rows)
 
 
-def _matching(word: str):
-    pattern = f"%{word}%"
-    return (select(ORIGINS.c.record_id).join(ITEMS, ITEMS.c.id == ORIGINS.c.item_id)
-            .where(ORIGINS.c.live, or_(ITEMS.c.title.ilike(pattern), ITEMS.c.summary.ilike(pattern),
-                                       ITEMS.c.content_text.ilike(pattern))))
+def _within_quota(quotas: dict[str, int], *, removed: bool, status: str | None, expired: bool, now: datetime):
+    """The records within their merchant's daily quota: the first n of each local day, in
+    order of publication, so a later post never pushes out an earlier one.
 
-
-def _within_quota(quotas: dict[str, int], conditions: list):
-    """Ids of the records within their merchant's daily quota: the first n of each local
-    day, in order of publication, so a later post never pushes out an earlier one."""
-    nth = func.row_number().over(partition_by=(RECORDS.c.merchant_id, RECORDS.c.sort_day),
-                                 order_by=(RECORDS.c.sort_at, RECORDS.c.id)).label("nth")
-    ranked = select(RECORDS.c.id, RECORDS.c.merchant_id, nth).where(*conditions).subquery()
-    limit = case(quotas, value=ranked.c.merchant_id, else_=None)
-    return select(ranked.c.id).where(or_(limit.is_(None), ranked.c.nth <= limit))
+    Asked of each record a listing reads (newest first, until its page is full), not
+    ranked over the whole table: a record of a merchant with quota n is in when fewer than
+    n records residents may see came before it on the merchant's day. The covering index
+    ix_records_quota finds them, and the look-up stops at the n-th (OFFSET n - 1): a page
+    costs its records times the quota, whatever the table holds. Written as SQL text: the
+    same correlated subquery built as SQLAlchemy expressions cost more (~2 ms a request)
+    than running it."""
+    by_quota: dict[int, list[str]] = {}
+    for merchant, n in sorted(quotas.items()):
+        by_quota.setdefault(max(0, int(n)), []).append(merchant)
+    shown = ["earlier.removed_at IS NULL"] if not removed else []
+    params = [bindparam("quota_all", sorted(quotas), expanding=True, unique=True)]
+    if status:
+        shown.append(":quota_status = earlier.status")
+        params.append(bindparam("quota_status", status, unique=True))
+    if not expired:
+        shown.append("(earlier.expires_at IS NULL OR earlier.expires_at > :quota_now)")
+        params.append(bindparam("quota_now", now, type_=UTCDateTime(), unique=True))
+    within = ["records.merchant_id NOT IN :quota_all"]
+    for n, merchants in sorted(by_quota.items()):
+        if n == 0:
+            continue  # none of theirs
+        name = f"quota_{n}"
+        params.append(bindparam(name, merchants, expanding=True, unique=True))
+        within.append(
+            f"(records.merchant_id IN :{name} AND NOT EXISTS (SELECT 1 FROM records AS earlier "
+            "WHERE earlier.merchant_id = records.merchant_id AND earlier.sort_day = records.sort_day "
+            "AND earlier.sort_at <= records.sort_at AND (earlier.sort_at < records.sort_at OR earlier.id < records.id) "
+            f"{''.join(' AND ' + c for c in shown)} LIMIT 1 OFFSET {n - 1}))")
+    return text("(" + " OR ".join(within) + ")").bindparams(*params)
 
 
 def _remember_splits(conn: Connection, members: list[int], leaving: list[int], now: datetime) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
 from hub.store.holds import HOLDS
 from hub.store.placement import COMMON, KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
+from hub.store import searchindex
 from hub.store.records import TAGS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
@@ -335,6 +336,7 @@ class ScheduleStore:
             conn.execute(delete(SPLITS).where(or_(SPLITS.c.item_a.in_(old), SPLITS.c.item_b.in_(old))))
             forgotten = conn.execute(delete(ITEMS).where(ITEMS.c.deleted_at < before)).rowcount
             conn.execute(delete(REVISIONS).where(REVISIONS.c.record_id.in_(orphaned)))
+            searchindex.drop_where(conn, orphaned)  # none left (removed records are not indexed): to be sure
             conn.execute(delete(RECORDS).where(RECORDS.c.id.in_(orphaned)))
             conn.execute(delete(COMMON).where(COMMON.c.day < before.date().toordinal()))
         return forgotten

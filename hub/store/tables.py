@@ -169,6 +169,12 @@ class RecordRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_records_listing", "status", "removed_at", "sort_at"),
         Index("ix_records_events", "kind", "event_start"),  # the calendar feed (migration 0009)
+        # Migration 0011. A merchant's records of a day in order, with what decides whether
+        # residents see them: its daily quota, read from the index alone (hub.store.records).
+        Index("ix_records_quota", "merchant_id", "sort_day", "sort_at", "status", "removed_at", "expires_at"),
+        # What residents may see, with when it expires and what its quota needs: exact
+        # counts read from the index alone, and the next expiry after a moment (hub.store.counts).
+        Index("ix_records_shown", "status", "removed_at", "expires_at", "merchant_id", "sort_day", "sort_at"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -185,6 +191,10 @@ class RecordRow(SQLModel, table=True):
     created_at: datetime = _required_dt()
     changed_at: datetime = _required_dt()
     removed_at: Optional[datetime] = _dt()  # every origin is gone
+
+
+# The records' full-text index (migration 0011) is no table class: an FTS5 virtual table on
+# SQLite, a tsvector with a GIN index on PostgreSQL; hub.store.searchindex writes and asks it.
 
 
 class RecordOriginRow(SQLModel, table=True):
