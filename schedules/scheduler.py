@@ -1,4 +1,4 @@
-"""`hub run`'s background half: APScheduler 3 with seven static jobs over state in the store.
+"""`hub run`'s background half: APScheduler 3 with eight static jobs over state in the store.
 
     fetch        every schedule.tick          claim due sources, fetch, plan (schedules/fetching.py)
     publish      every schedule.publish_tick  run due push channels (schedules/publishing.py)
@@ -8,6 +8,8 @@
                                               once the entries whose image URL expired (hub/refresh.py)
     media-gc     every day                    remove images no record uses any more
     tokens       every day                    ask how granted tokens stand (hub/tokens.py): expiry, scopes
+    newsletter   every schedule.publish_tick  make due newsletter editions, send what they have left
+                                              (hub/newsletter/job.py)
 
 Never one job per source: a source's schedule is its `next_fetch_at` row. The jobs live in
 APScheduler's memory store and are added again at each start; what must survive a restart
@@ -29,6 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from hub.config import Settings
 from hub.http import Fetcher
 from hub.media import MediaStore, collect_media_garbage, ingest_media
+from hub.newsletter.job import NewsletterJob
 from hub.pipeline import Pipeline
 from hub.refresh import refresh_expired_images
 from hub.store import Store
@@ -66,6 +69,8 @@ class Scheduler:
                                         after_fetch=self.subscriber.after_fetch)
         self.publishing = ChannelPublisher(settings, store, fetcher, clock=self.clock, owner=self.owner)
         self.media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)  # issue 4
+        self.newsletters = NewsletterJob(settings, store, owner=self.owner, now=self.clock.now,  # issue 15
+                                         pictures=self.media.pictures)
         self.fetcher = fetcher
         self._aps = AsyncIOScheduler(timezone=timezone.utc)
 
@@ -73,6 +78,7 @@ class Scheduler:
         """Schedule new sources and channels, then start the jobs (inside the running loop)."""
         self.fetching.prepare()
         prepare_channels(self.settings, self.store, self.clock.now())
+        self.newsletters.prepare()
         cfg = self.settings.schedule
         self._add("fetch", self.fetching.tick, cfg.tick)
         self._add("publish", self.publishing.tick, cfg.publish_tick)
@@ -83,6 +89,8 @@ class Scheduler:
         self._add("media-gc", partial(collect_media_garbage, self.media), MEDIA_GC_EVERY)
         # issue 12: a Facebook token running out, or lacking a permission, warns in time
         self._add("tokens", partial(daily_check, self.settings, self.store, self.fetcher), TOKENS_EVERY)
+        # issue 15: a newsletter's edition per cron slot, sent once to every subscriber (its own ledger)
+        self._add("newsletter", self.newsletters.tick, cfg.publish_tick)
         # The fetch tick runs every second; APScheduler's two INFO lines per run would drown the log.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._aps.start()
@@ -95,6 +103,7 @@ class Scheduler:
         grace = self.settings.schedule.shutdown_grace.total_seconds()
         await self.fetching.close(grace)
         await self.publishing.close(grace)
+        await self.newsletters.close(grace)
         log.info("scheduler %s stopped", self.owner)
 
     async def _media(self) -> None:

@@ -25,6 +25,7 @@ from hub.cli.admin import admin_app
 from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
+from hub.cli.newsletter import newsletter_app, publish_newsletters
 from hub.cli.trysource import try_source
 from hub.config import Settings
 from hub.http import Fetcher
@@ -246,6 +247,7 @@ def _report_table(reports: list[SourceReport]) -> Table:
 app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
 app.add_typer(admin_app, name="admin")  # issue 17: the cockpit's users (hub/cli/admin.py)
 app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
+app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase, export (hub/cli/newsletter.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
 
@@ -299,14 +301,18 @@ def publish(config: ConfigOpt = Path("config.yaml"),
     """Publish push channels now, whatever their schedule (exit 1 if an item failed)."""
     settings = settings_from(config)
     pushing = [c.id for c in push_channels(settings)]
-    unknown = sorted(set(channel or ()) - set(pushing))
-    if unknown or not pushing:
+    pushing_too = [c.id for c in settings.channel_list() if c.renderer == "newsletter"]  # issue 15
+    unknown = sorted(set(channel or ()) - set(pushing) - set(pushing_too))
+    if unknown or not (pushing or pushing_too):
         err.print(f"no push channel {', '.join(unknown)}; push channels in the config: "
-                  f"{', '.join(pushing) or 'none'} (pull channels such as `platform` are served by the web app)",
-                  style="yellow")
+                  f"{', '.join(pushing + pushing_too) or 'none'} (pull channels such as `platform` are served by "
+                  "the web app)", style="yellow")
         raise typer.Exit(2)
     store = open_store(settings)
-    reports = asyncio.run(_publish(settings, store, channel, dry_run))
+    reports = []
+    if not channel or set(channel) & set(pushing):
+        reports = asyncio.run(_publish(settings, store, channel and [c for c in channel if c in pushing], dry_run))
+    reports += publish_newsletters(settings, store, channel, dry_run)  # issue 15: editions (hub/cli/newsletter.py)
     out.print(_publish_table(reports))
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)

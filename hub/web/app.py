@@ -40,6 +40,7 @@ from hub.web.cache import PageCache
 from hub.web.embed import embed_router
 from hub.web.facebook import facebook_router
 from hub.web.feeds import feeds_router
+from hub.web.newsletter import newsletter_router
 from hub.web.i18n import gettext as _
 from hub.web.pages import Site, category_name, pages_router
 from hub.web.seo import seo_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.include_router(api_router(settings, store, media))  # issue 14: JSON API, /openapi.json, /docs
     app.include_router(embed_router(settings, store))  # issue 14: the widget other sites frame
     app.include_router(seo_router(settings, store))  # issue 14: /robots.txt, /sitemap.xml
+    app.include_router(newsletter_router(settings, store, media=media))  # issue 15: subscribe, confirm, unsubscribe
     app.include_router(pages_router(site))  # issue 14: the resident pages
     app.include_router(admin_router(settings, store, create_app))  # issue 17: /admin, /metrics, /go/{record}
 
