@@ -18,12 +18,22 @@ no TLS) and file:. Occurrences are read over the window [now - past, now + horiz
   the end exclusive), LOCATION, GEO as coordinates, and STATUS:CANCELLED (of the event or of
   one occurrence) as `cancelled`: shown as called off, not removed.
 
+`published` is when the occurrence came into the window: its start less the horizon. A
+calendar says when things happen, not when they were announced (DTSTAMP is the time of the
+export in most of them, and CREATED is one for a whole series), and the start itself
+would put the furthest rehearsal on top of every "newest" listing. So an occurrence is
+"new" when it became visible, never dated in the future, and stable from fetch to fetch
+(changing the horizon updates every occurrence once).
+
 Deletions. The payload is the whole window (`Parsed.complete`): an occurrence that vanished
 from inside it was deleted (and EXDATE names some occurrences outright, `Parsed.gone`).
-`published` is the occurrence's start, so the store (which judges a missing item as
-deleted when it starts at or after the earliest start in the payload) keeps occurrences
-that merely slid into the past; the expansion reaches back to the start of an occurrence
-still running at the window's beginning, so that nothing after it goes missing.
+The store judges an item missing from the payload as deleted when its `published` is at
+or after the earliest one in the payload; `published` follows the start, so occurrences
+that merely slid into the past are kept. The expansion reaches back to the start of an
+occurrence still running at the window's beginning (a festival on its third day), so that
+nothing starting after it goes missing from the payload. What this cannot see: an
+occurrence deleted before every remaining one in the window (the calendar's next event
+deleted outright, not cancelled or excluded) stays until it has passed.
 
 The window moves with time even when the calendar does not change. The retrieval time is
 carried in the caching state's cursor (`parse` is pure: it takes `now` from there), and
@@ -126,7 +136,8 @@ class ICalConnector:
             warnings += expansion.warnings
             complete = complete and expansion.complete
             excluded += expansion.excluded
-            mapper = _Mapper(source, got.url, cancelled=str(calendar.get("METHOD", "")).upper() == "CANCEL")
+            mapper = _Mapper(source, got.url, opts.horizon,
+                             cancelled=str(calendar.get("METHOD", "")).upper() == "CANCEL")
             for occurrence in expansion.occurrences:
                 if occurrence.key not in items:
                     items[occurrence.key] = mapper.item(occurrence)
@@ -204,8 +215,8 @@ class _Mapper:
     """Occurrences to event items; an event's shared details are worked out once (a weekly
     event has a dozen occurrences in the window, and sanitizing is the costly part)."""
 
-    def __init__(self, source: SourceRef, origin: str, *, cancelled: bool = False) -> None:
-        self.source, self.origin = source, origin
+    def __init__(self, source: SourceRef, origin: str, horizon: timedelta, *, cancelled: bool = False) -> None:
+        self.source, self.origin, self.horizon = source, origin, horizon
         self.cancelled = cancelled  # the whole calendar says so (METHOD:CANCEL)
         self._details: dict[int, _Details] = {}
 
@@ -217,7 +228,7 @@ class _Mapper:
             source_id=self.source.id, external_id=occurrence.key, merchant_id=self.source.merchant_id,
             title=d.title, summary=d.summary, content_html=d.content_html, content_text=d.content_text,
             url=d.url, kind=Kind.EVENT, media=d.media, tags=d.tags, language=self.source.language,
-            published=occurrence.start.astimezone(UTC), updated=d.updated,
+            published=occurrence.start.astimezone(UTC) - self.horizon, updated=d.updated,
             event=Event(start=occurrence.start, end=occurrence.end, timezone=occurrence.timezone,
                         all_day=occurrence.all_day, location=d.location, cancelled=d.cancelled,
                         latitude=d.latitude, longitude=d.longitude),

@@ -97,6 +97,16 @@ def test_expected_files_say_what_the_issue_asks():
                          "chorprobe@liederkranz-musterstadt.example#20261111T183000Z"}
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.name != "html-seite.ics"], ids=lambda p: p.name)
+def test_an_occurrence_is_published_when_it_came_into_the_window(case):
+    """Its start less the horizon: never in the future, in the order of the starts."""
+    at = datetime.fromisoformat(icalcases.settings(case)["retrieved_at"])
+    horizon = icalcases.options(case).horizon
+    for item in items_of(case.name).values():
+        published = datetime.fromisoformat(item["published"])
+        assert published == datetime.fromisoformat(item["event"]["start"]) - horizon and published <= at
+
+
 # --- retrieval -------------------------------------------------------------------------------
 
 async def test_webcal_is_read_as_https_and_else_as_http(server, fetcher):
