@@ -24,6 +24,7 @@ from hub.normalize import find_dates
 # find_dates reads a year-less date in its reference day's year (or the next); read once more
 # with a reference a year later, a date whose year was written stays what it was.
 _A_YEAR_LATER = timedelta(days=400)
+_A_YEAR = re.compile(r"\d{4}|\d\.\d{2}\b")  # "2027", or the "27" of "14.03.27"
 _ISO = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 _ONLY_TIME = re.compile(r"(?:bis\s+|until\s+|to\s+|[-–]\s*)?(\d{1,2})(?:[:.](\d{2}))?\s*(uhr|h|am|pm|a\.m\.|p\.m\.)?",
                         re.IGNORECASE)
@@ -82,6 +83,10 @@ def read_when(text: str, zone: ZoneInfo, fetched: datetime) -> When | None:
 def _mentions(text: str, today: date) -> list:
     """find_dates' mentions, a year-less one moved to the next such day on or after `today`."""
     mentions = find_dates(text, today, english=True)
+    if not mentions:
+        return mentions
+    if not _A_YEAR.search(text):  # no date in it can have a year: all of them are year-less
+        return [replace(m, day=_next_on_or_after(m.day, today)) for m in mentions]
     later = find_dates(text, today + _A_YEAR_LATER, english=True)
     if len(later) != len(mentions):
         return mentions

@@ -13,9 +13,9 @@ link's), `image` its `src` (or `data-src`, or the first `srcset` candidate), `da
 `end` a `<time>`'s `datetime`; everything else is the element's text. Fields left out
 take sensible defaults (the first heading, link, `<time>`, image and paragraph).
 
-Selectors run on BeautifulSoup (soupsieve), over the lxml tree's document with scripts,
-styles and the head taken out first: a smaller document is parsed faster, and text never
-picks up a script's source.
+Selectors run as XPath on the lxml tree the page was parsed into (`connectors.website_css`
+translates the usual ones), or else with soupsieve on BeautifulSoup; scripts, styles and
+the like are taken out first, so text never picks up a script's source.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import lxml.html
 import soupsieve
 from bs4 import BeautifulSoup, Tag
 
-from connectors.website_dates import read_end, read_when, When
+from connectors.website_css import to_xpath
+from connectors.website_dates import When, read_end, read_when
 from connectors.website_extract import (Found, MAX_IMAGES, Page, _as_html, _plain, _title, currency_in,
                                         price_text)
 from hub.models import Kind, Media
@@ -112,14 +113,14 @@ class Rules:
 
 def select(page: Page, rules: Rules, kind: Kind | None, warnings: list[str]) -> list[Found]:
     """The items the rules find on `page`, in page order."""
-    soup = _soup(page)
-    elements = soup.select(rules.items, limit=MAX_ITEMS + 1)
+    doc = _document(page, rules)
+    elements = doc.select(rules.items, MAX_ITEMS + 1)
     if len(elements) > MAX_ITEMS:
         warnings.append(f"{page.url}: mehr als {MAX_ITEMS} Elemente passen zu items '{rules.items}'; "
                         f"gelesen wurden die ersten {MAX_ITEMS}")
     found, empty = [], 0
     for element in elements[:MAX_ITEMS]:
-        item = _item(element, page, rules, kind)
+        item = _item(_Reader(doc, element, page, rules, Found(page.url, kind)), kind)
         if item.title:
             found.append(item)
         else:
@@ -130,21 +131,76 @@ def select(page: Page, rules: Rules, kind: Kind | None, warnings: list[str]) -> 
     return found
 
 
-def _soup(page: Page) -> BeautifulSoup:
-    """The page's body for BeautifulSoup: scripts, styles and the head left out. This
-    takes them out of `page.tree` itself, so it runs after the page's structured data and
-    OpenGraph were read (the connector reads selectors last)."""
-    body = page.tree.find("body")
-    if body is None:
-        body = page.tree
-    for el in [el for el in body.iter(*_DROPPED) if el.getparent() is not None]:
+def _document(page: Page, rules: Rules) -> _Lxml | _Soup:
+    """The page without scripts, styles and the like, as XPath can read it when every rule's
+    selector translates (`connectors.website_css`), else as BeautifulSoup. This takes them
+    out of `page.tree` itself, so it runs after the page's structured data and OpenGraph were
+    read (the connector reads selectors last)."""
+    for el in [el for el in page.tree.iter(*_DROPPED) if el.getparent() is not None]:
         el.drop_tree()
-    return BeautifulSoup(lxml.html.tostring(body, encoding="unicode"), "lxml")
+    selectors = [rules.items] + [r.selector for r in rules.fields.values() if r.selector] + \
+        [d for name, d in DEFAULTS.items() if name not in rules.fields]
+    if all(to_xpath(s, relative=True) is not None for s in selectors):
+        return _Lxml(page.tree)
+    body = page.tree.find("body")
+    return _Soup(BeautifulSoup(lxml.html.tostring(body if body is not None else page.tree, encoding="unicode"),
+                               "lxml"))
 
 
-def _item(element: Tag, page: Page, rules: Rules, kind: Kind | None) -> Found:
-    found = Found(page.url, kind)
-    read = _Reader(element, page, rules, found)
+class _Lxml:
+    """Selectors as XPath on the lxml tree."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+
+    def select(self, selector: str, limit: int) -> list:
+        return self.root.xpath(to_xpath(selector, relative=False))[:limit]
+
+    def one(self, element: Any, selector: str) -> Any:
+        found = element.xpath(f"({to_xpath(selector, relative=True)})[1]")
+        return found[0] if found else None
+
+    @staticmethod
+    def attr(element: Any, name: str) -> str:
+        return (element.get(name) or "").strip() if element is not None else ""
+
+    @staticmethod
+    def text(element: Any) -> str:
+        return " ".join(element.text_content().split())
+
+    @staticmethod
+    def tag(element: Any) -> str:
+        return element.tag if isinstance(element.tag, str) else ""
+
+
+class _Soup:
+    """Selectors with soupsieve on BeautifulSoup, for what XPath is not given."""
+
+    def __init__(self, soup: BeautifulSoup) -> None:
+        self.soup = soup
+
+    def select(self, selector: str, limit: int) -> list:
+        return self.soup.select(selector, limit=limit)
+
+    @staticmethod
+    def one(element: Tag, selector: str) -> Tag | None:
+        return element.select_one(selector)
+
+    @staticmethod
+    def attr(element: Tag | None, name: str) -> str:
+        return _attr(element, name)
+
+    @staticmethod
+    def text(element: Tag) -> str:
+        return " ".join(element.get_text().split())
+
+    @staticmethod
+    def tag(element: Tag) -> str:
+        return element.name or ""
+
+
+def _item(read: _Reader, kind: Kind | None) -> Found:
+    found, page = read.found, read.page
     found.title = _title(read.text("title"))
     found.url = read.link()
     found.images = read.images()
@@ -168,7 +224,8 @@ def _item(element: Tag, page: Page, rules: Rules, kind: Kind | None) -> Found:
 class _Reader:
     """Reads one item element's fields, noting which rule found each."""
 
-    def __init__(self, element: Tag, page: Page, rules: Rules, found: Found) -> None:
+    def __init__(self, doc: _Lxml | _Soup, element: Any, page: Page, rules: Rules, found: Found) -> None:
+        self.doc = doc
         self.element = element
         self.page = page
         self.rules = rules
@@ -180,11 +237,11 @@ class _Reader:
         default = DEFAULTS.get(name)
         return FieldRule(default, None, f"{default} (default)") if default else None
 
-    def _target(self, name: str) -> tuple[Tag | None, FieldRule | None]:
+    def _target(self, name: str) -> tuple[Any, FieldRule | None]:
         rule = self._rule(name)
         if rule is None:
             return None, None
-        target = self.element.select_one(rule.selector) if rule.selector else self.element
+        target = self.doc.one(self.element, rule.selector) if rule.selector else self.element
         return target, rule
 
     def _raw(self, name: str, natural: tuple[str, ...] = ()) -> tuple[str, FieldRule | None]:
@@ -192,11 +249,11 @@ class _Reader:
         if target is None or rule is None:
             return "", rule
         if rule.attr:
-            return _attr(target, rule.attr), rule
+            return self.doc.attr(target, rule.attr), rule
         for attr in natural:
-            if value := _attr(target, attr):
+            if value := self.doc.attr(target, attr):
                 return value, rule
-        return _text_of(target), rule
+        return self.doc.text(target), rule
 
     def text(self, name: str) -> str:
         value, rule = self._raw(name)
@@ -209,10 +266,10 @@ class _Reader:
         if target is None or rule is None:
             return None
         if rule.attr:
-            value = _attr(target, rule.attr)
+            value = self.doc.attr(target, rule.attr)
         else:  # the element's own link, else the first link inside it (a heading's)
-            anchor = target if target.get("href") else target.find("a", href=True)
-            value = _attr(anchor, "href")
+            anchor = target if self.doc.attr(target, "href") else self.doc.one(target, "a[href]")
+            value = self.doc.attr(anchor, "href")
         url = self.page.link(value) if value else None
         self.found.note("link", rule.label, url)
         return url
@@ -221,10 +278,11 @@ class _Reader:
         target, rule = self._target("image")
         if target is None or rule is None:
             return []
-        values = [_attr(target, rule.attr)] if rule.attr else [_attr(target, "src") or _attr(target, "data-src")
-                                                                or _srcset(_attr(target, "srcset"))]
+        attr = self.doc.attr
+        values = [attr(target, rule.attr)] if rule.attr else [attr(target, "src") or attr(target, "data-src")
+                                                              or _srcset(attr(target, "srcset"))]
         urls = [u for u in (self.page.link(v) for v in values if v) if u][:MAX_IMAGES]
-        alt = _attr(target, "alt") or None
+        alt = attr(target, "alt") or None
         media = [Media(u, "image", alt=alt) for u in urls]
         self.found.note("image", rule.label, media)
         return media
@@ -251,10 +309,6 @@ def _attr(tag: Tag | None, name: str) -> str:
     if isinstance(value, list):  # class, rel: several values
         value = " ".join(value)
     return (value or "").strip()
-
-
-def _text_of(tag: Tag) -> str:
-    return " ".join(tag.get_text().split())
 
 
 def _srcset(value: str) -> str:
