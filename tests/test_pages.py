@@ -68,6 +68,16 @@ channels:
 """
 
 
+OPEN: list[Town] = []
+
+
+@pytest.fixture(autouse=True)
+def _towns_end_before_their_store(store):
+    yield
+    while OPEN:
+        OPEN.pop().client.__exit__(None, None, None)
+
+
 class Town:
     """The app of a small town on the test's store, and a way to feed it items."""
 
@@ -79,6 +89,8 @@ class Town:
         store.sync_sources(source_specs(self.settings))
         store.records.configure(rules_from(self.settings))
         self.client = TestClient(create_app(self.settings, store))
+        self.client.__enter__()  # the app's lifespan: it ends (counters written) before the store goes
+        OPEN.append(self)
         self.fetches = 0
 
     def fetch(self, source: str, *items: Item) -> None:
@@ -549,6 +561,12 @@ def test_accept_language_decides_without_a_query_and_german_wins_a_tie(town, acc
     assert "lang=en" not in re.sub(r'<(link|meta|a class="lang")[^>]*>', "", html)  # nothing chosen: links stay plain
 
 
+def test_titles_say_the_filters_in_the_readers_language(town):
+    assert "<title>Gastronomie · Beiträge – Teststadt erleben</title>" in town.get("/?category=gastronomie&kind=post").text
+    english = town.get("/?category=gastronomie&kind=post&district=Altstadt&lang=en").text
+    assert "<title>Food and drink · District Altstadt · Posts – Teststadt erleben</title>" in english
+
+
 def test_the_query_beats_the_browser(town):
     assert '<html lang="de">' in town.get("/?lang=de", **{"Accept-Language": "en"}).text
     assert '<html lang="en">' in town.get("/?lang=en", **{"Accept-Language": "de"}).text
@@ -572,6 +590,12 @@ def test_pages_answer_304_to_their_etag_until_something_changes(town):
     for path in ("/events", "/offers", "/search?q=vorstand", "/m/tsv", f"/items/{record.id}"):
         tag = town.get(path).headers["etag"]
         assert town.get(path, **{"If-None-Match": tag}).status_code == 304, path
+
+
+def test_pages_answer_head_requests(town):
+    for path in ("/", "/events", "/offers", "/search?q=brot", "/m/tsv"):
+        response = town.client.head(path)
+        assert response.status_code == 200 and response.headers["etag"] and response.content == b"", path
 
 
 def test_pages_set_no_cookie_and_load_nothing_from_another_host(town):

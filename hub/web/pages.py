@@ -46,6 +46,7 @@ CACHE_CONTROL = "no-cache"  # a browser asks again every time, and mostly gets a
 ONGOING_SINCE = timedelta(days=62)  # how far back the agenda looks for multi-day events still running
 ONGOING_MAX = 50
 QUERY_MAX = 200  # characters of a search
+READ = ["GET", "HEAD"]  # link checkers and crawlers ask with HEAD
 
 KIND_NAMES = {"post": N_("Beiträge"), "event": N_("Veranstaltungen"), "offer": N_("Angebote")}
 # The usual categories in words, in both languages; any other is shown as written in the config.
@@ -314,6 +315,16 @@ def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True,
     return FilterBar(action, kind_links, selects, hidden, active, link(Filters()) if active else None)
 
 
+def describe(site: Site, filters: Filters) -> str | None:
+    """A filtered view in words, for its title: "Bäckerei Schmitz · Veranstaltungen · #advent"."""
+    parts = [" / ".join(site.merchant_name(m) for m in filters.merchant),
+             " / ".join(category_name(c) for c in filters.category),
+             " / ".join(_("Ortsteil %(name)s", name=d) for d in filters.district),
+             " / ".join(_(KIND_NAMES[k]) for k in filters.kind if k in KIND_NAMES),
+             " / ".join(f"#{t.lstrip('#')}" for t in filters.tag)]
+    return " · ".join(p for p in parts if p) or None
+
+
 def channels_of(site: Site, merchant: MerchantConfig) -> list[tuple[str, str | None]]:
     """Where a merchant also posts, from its sources: (name, link to its own page or None),
     each name once ("Facebook", "Instagram", "Website", "Kalender")."""
@@ -404,27 +415,27 @@ def marked(text: str, q: str, limit: int | None = None) -> Markup:
 def pages_router(site: Site) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/", include_in_schema=False)
+    @router.api_route("/", methods=READ, include_in_schema=False)
     def home_page(request: Request) -> Response:
         return home(site, request)
 
-    @router.get("/events", include_in_schema=False)
+    @router.api_route("/events", methods=READ, include_in_schema=False)
     def events_page(request: Request) -> Response:
         return events(site, request)
 
-    @router.get("/offers", include_in_schema=False)
+    @router.api_route("/offers", methods=READ, include_in_schema=False)
     def offers_page(request: Request) -> Response:
         return offers(site, request)
 
-    @router.get("/search", include_in_schema=False)
+    @router.api_route("/search", methods=READ, include_in_schema=False)
     def search_page(request: Request) -> Response:
         return search(site, request)
 
-    @router.get("/m/{merchant_id}", include_in_schema=False)
+    @router.api_route("/m/{merchant_id}", methods=READ, include_in_schema=False)
     def merchant_page(request: Request, merchant_id: str) -> Response:
         return merchant(site, request, merchant_id)
 
-    @router.get("/items/{record_id}", include_in_schema=False)
+    @router.api_route("/items/{record_id}", methods=READ, include_in_schema=False)
     def item_page(request: Request, record_id: str) -> Response:
         return record_page(site, request, record_id)
 
@@ -468,8 +479,7 @@ def home(site: Site, request: Request) -> Response:
     filters = page_filters(request)
     pairs = list(filters.pairs())
     page = page_number(request)
-    title = filters.describe(site.settings.merchants) or None
-    head = site.head("/", pairs + _seite(page), title=_page_title(title, page))
+    head = site.head("/", pairs + _seite(page), title=_page_title(describe(site, filters), page))
     return listing(site, request, path="/", template="index.html", scope=_scope(site, filters), pairs=pairs,
                    context={"head": head, "filters": filters, "bar": filter_bar(site, "/", filters),
                             "feeds": feed_links(filters), "nav": "home"})
