@@ -80,6 +80,9 @@ class WebsiteOptions(ConnectorOptions):
     max_pages: int = Field(default=20, ge=1, le=500)
     sitemap: bool = False
     _zone: str | None = PrivateAttr(None)  # platform.timezone, set by `settle`
+    # The merchant's name and address from the config (`merchants[].address`), set by `settle`:
+    # where its events are when neither they nor its pages say.
+    _home: tuple[str, str] | None = PrivateAttr(None)
 
     @field_validator("url")
     @classmethod
@@ -113,6 +116,14 @@ class WebsiteOptions(ConnectorOptions):
     def zone(self) -> str:
         return self._zone or DEFAULT_ZONE
 
+    @property
+    def home(self) -> Business | None:
+        if self._home is None:
+            return None
+        from connectors.website_extract import Business
+
+        return Business(name=self._home[0], address=self._home[1], rule="config")
+
 
 class WebsiteConnector:
     kind: ClassVar[str] = "website"
@@ -123,6 +134,7 @@ class WebsiteConnector:
         """The town's time zone: dates without one on the merchant's pages are its wall time."""
         settled = opts.model_copy()
         settled._zone = settings.platform.timezone
+        settled._home = _home(opts, settings)
         notes = []
         if opts.sitemap and opts.url.lower().startswith("file:"):
             notes.append(ConfigNote("'sitemap: true' needs an http(s) site; a file: page has no sitemap.xml",
@@ -150,7 +162,7 @@ class WebsiteConnector:
         """
         payload = Payload.decode(got.payload)
         zone = ZoneInfo(source.timezone or opts.zone)
-        explained = Explained(Parsed(items=()), [], business_from(payload.business))
+        explained = Explained(Parsed(items=()), [], business_from(payload.business) or opts.home)
         warnings, items, gone = list(payload.warnings), {}, list(payload.gone)
         default_kind = Kind(opts.kind) if opts.kind else None
         for group in payload.groups:
@@ -188,6 +200,18 @@ class WebsiteConnector:
                 raise  # the start page: the source's own error
             warnings.append(f"{group['page']}: keine lesbare HTML-Seite; übersprungen")
             return None
+
+
+def _home(opts: WebsiteOptions, settings: Settings) -> tuple[str, str] | None:
+    """The configured name and address of the merchant this source belongs to, if it has one."""
+    for merchant in settings.merchants:
+        address = getattr(merchant, "address", None)
+        for raw in merchant.sources:
+            if isinstance(raw, dict) and raw.get("connector") == "website" and str(raw.get("url", "")).strip() == opts.url:
+                if not address:
+                    return None
+                return merchant.name, ", ".join(line.strip() for line in str(address).splitlines() if line.strip())
+    return None
 
 
 class Explained:

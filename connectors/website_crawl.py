@@ -341,12 +341,13 @@ async def crawl(opts: WebsiteOptions, state: FetchState, fetcher: Fetcher) -> Re
     """
     memo = Memo.load(state.cursor, rules_fingerprint(opts))
     run = _Crawl(opts, fetcher, memo, datetime.now(UTC))
-    business = business_from(memo.business)
+    business = business_from(memo.business) or opts.home
     sitemap_only = looks_like_sitemap(opts.url)
     if not sitemap_only:
         found = await run.group(opts.url, follow=opts.follow, item_page=False, required=True, business=business)
         business = found or business
-        run.new.business = business.as_dict() if business else None
+        if found is not None:  # (only what the pages say is remembered; the config is read each time)
+            run.new.business = found.as_dict()
     if opts.sitemap or sitemap_only:
         rules = await robots.rules(fetcher, opts.url)
         pages, listed = await run.sitemap_pages(opts.url, rules.sitemaps() if rules else [])

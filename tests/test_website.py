@@ -478,3 +478,32 @@ def test_the_demo_towns_pages_give_upcoming_items_on_any_day():
         events = [i.event for i in parsed.items if i.event]
         assert all(now - timedelta(days=2) < e.start < now + timedelta(days=60) for e in events), source.id
     assert kinds == {Kind.EVENT, Kind.OFFER}
+
+
+def test_the_merchants_configured_address_is_where_its_events_are_when_nothing_else_says(tmp_path):
+    from connectors.website import WebsiteConnector
+    from hub import config
+    from hub.http import Fetcher
+    from hub.models import SourceRef
+
+    (tmp_path / "termine.html").write_bytes(html(
+        '<article class="t"><h2>Skatabend</h2><p class="d">14.01.2027 19:00</p></article>'
+        '<article class="t"><h2>Wandertag</h2><p class="d">17.01.2027 9:00</p><p class="o">Bahnhof</p></article>'))
+    (tmp_path / "hub.yaml").write_text(
+        "merchants:\n  - id: skat\n    name: Skatclub Kreuz-As\n    address: |\n      Gasthaus Linde\n"
+        "      Hauptstraße 5, 12345 Musterstadt\n    sources:\n      - connector: website\n"
+        "        url: 'file:termine.html'\n        items: article.t\n        kind: event\n"
+        "        fields: {title: h2, date: .d, location: .o}\n")
+    (merchant, source), = config.load(tmp_path / "hub.yaml").sources()
+
+    async def read():
+        async with Fetcher(fetcher_config(), base_dir=tmp_path) as fetcher:
+            return await WebsiteConnector().retrieve(source.options, FetchState(), fetcher)
+
+    with at_fetch_time():
+        got = asyncio.run(read())
+    explained = WebsiteConnector().parse_explained(source.options, SourceRef(source.id, merchant.id, "de"), got)
+    skat, walk = explained.parsed.items
+    assert skat.event.location == "Skatclub Kreuz-As, Gasthaus Linde, Hauptstraße 5, 12345 Musterstadt"
+    assert explained.rules[0]["location"] == "config (Adresse des Anbieters)"
+    assert walk.event.location == "Bahnhof"
