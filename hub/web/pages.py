@@ -24,21 +24,18 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from hub.config import MerchantConfig, Settings
 from hub.media import MediaStore
 from hub.records import Record
+from hub.search import highlight
 from hub.store import Store
 from hub.web import agenda, formatting, i18n, structured
 from hub.web.feeds import feed_links
 from hub.web.filters import KINDS, FilterError, Filters
 from hub.web.i18n import N_, gettext as _
 
-try:
-    from hub.search import highlight
-except ImportError:  # until full-text search (hub.search) lands: a plain word match
-    highlight = None  # type: ignore[assignment]
 
 HERE = Path(__file__).parent
 PAGES_VERSION = "1"  # part of every page's ETag, with a digest of the templates and catalogs
@@ -89,7 +86,8 @@ class Site:
         headers = {"Vary": "Accept-Language", "Cache-Control": CACHE_CONTROL}
         if etag:
             headers["ETag"] = etag
-        context.setdefault("head", self.head(request.url.path, [], title=None))
+        if "head" not in context:
+            context["head"] = self.head(request.url.path, [], title=None)
         return self.templates.TemplateResponse(request, template, context, status_code=status_code, headers=headers)
 
     # --- the page's <head>: canonical URL, languages, link previews --------------------------
@@ -388,26 +386,9 @@ def first_images(records: Iterable[Record]) -> list[str]:
     return [r.item.media[0].url for r in records if r.item.media and r.item.media[0].type == "image"]
 
 
-def plain_highlight(text: str, q: str, limit: int | None = None) -> Markup:
-    """`text` escaped, the words of `q` in `<mark>`; with `limit`, the part around the first
-    match, at most that long. (The fallback until hub.search's stemmed highlighting.)"""
-    words = sorted({w for w in re.findall(r"\w+", q) if w}, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE) if words else None
-    if limit and len(text) > limit:
-        first = pattern.search(text) if pattern else None
-        start = max(0, (first.start() if first else 0) - limit // 3)
-        text = ("…" if start else "") + text[start:start + limit].strip() + ("…" if start + limit < len(text) else "")
-    if pattern is None:
-        return Markup(escape(text))
-    out, last = [], 0
-    for match in pattern.finditer(text):
-        out += [escape(text[last:match.start()]), Markup("<mark>%s</mark>") % match.group()]
-        last = match.end()
-    return Markup("").join([*out, escape(text[last:])])
-
-
 def marked(text: str, q: str, limit: int | None = None) -> Markup:
-    return (highlight or plain_highlight)(text, q, limit=limit)
+    """`text` with the words `q` finds (by their stems) in <mark>; `limit`: a snippet."""
+    return highlight(text, q, limit=limit)
 
 
 # --- the pages ------------------------------------------------------------------------------
