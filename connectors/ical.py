@@ -86,7 +86,7 @@ class ICalOptions(ConnectorOptions):
     @classmethod
     def _horizon(cls, horizon: timedelta) -> timedelta:
         if not timedelta(0) < horizon <= MAX_HORIZON:
-            raise ValueError(f"horizon is a duration between 1h and {MAX_HORIZON.days}d, like 90d")
+            raise ValueError(f"horizon is a duration up to {MAX_HORIZON.days}d, like 90d")
         return horizon
 
     @field_validator("past")
@@ -285,8 +285,9 @@ def _media(event: Any, origin: str) -> list[Media]:
                 continue
             mime = str(params.get("FMTTYPE", "")).lower() or None
             url = absolute_url(str(prop), origin)
-            is_image = name == "IMAGE" or (mime or "").startswith("image/") or (mime is None and url and _IMAGE_EXT.search(url))
-            if url and is_image and url not in found:
+            if not url or url in found:
+                continue
+            if name == "IMAGE" or (mime or "").startswith("image/") or (mime is None and _IMAGE_EXT.search(url)):
                 found[url] = Media(url=url, type="image", mime_type=mime)
     return list(found.values())
 

@@ -247,16 +247,17 @@ def expand(calendar: icalendar.Calendar, platform_zone: str, start: datetime, en
     result.excluded = _excluded(calendar, start, end, zone, {o.key for o in result.occurrences})
     if len(result.warnings) > MAX_WARNINGS:
         more = len(result.warnings) - MAX_WARNINGS
-        result.warnings[MAX_WARNINGS:] = [f"... and {more} more warnings of this kind"]
+        result.warnings[MAX_WARNINGS:] = [f"... and {more} more warnings"]
     return result
 
 
 def _widen(window: _Window, start: datetime) -> datetime:
     """Also take the occurrences that overlap [s, start), where s is the start of the
-    earliest occurrence found. The store judges deletions by start (an item missing from the
-    payload that starts at or after the earliest start in it was deleted), so everything
-    that starts after a running occurrence began must be in the payload: a rehearsal on the
-    first evening of a three-day festival, read on its third day, merely lies in the past.
+    earliest occurrence found. The store judges deletions by the start (an item missing from
+    the payload that starts at or after the earliest start in it was deleted; the connector's
+    `published` follows the start), so everything that starts after a running occurrence
+    began must be in the payload: a rehearsal on the first evening of a three-day festival,
+    read on its third day, merely lies in the past.
     Runs again while that brings in an earlier start (rarely more than once). Returns
     where the window begins now."""
     for _ in range(WIDEN_STEPS):
@@ -332,7 +333,6 @@ class _Events:
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
             self.result.warnings.append(f"skipped {self.summaries[uid]}: {reason}")
-
 
 
 class _Window:
