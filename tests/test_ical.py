@@ -335,3 +335,14 @@ async def test_a_ten_megabyte_calendar_within_the_fetchers_limit_is_read(tmp_pat
     parsed = ICalConnector().parse(opts, icalcases.SOURCE, got)
     assert len(parsed.items) == 31  # 19 October to 19 November, one an evening
     assert len(parsed.warnings) == 1 and "Kaputt" in parsed.warnings[0]
+
+
+def test_rdate_adds_occurrences_and_exdate_takes_them_away():
+    parsed = parse(calendar(
+        "UID:kurs@x\r\nDTSTART;TZID=Europe/Berlin:20261102T180000\r\nDTEND;TZID=Europe/Berlin:20261102T193000\r\n"
+        "RRULE:FREQ=WEEKLY;COUNT=3\r\nRDATE;TZID=Europe/Berlin:20261104T100000,20261120T180000\r\n"
+        "EXDATE;TZID=Europe/Berlin:20261109T180000\r\nSUMMARY:Erste-Hilfe-Kurs"))
+    starts = [(i.external_id, f"{i.event.start:%d.%m. %H:%M}-{i.event.end:%H:%M}") for i in parsed.items]
+    assert starts == [("kurs@x#20261102T170000Z", "02.11. 18:00-19:30"), ("kurs@x#20261104T090000Z", "04.11. 10:00-11:30"),
+                      ("kurs@x#20261116T170000Z", "16.11. 18:00-19:30"), ("kurs@x#20261120T170000Z", "20.11. 18:00-19:30")]
+    assert parsed.gone == ("kurs@x#20261109T170000Z",)
