@@ -17,19 +17,23 @@ from babel.messages.pofile import read_po
 from hub.web import formatting, i18n
 
 WEB = Path(i18n.__file__).parent
+# Where resident-facing texts live: the web app's templates and modules, and the newsletter's
+# pages (hub.web.newsletter renders them in the site's look). The cockpit (/admin) is German only.
+SOURCES = [(WEB, [("templates/**.html", "jinja2"), ("*.py", "python")]),
+           (WEB.parent / "newsletter", [("templates/**.html", "jinja2")])]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def used_messages() -> dict[str | tuple[str, str], str]:
     """Every message the templates and the web modules ask to translate -> where."""
-    method_map = [("templates/**.html", "jinja2"), ("*.py", "python")]
     options = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
     keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
     found: dict[str | tuple[str, str], str] = {}
-    for filename, line, message, _comments, _context in extract_from_dir(WEB, method_map, options,
-                                                                          keywords=keywords):
-        found.setdefault(message, f"{filename}:{line}")
+    for root, method_map in SOURCES:
+        for filename, line, message, _comments, _context in extract_from_dir(root, method_map, options,
+                                                                              keywords=keywords):
+            found.setdefault(message, f"{root.name}/{filename}:{line}")
     return found
 
 
