@@ -11,7 +11,8 @@ own web pages, for merchants who have no feed.
       sitemap: false                     # true: also read the pages sitemap.xml lists, newest first
 
 How a page is read (structured data first, then selectors, then OpenGraph):
-`connectors/website_items.py`; the structured data itself: `connectors/website_extract.py`;
+`connectors/website_items.py`; the structured data itself: `connectors/website_extract.py`
+(OpenGraph: `connectors/website_opengraph.py`; the page and its values: `connectors/website_page.py`);
 selectors: `connectors/website_selectors.py`; dates: `connectors/website_dates.py`. The crawl
 (robots.txt, crawl delay, conditional GET per page, page budget, sitemaps):
 `connectors/website_crawl.py`.
@@ -31,21 +32,21 @@ the location of its events that name none; `hub try-source` shows it.
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from connectors.base import ConnectorOptions
 from connectors.website_crawl import Payload, business_from, crawl
-from connectors.website_items import ITEM_PAGE, Identified, PageRead, finish_group, read_item_page, read_page, to_item
+from connectors.website_items import PageRead, finish_group, read_item_page, read_page, to_item
 from connectors.website_selectors import FIELDS, Rules, check_selector, parse_rule
 from hub.config import ConfigNote, Settings
 from hub.errors import ParseError
 from hub.models import FetchState, Kind, Parsed, Retrieved, SourceRef
 
 if TYPE_CHECKING:
-    from connectors.website_extract import Business
+    from connectors.website_page import Business
     from hub.http import Fetcher
 
 DEFAULT_ZONE = "Europe/Berlin"
@@ -120,7 +121,7 @@ class WebsiteOptions(ConnectorOptions):
     def home(self) -> Business | None:
         if self._home is None:
             return None
-        from connectors.website_extract import Business
+        from connectors.website_page import Business
 
         return Business(name=self._home[0], address=self._home[1], rule="config")
 
@@ -233,4 +234,4 @@ def _nothing_found(opts: WebsiteOptions, url: str, read: PageRead, item_page: bo
             + ("" if item_page else "; CSS-Selektoren angeben (items, fields), ausprobieren mit `hub try-source`"))
 
 
-__all__ = ["ITEM_PAGE", "Explained", "Identified", "WebsiteConnector", "WebsiteFields", "WebsiteOptions"]
+__all__ = ["Explained", "WebsiteConnector", "WebsiteFields", "WebsiteOptions"]

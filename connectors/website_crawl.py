@@ -37,9 +37,9 @@ from zoneinfo import ZoneInfo
 
 import lxml.etree
 
-from connectors.website_extract import Business, Found
+from connectors.website_page import Business, Found
 from connectors.website_items import PageData, finish_group, links_to_follow, read_item_page, read_page
-from hub.errors import FetchError, NotModified, ParseError, TooLarge
+from hub.errors import FetchError, NotModified, ParseError
 from hub.models import FetchState, Retrieved
 from hub.robots import AGENT, origin_of, robots
 
@@ -220,7 +220,8 @@ class _Crawl:
             self.warn(f"{url}: {exc}")
             return _FAILED if exc.transient else _SKIPPED
         self.new.pages[url] = [response.state.etag, response.state.last_modified]
-        return _Got("fresh", PageData(url, response.url, response.content_type, response.body))
+        # The whole Content-Type: its charset decides how the page is decoded.
+        return _Got("fresh", PageData(url, response.url, response.headers.get("content-type", ""), response.body))
 
     async def _polite(self, url: str, required: bool) -> bool:
         """robots.txt and the crawl delay; False: not this page (and why is a warning)."""
@@ -446,9 +447,10 @@ def _in_scope(url: str, scope: tuple[str | None, str]) -> bool:
 
 
 def _is_html(page: PageData) -> bool:
-    if page.content_type in _HTML_TYPES:
+    media_type = page.content_type.split(";")[0].strip().lower()
+    if media_type in _HTML_TYPES:
         return True
-    if page.content_type and not page.content_type.endswith(("octet-stream", "plain")):
+    if media_type and not media_type.endswith(("octet-stream", "plain")):
         return False
     head = page.body[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     return head.startswith((b"<!doctype html", b"<html", b"<!--", b"<head", b"<body"))

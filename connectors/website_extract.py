@@ -10,8 +10,6 @@ In the order of trust the connector uses them:
   references are followed. LocalBusiness/Organization gives the merchant's profile.
 - microformats2 (h-event, h-entry, h-feed, h-product; h-card for the profile), via
   extruct's mf2py.
-- OpenGraph (`og:`, `article:`, `product:`, also written as `name=`, which extruct does
-  not read) for a page that is one thing: `opengraph`.
 
 Each syntax's extractor runs only when its marker occurs in the page (`itemscope`,
 `typeof=`, `class="h-...`), and the page is parsed once with lxml and handed to them:
@@ -20,15 +18,10 @@ mf2py (BeautifulSoup) and pyRdfa (rdflib) cost far more than everything else tog
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Iterator
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import lxml.etree
 import lxml.html
@@ -36,21 +29,19 @@ from extruct.jsonld import JsonLdExtractor
 from extruct.microformat import MicroformatExtractor
 from extruct.uniform import _umicrodata_microformat  # extruct's own microdata -> JSON-LD shape
 from extruct.w3cmicrodata import MicrodataExtractor
-from w3lib.encoding import html_to_unicode
-from w3lib.html import get_base_url
 
 from connectors.website_dates import When, day_end, exclusive_end, machine_date, read_when
-from hub.errors import ParseError
+from connectors.website_page import (MAX_IMAGES, Business, Found, Page, address_line, as_html, first,
+                                     first_all, first_words, geo, hours_line, keywords, listed, one_line,
+                                     place_line, plain, price_text, currency, short_error, text_of, to_int)
 from hub.models import Kind, Media
 from hub.normalize import status_cancelled
-from hub.sanitize import absolute_url, clean_html, plain_text, text_only
+from hub.sanitize import clean_html
 
 log = logging.getLogger("connectors.website")
 
-MAX_IMAGES = 8
 MAX_NODES = 2000  # structured nodes looked at per page: a page is not a data dump
 MAX_DEPTH = 12
-BODY_CHARS = 200_000  # HTML of a page's main text kept at most
 _SCHEMA = re.compile(r"^(?:https?://schema\.org/|schema:)", re.IGNORECASE)
 # Markers of a syntax, looked for in the lower-cased page: a substring test costs next to
 # nothing, a regex over 100 KB costs more than reading the JSON-LD. A false alarm ("h-card"
@@ -58,87 +49,6 @@ _SCHEMA = re.compile(r"^(?:https?://schema\.org/|schema:)", re.IGNORECASE)
 _MICRODATA_MARKS = ("itemscope",)
 _RDFA_MARKS = ("typeof=", "typeof =", "vocab=", "vocab =")
 _MF2_MARKS = ("h-entry", "h-event", "h-feed", "h-product", "h-card")
-_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
-
-
-# --- what is found --------------------------------------------------------------------------
-
-@dataclass
-class Found:
-    """One thing a page announces, before it becomes an Item. `rules` says, per field,
-    which rule found it ("json-ld", "microdata", "selector .datum", ...)."""
-
-    page: str  # the URL of the page it was found on
-    kind: Kind | None = None  # None: the data does not say
-    title: str = ""
-    url: str | None = None
-    when: When | None = None  # an event's start, end and all-day flag
-    published: datetime | None = None
-    updated: datetime | None = None
-    location: str | None = None
-    latitude: float | None = None
-    longitude: float | None = None
-    cancelled: bool = False
-    summary: str = ""  # plain text
-    body_html: str = ""  # sanitized
-    images: list[Media] = field(default_factory=list)
-    price: str | None = None
-    currency: str | None = None
-    valid_from: datetime | None = None
-    valid_until: datetime | None = None
-    tags: list[str] = field(default_factory=list)
-    rules: dict[str, str] = field(default_factory=dict)
-    whole_page: bool = False  # the page itself is this thing (OpenGraph, an item's own page)
-
-    def note(self, name: str, rule: str, value: Any) -> None:
-        """Remember which rule found `name`, if it found anything."""
-        if value not in (None, "", [], ()) and name not in self.rules:
-            self.rules[name] = rule
-
-    def fill_from(self, other: Found, suffix: str) -> None:
-        """Take what `other` (the item's own page) knows and this one does not."""
-        for name in ("title", "url", "when", "published", "updated", "location", "latitude", "longitude",
-                     "summary", "price", "currency", "valid_from", "valid_until"):
-            if getattr(self, name) in (None, "") and getattr(other, name) not in (None, ""):
-                setattr(self, name, getattr(other, name))
-                if (rule := other.rules.get(_RULE_NAME.get(name, name))) is not None:
-                    self.rules.setdefault(_RULE_NAME.get(name, name), f"{rule} {suffix}")
-        if len(other.body_html) > len(self.body_html):  # the item's page has the full text
-            self.body_html = other.body_html
-            self.rules["content"] = f"{other.rules.get('content', 'page')} {suffix}"
-        self.cancelled = self.cancelled or other.cancelled
-        self.kind = self.kind or other.kind
-        known = {m.url for m in self.images}
-        self.images += [m for m in other.images if m.url not in known][:MAX_IMAGES - len(self.images)]
-        self.tags += [t for t in other.tags if t not in self.tags]
-
-
-_RULE_NAME = {"url": "link", "when": "date", "published": "date", "updated": "date", "latitude": "location",
-              "longitude": "location", "currency": "price", "valid_from": "date", "valid_until": "end"}
-
-
-@dataclass
-class Business:
-    """The merchant as its page describes itself (schema.org LocalBusiness/Organization,
-    or an h-card): the location of its events when they name none, and its profile."""
-
-    name: str = ""
-    address: str = ""
-    latitude: float | None = None
-    longitude: float | None = None
-    telephone: str | None = None
-    url: str | None = None
-    opening_hours: list[str] = field(default_factory=list)
-    rule: str = ""
-
-    @property
-    def location(self) -> str | None:
-        return ", ".join(p for p in (self.name, self.address) if p) or None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "address": self.address, "latitude": self.latitude,
-                "longitude": self.longitude, "telephone": self.telephone, "url": self.url,
-                "opening_hours": self.opening_hours, "rule": self.rule}
 
 
 @dataclass
@@ -148,48 +58,6 @@ class Structured:
     items: list[Found] = field(default_factory=list)
     business: Business | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-# --- the page -------------------------------------------------------------------------------
-
-@dataclass
-class Page:
-    """A fetched page, decoded and parsed once."""
-
-    url: str  # where it was read from (after redirects)
-    text: str
-    tree: Any  # lxml.html root element
-    base: str  # for relative links: <base href>, else `url`
-    zone: ZoneInfo
-    fetched: datetime
-    _lower: bytes | None = field(default=None, repr=False)
-
-    def has(self, marks: tuple[str, ...]) -> bool:
-        """Whether one of `marks` occurs in the page, in any case (bytes: searched several
-        times faster than text; lower-cased once, on first use)."""
-        if self._lower is None:
-            self._lower = self.text.encode("utf-8", "replace").lower()
-        return any(mark.encode() in self._lower for mark in marks)
-
-    @classmethod
-    def load(cls, body: bytes, url: str, content_type: str, zone: ZoneInfo, fetched: datetime) -> Page:
-        """Decode (HTTP charset, BOM, <meta charset>, else UTF-8 or windows-1252) and parse.
-
-        Raises:
-            ParseError: the body is empty or not HTML at all.
-        """
-        _, text = html_to_unicode(content_type or None, body)
-        text = _XML_DECLARATION.sub("", text, count=1)  # lxml refuses a declaration in a str
-        if not text.strip():
-            raise ParseError(f"{url}: the page is empty")
-        try:
-            tree = lxml.html.document_fromstring(text)
-        except (lxml.etree.ParserError, ValueError) as exc:
-            raise ParseError(f"{url}: not an HTML page ({exc})") from exc
-        return cls(url, text, tree, get_base_url(text[:20_000], url), zone, fetched)
-
-    def link(self, value: Any) -> str | None:
-        return absolute_url(_text(value), self.base) if _text(value) else None
 
 
 def structured(page: Page) -> Structured:
@@ -252,7 +120,7 @@ def _json_ld(page: Page, warnings: list[str]) -> list:
             nodes += [node for node in extractor.extract_items(script, base_url=page.base) if node]
         except Exception as exc:  # ValueError from json, anything else from jstyleson
             warnings.append(f"JSON-LD-Block {n} auf {page.url} ist kein gültiges JSON und wurde übersprungen "
-                            f"({_short(exc)}); der Rest der Seite wurde gelesen")
+                            f"({short_error(exc)}); der Rest der Seite wurde gelesen")
     return nodes
 
 
@@ -275,7 +143,7 @@ def _roots(nodes: list[dict]) -> list[dict]:
     referred = {v["@id"] for node in nodes for values in node.values() if isinstance(values, list)
                 for v in values if isinstance(v, dict) and "@id" in v}
     roots = [n for n in nodes if n.get("@id") not in referred]
-    return sorted(roots, key=lambda n: (str(n.get("@id", "")).startswith("_:"), _text(n.get("name")),
+    return sorted(roots, key=lambda n: (str(n.get("@id", "")).startswith("_:"), text_of(n.get("name")),
                                         str(n.get("@id", ""))))
 
 
@@ -284,7 +152,7 @@ def _extract(run: Any, syntax: str, warnings: list[str]) -> list:
         return list(run())
     except Exception as exc:  # an extractor's bug or a page it chokes on costs this syntax only
         log.debug("%s extraction failed", syntax, exc_info=True)
-        warnings.append(f"{syntax} der Seite nicht lesbar ({_short(exc)}); der Rest der Seite wurde gelesen")
+        warnings.append(f"{syntax} der Seite nicht lesbar ({short_error(exc)}); der Rest der Seite wurde gelesen")
         return []
 
 
@@ -412,7 +280,7 @@ class _Reader:
     def _item(self, node: dict, kind: Kind, types: list[str], syntax: str) -> Found | None:
         found = Found(self.page.url, kind)
         if "offer" in types or "aggregateoffer" in types:
-            self._offer_fields(found, node, self.resolve(_first(node, "itemOffered")), syntax)
+            self._offer_fields(found, node, self.resolve(first(node, "itemOffered")), syntax)
         else:
             self._common(found, node, syntax)
             if kind is Kind.EVENT:
@@ -424,24 +292,24 @@ class _Reader:
         return found if found.title else None
 
     def _common(self, found: Found, node: dict, syntax: str) -> None:
-        found.title = _title(_first(node, "headline", "name", "alternativeHeadline"))
+        found.title = one_line(first(node, "headline", "name", "alternativeHeadline"))
         found.note("title", syntax, found.title)
-        found.url = self.page.link(_first(node, "url", "mainEntityOfPage"))
+        found.url = self.page.link(first(node, "url", "mainEntityOfPage"))
         found.note("link", syntax, found.url)
-        description = _text(_first(node, "description", "abstract"))
-        found.summary = _plain(description)
+        description = text_of(first(node, "description", "abstract"))
+        found.summary = plain(description)
         found.note("summary", syntax, found.summary)
-        body = _text(_first(node, "articleBody", "text")) or description
-        found.body_html = _as_html(body, self.page.base)
+        body = text_of(first(node, "articleBody", "text")) or description
+        found.body_html = as_html(body, self.page.base)
         found.note("content", syntax, found.body_html)
-        found.images = self._images(_first_all(node, "image", "photo", "thumbnailUrl"))
+        found.images = self._images(first_all(node, "image", "photo", "thumbnailUrl"))
         found.note("image", syntax, found.images)
-        found.tags = _keywords(node.get("keywords"))
+        found.tags = keywords(node.get("keywords"))
 
     def _event(self, found: Found, node: dict, syntax: str) -> None:
-        start = self._when(_first(node, "startDate"))
+        start = self._when(first(node, "startDate"))
         if start is not None:
-            end = self._when(_first(node, "endDate"))
+            end = self._when(first(node, "endDate"))
             end_at = None
             if end is not None:
                 end_at = exclusive_end(end.start) if end.all_day else end.start
@@ -451,12 +319,12 @@ class _Reader:
             found.note("date", syntax, found.when)
             found.note("end", syntax, end_at)
         self._location(found, node.get("location"), syntax)
-        found.cancelled = status_cancelled(self.resolve(_first(node, "eventStatus")))
+        found.cancelled = status_cancelled(self.resolve(first(node, "eventStatus")))
         self._price(found, node.get("offers"), syntax)
 
     def _article(self, found: Found, node: dict, syntax: str) -> None:
-        published = self._when(_first(node, "datePublished", "dateCreated"))
-        modified = self._when(_first(node, "dateModified"))
+        published = self._when(first(node, "datePublished", "dateCreated"))
+        modified = self._when(first(node, "dateModified"))
         found.published = published.start if published else None
         found.updated = modified.start if modified else None
         found.note("date", syntax, found.published)
@@ -471,16 +339,16 @@ class _Reader:
         for offer in map(self.resolve, offers if isinstance(offers, list) else [offers]):
             if not isinstance(offer, dict):
                 continue
-            spec = self.resolve(_first(offer, "priceSpecification"))
+            spec = self.resolve(first(offer, "priceSpecification"))
             spec = spec if isinstance(spec, dict) else {}
-            price = price_text(_first(offer, "price") or spec.get("price"),
-                               _first(offer, "lowPrice"), _first(offer, "highPrice"))
+            price = price_text(first(offer, "price") or spec.get("price"),
+                               first(offer, "lowPrice"), first(offer, "highPrice"))
             if price is None:
                 continue
             found.price = price
-            found.currency = _currency(_text(_first(offer, "priceCurrency") or spec.get("priceCurrency")))
-            starts = self._when(_first(offer, "validFrom", "availabilityStarts"))
-            ends = self._when(_first(offer, "validThrough", "priceValidUntil", "availabilityEnds"))
+            found.currency = currency(text_of(first(offer, "priceCurrency") or spec.get("priceCurrency")))
+            starts = self._when(first(offer, "validFrom", "availabilityStarts"))
+            ends = self._when(first(offer, "validThrough", "priceValidUntil", "availabilityEnds"))
             found.valid_from = starts.start if starts else None
             found.valid_until = (day_end(ends.start) if ends.all_day else ends.start) if ends else None
             found.note("price", syntax, price)
@@ -492,20 +360,20 @@ class _Reader:
     def _location(self, found: Found, value: Any, syntax: str) -> None:
         for place in map(self.resolve, value if isinstance(value, list) else [value]):
             if isinstance(place, str) and place.strip():
-                found.location = _clean_line(place)
+                found.location = one_line(place)
             elif isinstance(place, dict):
                 types = _local_types(place)
                 if "virtuallocation" in types:
                     found.location = "Online"
                 else:
-                    found.location = _place_line(_text(place.get("name")), self.resolve(_first(place, "address")))
-                    found.latitude, found.longitude = _geo(self.resolve(_first(place, "geo")))
+                    found.location = place_line(text_of(place.get("name")), self.resolve(first(place, "address")))
+                    found.latitude, found.longitude = geo(self.resolve(first(place, "geo")))
             if found.location:
                 found.note("location", syntax, found.location)
                 return
 
     def _when(self, value: Any) -> When | None:
-        text = _text(value)
+        text = text_of(value)
         if not text:
             return None
         return machine_date(text, self.page.zone) or read_when(text, self.page.zone, self.page.fetched)
@@ -515,9 +383,9 @@ class _Reader:
         for value in values:
             value = self.resolve(value)
             if isinstance(value, dict):
-                url = self.page.link(_first(value, "contentUrl", "url", "value"))
-                media = Media(url, "image", width=_int(value.get("width")), height=_int(value.get("height")),
-                              alt=_plain(_text(_first(value, "caption", "alt", "name"))) or None) if url else None
+                url = self.page.link(first(value, "contentUrl", "url", "value"))
+                media = Media(url, "image", width=to_int(value.get("width")), height=to_int(value.get("height")),
+                              alt=plain(text_of(first(value, "caption", "alt", "name"))) or None) if url else None
             else:
                 url = self.page.link(value)
                 media = Media(url, "image") if url else None
@@ -528,13 +396,13 @@ class _Reader:
     # --- the merchant
 
     def _business(self, node: dict, syntax: str) -> Business:
-        lat, lon = _geo(self.resolve(_first(node, "geo")))
-        hours = [_clean_line(h) for h in _list(node.get("openingHours")) if isinstance(h, str) and h.strip()]
-        hours += [line for spec in _list(node.get("openingHoursSpecification"))
-                  if (line := _hours_line(self.resolve(spec)))]
-        return Business(name=_title(_text(node.get("name"))),
-                        address=_address(self.resolve(_first(node, "address"))),
-                        latitude=lat, longitude=lon, telephone=_text(node.get("telephone")) or None,
+        lat, lon = geo(self.resolve(first(node, "geo")))
+        hours = [one_line(h) for h in listed(node.get("openingHours")) if isinstance(h, str) and h.strip()]
+        hours += [line for spec in listed(node.get("openingHoursSpecification"))
+                  if (line := hours_line(self.resolve(spec)))]
+        return Business(name=one_line(text_of(node.get("name"))),
+                        address=address_line(self.resolve(first(node, "address"))),
+                        latitude=lat, longitude=lon, telephone=text_of(node.get("telephone")) or None,
                         url=self.page.link(node.get("url")), opening_hours=hours, rule=syntax)
 
     # --- microformats2
@@ -561,29 +429,29 @@ class _Reader:
     def _mf2_item(self, item: dict, kind: Kind) -> Found:
         rule = "microformats2"
         found = Found(self.page.url, kind)
-        content = _first(item, "content")
-        content_html = content.get("html") if isinstance(content, dict) else _text(content)
-        found.title = _title(_mf2_text(_first(item, "name")))
-        if kind is Kind.POST and content_html and found.title and found.title == _plain(_mf2_text(content))[:len(found.title)]:
+        content = first(item, "content")
+        content_html = content.get("html") if isinstance(content, dict) else text_of(content)
+        found.title = one_line(_mf2_text(first(item, "name")))
+        if kind is Kind.POST and content_html and found.title and found.title == plain(_mf2_text(content))[:len(found.title)]:
             found.title = ""  # mf2's implied name is the whole text: no title of its own
-        found.summary = _plain(_mf2_text(_first(item, "summary", "description"))) or _plain(_mf2_text(content))
-        found.body_html = clean_html(content_html, self.page.base) if content_html else _as_html(found.summary, self.page.base)
-        found.url = self.page.link(_mf2_text(_first(item, "url", "uid")))
-        found.images = self._images(_list(item.get("photo")) + _list(item.get("featured")))
-        found.tags = [_clean_line(_mf2_text(c)) for c in _list(item.get("category")) if _mf2_text(c)]
+        found.summary = plain(_mf2_text(first(item, "summary", "description"))) or plain(_mf2_text(content))
+        found.body_html = clean_html(content_html, self.page.base) if content_html else as_html(found.summary, self.page.base)
+        found.url = self.page.link(_mf2_text(first(item, "url", "uid")))
+        found.images = self._images(listed(item.get("photo")) + listed(item.get("featured")))
+        found.tags = [one_line(_mf2_text(c)) for c in listed(item.get("category")) if _mf2_text(c)]
         if kind is Kind.EVENT:
-            start = self._when(_mf2_text(_first(item, "start")))
+            start = self._when(_mf2_text(first(item, "start")))
             if start is not None:
-                end = self._when(_mf2_text(_first(item, "end")))
+                end = self._when(_mf2_text(first(item, "end")))
                 end_at = (exclusive_end(end.start) if end.all_day else end.start) if end else None
                 found.when = When(start.start, end_at if end_at and end_at > start.start else None, start.all_day)
-            self._mf2_location(found, _first(item, "location"))
+            self._mf2_location(found, first(item, "location"))
         elif kind is Kind.OFFER:
-            found.price = price_text(_mf2_text(_first(item, "price")))
-            found.currency = _currency(_mf2_text(_first(item, "price")))
+            found.price = price_text(_mf2_text(first(item, "price")))
+            found.currency = currency(_mf2_text(first(item, "price")))
         else:
-            published = self._when(_mf2_text(_first(item, "published")))
-            updated = self._when(_mf2_text(_first(item, "updated")))
+            published = self._when(_mf2_text(first(item, "published")))
+            updated = self._when(_mf2_text(first(item, "updated")))
             found.published = published.start if published else None
             found.updated = updated.start if updated else None
         for name, value in (("title", found.title), ("summary", found.summary), ("content", found.body_html),
@@ -592,305 +460,33 @@ class _Reader:
                             ("price", found.price)):
             found.note(name, rule, value)
         if not found.title:
-            found.title = _first_words(found.summary)
+            found.title = first_words(found.summary)
             found.note("title", "microformats2 (text)", found.title)
         return found
 
     def _mf2_location(self, found: Found, value: Any) -> None:
         if isinstance(value, dict):
-            found.location = _place_line(_mf2_text(_first(value, "name")) or _mf2_text(value), {
-                "streetAddress": _mf2_text(_first(value, "street-address")),
-                "postalCode": _mf2_text(_first(value, "postal-code")),
-                "addressLocality": _mf2_text(_first(value, "locality"))})
-            found.latitude, found.longitude = _geo({"latitude": _mf2_text(_first(value, "latitude")),
-                                                    "longitude": _mf2_text(_first(value, "longitude"))})
+            found.location = place_line(_mf2_text(first(value, "name")) or _mf2_text(value), {
+                "streetAddress": _mf2_text(first(value, "street-address")),
+                "postalCode": _mf2_text(first(value, "postal-code")),
+                "addressLocality": _mf2_text(first(value, "locality"))})
+            found.latitude, found.longitude = geo({"latitude": _mf2_text(first(value, "latitude")),
+                                                    "longitude": _mf2_text(first(value, "longitude"))})
         elif _mf2_text(value):
-            found.location = _clean_line(_mf2_text(value))
+            found.location = one_line(_mf2_text(value))
 
     def _mf2_card(self, card: dict) -> Business:
-        address = {"streetAddress": _mf2_text(_first(card, "street-address")),
-                   "postalCode": _mf2_text(_first(card, "postal-code")),
-                   "addressLocality": _mf2_text(_first(card, "locality"))}
-        lat, lon = _geo({"latitude": _mf2_text(_first(card, "latitude")),
-                         "longitude": _mf2_text(_first(card, "longitude"))})
-        return Business(name=_title(_mf2_text(_first(card, "org", "name"))), address=_address(address),
-                        latitude=lat, longitude=lon, telephone=_mf2_text(_first(card, "tel")) or None,
-                        url=self.page.link(_mf2_text(_first(card, "url"))), rule="microformats2")
-
-
-# --- OpenGraph and the page's own text ---------------------------------------------------------
-
-_OG_PREFIXES = ("og:", "article:", "product:", "twitter:")
-
-
-def opengraph(page: Page, *, own_page: bool = False) -> Found | None:
-    """The page as one thing, from its OpenGraph (and Twitter card) tags, `property=` or
-    `name=`; None when it has no title there. `own_page`: an item's own page, whose
-    `<h1>` or `<title>` will do as its title."""
-    meta: dict[str, list[str]] = {}
-    for el in page.tree.xpath("//meta[@content][@property or @name]"):
-        key = (el.get("property") or el.get("name") or "").strip().lower()
-        if key.startswith(_OG_PREFIXES) or key == "description":
-            meta.setdefault(key, []).append(el.get("content").strip())
-    title = _title(_one(meta, "og:title", "twitter:title"))
-    if not title and own_page:
-        title = _title(next(iter(page.tree.xpath("string(//h1)").split("\n")), "") or page.tree.findtext(".//title"))
-    if not title:
-        return None
-    og_type = (_one(meta, "og:type") or "").lower()
-    found = Found(page.url, Kind.OFFER if og_type.startswith("product") else
-                  Kind.POST if og_type == "article" else None, whole_page=True)
-    found.title = title
-    found.url = page.link(_one(meta, "og:url")) or page.url
-    found.summary = _plain(_one(meta, "og:description", "twitter:description", "description") or "")
-    found.images = [Media(url, "image", alt=_one(meta, "og:image:alt") or None)
-                    for url in dict.fromkeys(filter(None, (page.link(u) for u in meta.get("og:image:secure_url", [])
-                                                           + meta.get("og:image", []) + meta.get("twitter:image", []))))
-                    ][:MAX_IMAGES]
-    published = machine_date(_one(meta, "article:published_time"), page.zone)
-    modified = machine_date(_one(meta, "article:modified_time", "og:updated_time"), page.zone)
-    found.published = published.start if published else None
-    found.updated = modified.start if modified else None
-    found.tags = [_clean_line(t) for t in meta.get("article:tag", []) if t.strip()]
-    found.price = price_text(_one(meta, "product:price:amount", "og:price:amount"))
-    found.currency = _currency(_one(meta, "product:price:currency", "og:price:currency") or "")
-    for name, value in (("title", title), ("link", found.url), ("summary", found.summary), ("image", found.images),
-                        ("date", found.published), ("price", found.price)):
-        found.note(name, "opengraph", value)
-    return found
-
-
-_MAIN = ('//*[@itemprop="articleBody"]', "//article", "//main", '//*[@role="main"]',
-         '//*[contains(concat(" ", normalize-space(@class), " "), " entry-content ")]', '//*[@id="content"]')
-_BETWEEN_BLOCKS = re.compile(r">\s*\n\s*<")
-_NOT_TEXT = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "svg",
-             "iframe", "button", "h1")  # h1: the title, which the item has already
-
-
-def main_text(page: Page) -> str:
-    """The page's main text as sanitized HTML (its article, its main element, ...), for an
-    item whose own page is read (`follow`); '' when the page has no recognizable one."""
-    for path in _MAIN:
-        found = page.tree.xpath(path)
-        if not found:
-            continue
-        region = lxml.html.fromstring(lxml.html.tostring(found[0]))  # a copy: the page stays whole
-        for el in region.xpath("|".join(f".//{tag}" for tag in _NOT_TEXT)):
-            el.drop_tree()
-        html = _BETWEEN_BLOCKS.sub(">\n<", clean_html(lxml.html.tostring(region, encoding="unicode")[:BODY_CHARS],
-                                                       page.base)).strip()
-        if len(plain_text(html)) >= 40:
-            return html
-    return ""
-
-
-# --- values -------------------------------------------------------------------------------------
-
-def _first(node: dict, *keys: str) -> Any:
-    for key in keys:
-        value = node.get(key)
-        if isinstance(value, list):
-            value = next((v for v in value if v not in (None, "", [], {})), None)
-        if value not in (None, "", [], {}):
-            return value
-    return None
-
-
-def _first_all(node: dict, *keys: str) -> list:
-    out: list = []
-    for key in keys:
-        out += _list(node.get(key))
-    return out
-
-
-def _list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _text(value: Any) -> str:
-    """A property's text, whatever shape it came in (a string, a number, a value object,
-    a node with a name, a list)."""
-    if isinstance(value, list):
-        value = next((v for v in value if v not in (None, "")), None)
-    if isinstance(value, dict):
-        value = value.get("@value", value.get("name", value.get("value", value.get("url", value.get("@id")))))
-        if isinstance(value, (list, dict)):
-            return _text(value)
-    if value is None or isinstance(value, bool):
-        return ""
-    return str(value).strip()
+        address = {"streetAddress": _mf2_text(first(card, "street-address")),
+                   "postalCode": _mf2_text(first(card, "postal-code")),
+                   "addressLocality": _mf2_text(first(card, "locality"))}
+        lat, lon = geo({"latitude": _mf2_text(first(card, "latitude")),
+                         "longitude": _mf2_text(first(card, "longitude"))})
+        return Business(name=one_line(_mf2_text(first(card, "org", "name"))), address=address_line(address),
+                        latitude=lat, longitude=lon, telephone=_mf2_text(first(card, "tel")) or None,
+                        url=self.page.link(_mf2_text(first(card, "url"))), rule="microformats2")
 
 
 def _mf2_text(value: Any) -> str:
     if isinstance(value, dict):
-        return _text(value.get("value") or _first(value, "name") or "")
-    return _text(value)
-
-
-def _one(meta: dict[str, list[str]], *keys: str) -> str | None:
-    for key in keys:
-        for value in meta.get(key, ()):
-            if value:
-                return value
-    return None
-
-
-def _title(raw: Any) -> str:
-    text = _text(raw)
-    return text_only(text) if ("<" in text or "&" in text) else " ".join(text.split())
-
-
-def _clean_line(raw: str) -> str:
-    return _title(raw)
-
-
-def _plain(raw: str) -> str:
-    """Plain text of a description that may be HTML (script and style bodies dropped)."""
-    if not raw:
-        return ""
-    text = plain_text(clean_html(raw)) if ("<" in raw or "&" in raw) else raw
-    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
-
-
-_BLOCK = re.compile(r"<(?:p|div|ul|ol|li|h[1-6]|blockquote|table|figure|pre|br)\b", re.IGNORECASE)
-
-
-def _as_html(text: str, base: str) -> str:
-    """A body that may be plain text or HTML, as sanitized HTML (in a paragraph when it
-    has no blocks of its own)."""
-    if not text:
-        return ""
-    if "<" in text:
-        cleaned = clean_html(text, base)
-        return cleaned if _BLOCK.search(cleaned) or not cleaned else f"<p>{cleaned}</p>"
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return "".join("<p>" + clean_html(p).replace("\n", "<br>") + "</p>" for p in paragraphs)
-
-
-def _first_words(text: str, n: int = 10) -> str:
-    words = text.split()
-    return " ".join(words[:n]) + (" …" if len(words) > n else "")
-
-
-def _keywords(value: Any) -> list[str]:
-    words: list[str] = []
-    for v in _list(value):
-        for part in (_text(v).split(",") if not isinstance(v, dict) else [_text(v)]):
-            part = _clean_line(part)
-            if part and part not in words:
-                words.append(part)
-    return words
-
-
-def _address(value: Any) -> str:
-    if isinstance(value, str):
-        return _clean_line(value)
-    if not isinstance(value, dict):
-        return ""
-    town = " ".join(filter(None, (_text(value.get("postalCode")), _text(value.get("addressLocality")))))
-    return ", ".join(filter(None, (_clean_line(_text(value.get("streetAddress"))), _clean_line(town))))
-
-
-def _place_line(name: str, address: Any) -> str | None:
-    parts = [_clean_line(name), _address(address)]
-    return ", ".join(dict.fromkeys(p for p in parts if p)) or None
-
-
-def _geo(value: Any) -> tuple[float | None, float | None]:
-    if not isinstance(value, dict):
-        return None, None
-    try:
-        lat, lon = float(_text(value.get("latitude")).replace(",", ".")), float(_text(value.get("longitude")).replace(",", "."))
-    except ValueError:
-        return None, None
-    return (lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else (None, None)
-
-
-_DAYS = {"monday": "Mo", "tuesday": "Di", "wednesday": "Mi", "thursday": "Do", "friday": "Fr", "saturday": "Sa",
-         "sunday": "So", "publicholidays": "Feiertage"}
-
-
-def _hours_line(spec: Any) -> str | None:
-    """An OpeningHoursSpecification as "Mo, Di, Mi 09:00–18:00"."""
-    if not isinstance(spec, dict):
-        return None
-    days = [_DAYS.get(_text(d).rstrip("/").rsplit("/", 1)[-1].lower(), _text(d)) for d in _list(spec.get("dayOfWeek"))]
-    opens, closes = _text(spec.get("opens"))[:5], _text(spec.get("closes"))[:5]
-    if not days or not opens:
-        return None
-    return f"{', '.join(days)} {opens}–{closes}" if closes else f"{', '.join(days)} ab {opens}"
-
-
-# What may stand around a plain price without saying more than it ("Eintritt: 3 €", "Preis 12,- EUR").
-_PRICE_WORDS = re.compile(r"(?i)€|\beur(?:o)?\b|\bchf\b|\busd\b|\bgbp\b|\$|£|,-|-|\b(?:eintritt|preis|kosten|"
-                          r"ticket|karten?|nur|je|price|admission)\b|:")
-_NUMBER = re.compile(r"(?<![\d.,])(\d{1,3}(?:[.\s\u00a0\u202f]\d{3})+|\d+)(?:[.,](\d{1,2}))?(?![\d])")
-_CURRENCIES = (("€", "EUR"), ("eur", "EUR"), ("euro", "EUR"), ("chf", "CHF"), ("$", "USD"), ("usd", "USD"),
-               ("£", "GBP"), ("gbp", "GBP"))
-
-
-def price_text(price: Any, low: Any = None, high: Any = None) -> str | None:
-    """A price as decimal text ("12.50"; "1234.00" from "1.234,-"); "9.90–19.90" for a range
-    (AggregateOffer); text that says more than a number ("ab 9,90 €") stays as written;
-    "0.00" for "free"/"frei"/"kostenlos". None when there is no price."""
-    if price in (None, "") and low not in (None, ""):
-        lo, hi = price_text(low), price_text(high) if high not in (None, "") else None
-        return f"{lo}–{hi}" if lo and hi and hi != lo else lo
-    if isinstance(price, (int, float)) and not isinstance(price, bool):
-        return _decimal(Decimal(str(price)))
-    text = _text(price)
-    if not text:
-        return None
-    if re.fullmatch(r"(?i)\s*(?:frei|kostenlos|gratis|free|eintritt frei)\s*", text):
-        return "0.00"
-    match = _NUMBER.search(text)
-    if match is None:
-        return None
-    whole = re.sub(r"[.\s\u00a0\u202f]", "", match.group(1))
-    value = _decimal(Decimal(f"{whole}.{match.group(2) or '0'}"))
-    rest = _PRICE_WORDS.sub("", text[:match.start()] + text[match.end():]).strip(" .,:")
-    return value if not rest else " ".join(text.split())
-
-
-def _decimal(value: Decimal) -> str:
-    try:
-        return str(value.quantize(Decimal("0.01")))
-    except InvalidOperation:
-        return str(value)
-
-
-def _currency(text: str | None) -> str | None:
-    if not text:
-        return None
-    lowered = text.strip().lower()
-    if re.fullmatch(r"[a-z]{3}", lowered):
-        return lowered.upper()
-    return next((code for mark, code in _CURRENCIES if mark in lowered), None)
-
-
-def currency_in(text: str) -> str | None:
-    """The currency a price text names ("12,50 €" -> "EUR")."""
-    return _currency(text) if text else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(_text(value))) if _text(value) else None
-    except ValueError:
-        return None
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:120] or type(exc).__name__
-
-
-def same_site(url: str, page: str) -> bool:
-    """`url` is on the same host as `page` (followed links stay on the merchant's site)."""
-    a, b = urlsplit(url), urlsplit(page)
-    return a.scheme in ("http", "https", "file") and a.scheme == b.scheme and a.netloc.lower() == b.netloc.lower()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+        return text_of(value.get("value") or first(value, "name") or "")
+    return text_of(value)

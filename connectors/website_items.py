@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from connectors.website_extract import (Business, Found, Page, _as_html, main_text, opengraph, same_site,
-                                        structured)
+from connectors.website_extract import structured
+from connectors.website_opengraph import main_text, opengraph
+from connectors.website_page import Business, Found, Page, as_html, same_site
 from connectors.website_selectors import Rules, select
 from hub.errors import ParseError
 from hub.models import Event, Item, Kind, Offer, SourceRef
@@ -45,7 +46,7 @@ class PageData:
 
     url: str  # as asked for (the key of its group and of the links that name it)
     final_url: str  # after redirects: the base for its relative links
-    content_type: str
+    content_type: str  # the whole header, charset included
     body: bytes
 
 
@@ -223,7 +224,7 @@ def to_item(ident: Identified, source: SourceRef, default_kind: Kind | None, zon
         warnings.append(f"'{f.title}' auf {f.page}: kein Datum gefunden, als Beitrag gelesen "
                         "(Feld date prüfen: `hub try-source`)")
         kind = Kind.POST
-    body = f.body_html or _as_html(f.summary, f.page)
+    body = f.body_html or as_html(f.summary, f.page)
     text = plain_text(body)
     return Item(
         source_id=source.id,

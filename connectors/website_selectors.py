@@ -30,8 +30,7 @@ from bs4 import BeautifulSoup, Tag
 
 from connectors.website_css import to_xpath
 from connectors.website_dates import When, read_end, read_when
-from connectors.website_extract import (Found, MAX_IMAGES, Page, _as_html, _plain, _title, currency_in,
-                                        price_text)
+from connectors.website_page import MAX_IMAGES, Found, Page, as_html, currency, one_line, plain, price_text
 from hub.models import Kind, Media
 
 FIELDS = ("title", "link", "date", "end", "location", "image", "summary", "price")
@@ -201,14 +200,14 @@ class _Soup:
 
 def _item(read: _Reader, kind: Kind | None) -> Found:
     found, page = read.found, read.page
-    found.title = _title(read.text("title"))
+    found.title = one_line(read.text("title"))
     found.url = read.link()
     found.images = read.images()
-    found.summary = _plain(read.text("summary"))
-    found.body_html = _as_html(found.summary, page.base)
-    found.location = _title(read.text("location")) or None
+    found.summary = plain(read.text("summary"))
+    found.body_html = as_html(found.summary, page.base)
+    found.location = one_line(read.text("location")) or None
     price = read.text("price")
-    found.price, found.currency = price_text(price), currency_in(price)
+    found.price, found.currency = price_text(price), currency(price)
     when = read.when()
     if when is not None:
         end = read.end(when)

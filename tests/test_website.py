@@ -397,14 +397,14 @@ def test_naive_times_are_the_towns_wall_time():
     assert event.timezone == "America/New_York"
 
 
-@pytest.mark.parametrize("raw, price, currency", [
+@pytest.mark.parametrize("raw, price, code", [
     ("12,50 €", "12.50", "EUR"), ("€ 9.90", "9.90", "EUR"), ("1.234,- EUR", "1234.00", "EUR"),
     ("Eintritt frei", "0.00", None), ("ab 9,90 €", "ab 9,90 €", "EUR"), ("39", "39.00", None), ("", None, None),
 ])
-def test_prices(raw, price, currency):
-    from connectors.website_extract import currency_in, price_text
+def test_prices(raw, price, code):
+    from connectors.website_page import currency, price_text
 
-    assert (price_text(raw), currency_in(raw)) == (price, currency)
+    assert (price_text(raw), currency(raw)) == (price, code)
 
 
 @pytest.mark.parametrize("raw, selector, attr", [
@@ -507,3 +507,10 @@ def test_the_merchants_configured_address_is_where_its_events_are_when_nothing_e
     assert skat.event.location == "Skatclub Kreuz-As, Gasthaus Linde, Hauptstraße 5, 12345 Musterstadt"
     assert explained.rules[0]["location"] == "config (Adresse des Anbieters)"
     assert walk.event.location == "Bahnhof"
+
+
+def test_the_charset_of_the_content_type_header_decodes_the_page():
+    page = "<html><body><article class='t'><h2>Grüße: Kaffee für 2 €</h2></article></body></html>".encode("iso-8859-15")
+    with SiteServer({"/alt": (200, page, "text/html; charset=ISO-8859-15")}) as site:
+        parsed, _ = fetch(options(site.url("/alt"), items="article.t"))
+    assert parsed.items[0].title == "Grüße: Kaffee für 2 €"  # not "¤", as windows-1252 would read it

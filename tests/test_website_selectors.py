@@ -12,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from connectors.website_css import to_xpath
-from connectors.website_extract import Page
+from connectors.website_page import Page
 from connectors.website_selectors import Rules, select
 from hub.models import Kind
 from tests.websitecases import DATA

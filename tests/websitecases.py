@@ -45,7 +45,8 @@ class Request(NamedTuple):
 
 class SiteServer:
     """A merchant's site on 127.0.0.1: `pages` maps a path ("/termine") to its body (bytes)
-    or to (status, body); `robots` is robots.txt's body (None: 404) or an int status."""
+    or to (status, body) or (status, body, content type); `robots` is robots.txt's body
+    (None: 404) or an int status."""
 
     def __init__(self, pages: dict[str, Any] | None = None, robots: bytes | int | None = None) -> None:
         self.pages: dict[str, Any] = dict(pages or {})
@@ -99,10 +100,11 @@ class SiteServer:
         found = self.pages.get(request.path_qs, self.pages.get(request.path))
         if found is None:
             return web.Response(status=404, text="not found")
-        status, body = found if isinstance(found, tuple) else (200, found)
+        status, body, *content_type = found if isinstance(found, tuple) else (200, found)
         etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
         headers = {"ETag": etag, "Last-Modified": formatdate(1_700_000_000, usegmt=True),
-                   "Content-Type": _TYPES.get(Path(request.path).suffix, "text/html; charset=utf-8")}
+                   "Content-Type": content_type[0] if content_type else
+                   _TYPES.get(Path(request.path).suffix, "text/html; charset=utf-8")}
         if status == 200 and request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         return web.Response(status=status, body=body, headers=headers)
