@@ -23,7 +23,7 @@ IdArg = Annotated[int, typer.Argument(help="The record's id (first column of `hu
 
 @items_app.callback()
 def items(ctx: typer.Context, config: ConfigOpt = None,
-          search: Annotated[Optional[str], typer.Option("--search", "-q", help="Words that must all appear.")] = None,
+          search: Annotated[Optional[str], typer.Option("--search", "-q", help="Search as residents do: every word (\"Konzerte\" also finds \"Konzert\"), \"a phrase\", a OR b, -not; best matches first.")] = None,
           merchant: Annotated[Optional[str], typer.Option("--merchant", "-m", help="Records with an origin of this merchant.")] = None,
           source: Annotated[Optional[str], typer.Option("--source", "-s", help="Records with an origin from this source.")] = None,
           kind: Annotated[Optional[str], typer.Option(help="post, event or offer.")] = None,
@@ -34,7 +34,7 @@ def items(ctx: typer.Context, config: ConfigOpt = None,
           limit: Annotated[int, typer.Option(help="At most this many records.")] = 50,
           format: Annotated[str, typer.Option("--format", "-f", help="table or json (one object per line).")] = "table",
           ) -> None:
-    """List and search canonical records, newest first (default: what residents see)."""
+    """List and search canonical records, newest first or best match first (default: what residents see)."""
     ctx.obj = config
     if ctx.invoked_subcommand:
         return
@@ -43,6 +43,7 @@ def items(ctx: typer.Context, config: ConfigOpt = None,
     store = _open(config)
     status = None if every else ("pending" if pending else "hidden" if hidden else "published")
     found = store.records.list(limit=limit, merchant_id=merchant, source_id=source, kind=kind, q=search,
+                               order="relevance" if search else "newest",
                                status=status, removed=deleted or every, expired=every or pending or hidden)
     if format == "json":
         for record in found:

@@ -461,12 +461,17 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
 
 
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one
+# Connections one process keeps and may add; a reader holds one at a time (issue 14: 50
+# clients at once). Beyond them a request waits for one (up to a minute) rather
+# than failing: web requests run in a thread pool of 40, and each query takes milliseconds.
+POOL = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 60, "pool_use_lifo": True}
 
 
 def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
     if url.startswith("sqlite"):
         _bind_nulls_and_flags_directly()
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **(POOL if url != "sqlite:///:memory:" else {}))
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:
@@ -490,7 +495,7 @@ def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **POOL)
 
 
 def _bind_nulls_and_flags_directly() -> None:

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.identity import key_of
@@ -34,12 +35,17 @@ class MediaIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def lookup(self, urls: Iterable[str]) -> dict[str, StoredImage]:
-        """What is known about each URL (downloaded or failed); unknown URLs are left out."""
+    def lookup(self, urls: Iterable[str], conn: Connection | None = None) -> dict[str, StoredImage]:
+        """What is known about each URL (downloaded or failed); unknown URLs are left out.
+        `conn`: a connection the caller holds (a second one per reader could exhaust the
+        pool: every reader holding one and waiting for another)."""
         keys = {key_of(u): u for u in urls}
         if not keys:
             return {}
-        with self.engine.connect() as conn:
+        if conn is None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(MEDIA).where(MEDIA.c.url_key.in_(keys))).all()
+        else:
             rows = conn.execute(select(MEDIA).where(MEDIA.c.url_key.in_(keys))).all()
         return {r.url: StoredImage(r.url, r.sha256, r.width, r.height, r.mime, r.error, r.status == "unreachable")
                 for r in rows}

@@ -284,7 +284,7 @@ class Records:
     def _load(self, conn: Connection, rows: Sequence[Any]) -> list[Record]:
         origins = load_origins(conn, [r.id for r in rows], self.read_item)
         urls = {m.url for os in origins.values() for o in os for m in o.item.media}
-        sizes = {u: (s.width, s.height) for u, s in self.media.lookup(urls).items() if s.width and s.height}
+        sizes = {u: (s.width, s.height) for u, s in self.media.lookup(urls, conn).items() if s.width and s.height}
         edits = edits_of(conn, origins)  # issue 17: the project manager's title and image stand
         records = []
         for r in rows:
