@@ -99,9 +99,13 @@ _RULES: list[tuple[frozenset[str], str | None, Explanation]] = [
      Explanation("Diese Quelle wartet darauf, dass jemand etwas ändert.",
                  "Die Meldung unten sagt, was zu tun ist; nach der Änderung der Konfiguration versucht der Hub "
                  "es wieder.")),
+    (frozenset(), r"robots\.txt (of|von) \S+ (could not be read|answered HTTP|konnte nicht)",
+     Explanation("Die robots.txt der Website ist gerade nicht lesbar; solange liest der Hub dort keine Seite.",
+                 "Meist vorübergehend (ein Fehler auf dem Server der Website); der Hub versucht es weiter. Hält es "
+                 "an, den Teilnehmer informieren.")),
     (frozenset({"robots_blocked", "robots_disallowed", "blocked_by_robots"}), r"robots\.txt|robots", ROBOTS),
     (frozenset({"selectors_matched_nothing", "nothing_matched", "no_entries"}),
-     r"matched nothing|selectors? .*(nothing|no )|nichts gefunden", SELECTORS),
+     r"matched nothing|selectors? .*(nothing|no )|fanden nichts|keine Einträge auf", SELECTORS),
     (frozenset({"graph_permission_missing"}), r"Berechtigung .* fehlt",
      Explanation("Facebook verweigert eine Berechtigung, die der Hub braucht.",
                  "Der Teilnehmer muss die Seite neu verbinden und dabei alle erbetenen Berechtigungen "
@@ -163,6 +167,7 @@ _RULES: list[tuple[frozenset[str], str | None, Explanation]] = [
      Explanation("Ein Programmfehler im Hub hat das Lesen dieser Quelle verhindert.",
                  "Bitte die Meldung unten und das Protokoll (Log) an die Betreuer des Hubs schicken.")),
 ]
+_NOTHING_FOUND = re.compile(r"matched nothing|fanden nichts|keine Einträge auf", re.IGNORECASE)
 _FALLBACK = Explanation("Der letzte Abruf ist fehlgeschlagen.",
                         "Der Hub versucht es selbst weiter. Hält der Fehler an, die technische Meldung unten an "
                         "die Betreuer des Hubs weitergeben.")
@@ -170,7 +175,7 @@ _COMPILED = [(codes, re.compile(pattern, re.IGNORECASE) if pattern else None, e)
 
 # Warnings the connectors give (English), in German.
 _WARNINGS = [
-    (re.compile(r"matched nothing", re.I), "Die Selektoren finden auf der Seite nichts mehr."),
+    (re.compile(r"^selectors matched nothing", re.I), "Die Selektoren finden auf der Seite nichts mehr."),
     (re.compile(r"skipped an entry with neither id, link nor title", re.I),
      "Ein Eintrag ohne Kennung, Link und Titel wurde übersprungen."),
     (re.compile(r"entry id .* appears twice", re.I), "Ein Eintrag kommt doppelt vor; der erste wurde genommen."),
@@ -210,7 +215,7 @@ def state_of(status, code: str | None, token_warnings: list[str], schedule, now:
         if explanation is SELECTORS:
             return "selectors"
         return "failing"
-    if any(re.search(r"matched nothing", w, re.I) for w in status.warnings):
+    if any(_NOTHING_FOUND.search(w) for w in status.warnings):
         return "selectors"
     if token_warnings:
         return "reconnect" if any("ungültig" in w for w in token_warnings) else "token"

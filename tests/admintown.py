@@ -73,7 +73,9 @@ def password_hash(name: str) -> str:
     return _HASHES[name]
 
 
-def write_config(folder: Path, server_url: str, *, mail_port: int | None = None, store_url: str | None = None) -> Path:
+def write_config(folder: Path, server_url: str, *, mail_port: int | None = None, store_url: str | None = None,
+                 channels: str = "") -> Path:
+    """The town's config; `channels`: more channel lines (YAML list items) besides the platform."""
     users = "".join(f'    - {{name: {n}, role: {USERS[n][0]}, password_hash: "{password_hash(n)}"}}\n' for n in USERS)
     mail = (f"mail: {{host: 127.0.0.1, port: {mail_port}, security: none, "
             f"from: 'Teststadt erleben <kuemmerer@teststadt.example>', timeout: 5}}\n" if mail_port else "")
@@ -96,7 +98,7 @@ def write_config(folder: Path, server_url: str, *, mail_port: int | None = None,
         f"    sources: [{{connector: rss, url: '{server_url}/files/gaertnerei.xml'}}]\n"
         "  - id: kaputt\n    name: Kiosk Kaputt\n"
         f"    sources: [{{connector: rss, id: kaputt-feed, url: '{server_url}/status/404'}}]\n"
-        "channels:\n  - {id: platform, renderer: platform}\n", encoding="utf-8")
+        f"channels:\n  - {{id: platform, renderer: platform}}\n{channels}", encoding="utf-8")
     return path
 
 

@@ -10,6 +10,7 @@ clicks itself. The counts go to `hub.stats`, in memory; they are written in batc
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import parse_qs
 
@@ -30,6 +31,9 @@ class CountingMiddleware:
         self.merchants = frozenset(m.id for m in settings.merchants)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._flushing_at_shutdown(receive), send)
+            return
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
@@ -48,8 +52,19 @@ class CountingMiddleware:
         await self.app(scope, receive, sending)
         if status in _COUNTED and (status == 200 or what[0] in ("feed_request", "api_request")) \
                 and not _robot_or_prefetch(scope["headers"]):
-            for event, kwargs in (what, *what[2:]):
+            for event, kwargs in ((what[0], what[1]), *what[2:]):
                 self.tally.count(event, **kwargs)
+
+
+    def _flushing_at_shutdown(self, receive: Receive) -> Receive:
+        """The server shuts the app down: write what was counted (the store is still open)."""
+        async def receiving() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.tally.flush)
+            return message
+
+        return receiving
 
 
 def classify(path: str, query: bytes, merchants: frozenset[str] = frozenset()) -> tuple | None:
