@@ -244,8 +244,8 @@ def _report_table(reports: list[SourceReport]) -> Table:
     return table
 
 
-app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
 app.add_typer(admin_app, name="admin")  # issue 17: the cockpit's users (hub/cli/admin.py)
+app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
 app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
 app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase, export (hub/cli/newsletter.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
@@ -358,6 +358,7 @@ def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", po
 async def _serve(settings: Settings, store: Store, host: str, port: int, *, with_loop: bool) -> None:
     import uvicorn
 
+    from hub.web.admin.reload import on_reload, reloadable
     from hub.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -366,19 +367,11 @@ async def _serve(settings: Settings, store: Store, host: str, port: int, *, with
     if not with_loop:
         async with reloadable(app, settings.path, store, create_app):  # issue 17: SIGHUP reads the config again
             await server.serve()
-    from hub.web.admin.reload import on_reload, reloadable
         return
     async with _pipeline(settings, store) as pipeline:
         scheduler = Scheduler(settings, store, pipeline, pipeline.fetcher)
         scheduler.start()
         _absorb_stop_signals()
-        try:
-            async with reloadable(app, settings.path, store, create_app):
-                await server.serve()
-        finally:
-            await scheduler.stop()
-
-
 
         async def restart(new: Settings) -> None:  # issue 17: a new config (cockpit or SIGHUP), no restart
             nonlocal scheduler
@@ -388,6 +381,13 @@ async def _serve(settings: Settings, store: Store, host: str, port: int, *, with
             scheduler.start()
 
         on_reload(app, restart)
+        try:
+            async with reloadable(app, settings.path, store, create_app):
+                await server.serve()
+        finally:
+            await scheduler.stop()
+
+
 def _absorb_stop_signals() -> None:
     """uvicorn handles SIGTERM and SIGINT while it serves, and raises them again once it has
     stopped. These handlers take that second delivery, so the scheduler can still finish
