@@ -238,8 +238,8 @@ class _Crawl:
             return False
         delay = max(rules.delay(AGENT) or 0.0, self.spacing)
         if self.waited + delay > MAX_CRAWL_WAIT and self.asked:
-            self.warn(f"Crawl-delay von {delay:g} s: in dieser Abfrage nicht mehr Seiten; der Rest folgt "
-                      "bei der nächsten")
+            self.warn(f"Crawl-delay von {delay:g} s: mehr Seiten liest eine Abfrage nicht "
+                      f"({MAX_CRAWL_WAIT:g} s Wartezeit höchstens); weitere wurden nicht gelesen")
             return False
         started = time.monotonic()
         await robots.pace(url, delay)
@@ -293,11 +293,12 @@ class _Crawl:
 
     # --- sitemaps
 
-    async def sitemap_pages(self, start: str, origin_rules_sitemaps: list[str]) -> tuple[list[str], set[str] | None]:
-        """The pages to read from the sitemaps, newest first, and (when every sitemap file was
-        read anew) every page they list in scope, to tell which pages left them."""
+    async def sitemap_pages(self, start: str, in_robots: list[str]) -> tuple[list[str], set[str] | None]:
+        """The pages to read from the sitemaps (`start` itself, else those robots.txt names,
+        else /sitemap.xml), newest first, and, when the whole listing is known, every page
+        they list in scope, to tell which pages left them."""
         roots = [start] if looks_like_sitemap(start) else (
-            [u for u in origin_rules_sitemaps if origin_of(u) == origin_of(start)] or [urljoin(start, "/sitemap.xml")])
+            [u for u in in_robots if origin_of(u) == origin_of(start)] or [urljoin(start, "/sitemap.xml")])
         scope = _scope(start)
         queue, entries, everything, files, complete = list(dict.fromkeys(roots)), [], set(), 0, True
         while queue:
@@ -310,7 +311,8 @@ class _Crawl:
                                     cap=SITEMAP_MAX_BYTES)
             if got.status == "unchanged" and url in self.old.sitemaps:
                 saved = self.old.sitemaps[url]
-                complete = False  # only the newest entries were kept
+                everything.update(loc for loc, _ in saved["entries"])
+                complete = complete and not saved.get("cut")  # all of its pages, unless only the newest were kept
             elif got.page is not None:
                 try:
                     found, children = read_sitemap(got.page.body)
@@ -320,7 +322,9 @@ class _Crawl:
                     continue
                 in_scope = [e for e in found if _in_scope(e[0], scope)]
                 everything.update(loc for loc, _ in in_scope)
-                saved = {"entries": _newest(in_scope)[:2 * self.opts.max_pages], "children": _newest(children)}
+                newest = _newest(in_scope)
+                keep = 2 * self.opts.max_pages
+                saved = {"entries": newest[:keep], "children": _newest(children), "cut": len(newest) > keep}
             else:
                 complete = False
                 continue

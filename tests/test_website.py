@@ -324,13 +324,16 @@ def test_sitemap_pages_are_read_newest_first_within_the_budget_and_a_delisted_on
     assert any("max_pages: 6" in w for w in first.warnings)
 
 
-def test_a_page_that_leaves_the_sitemap_is_deleted():
+@pytest.mark.parametrize("through_an_index", [False, True])
+def test_a_page_that_leaves_the_sitemap_is_deleted(through_an_index):
     with SiteServer() as site:
         site.pages.update({"/a/1": _article("Eins", "2026-12-18"), "/a/2": _article("Zwei", "2026-12-19")})
-        site.pages["/sitemap.xml"] = _sitemap([(site.url("/a/1"), "2026-12-18"), (site.url("/a/2"), "2026-12-19")])
+        listing = "/sitemap-a.xml" if through_an_index else "/sitemap.xml"
+        site.pages["/sitemap.xml"] = _sitemap([(site.url(listing), "2026-12-19")], index=True)  # (unchanged)
+        site.pages[listing] = _sitemap([(site.url("/a/1"), "2026-12-18"), (site.url("/a/2"), "2026-12-19")])
         opts = options(site.url("/sitemap.xml"))
         first, got = fetch(opts)
-        site.pages["/sitemap.xml"] = _sitemap([(site.url("/a/2"), "2026-12-19")])
+        site.pages[listing] = _sitemap([(site.url("/a/2"), "2026-12-19")])
         second, _ = fetch(opts, got.state)
     assert sorted(i.external_id for i in first.items) == [site.url("/a/1"), site.url("/a/2")]
     assert second.gone == (site.url("/a/1"),)
