@@ -178,8 +178,10 @@ def test_limit_defaults_to_20_and_is_capped_at_100(town):
 
 
 def test_search_needs_words_and_takes_the_filters(town):
-    assert titles(town.get("/api/v1/search?q=winter")) == ["Winterfest der Jugend", "Winterschlussverkauf"]
-    assert titles(town.get("/api/v1/search?q=winter&category=handel")) == ["Winterschlussverkauf"]
+    assert titles(town.get("/api/v1/search?q=Sportplatz")) == ["Sommerfest am Sportplatz"]
+    assert titles(town.get("/api/v1/search?q=jugend%20winterfest")) == ["Winterfest der Jugend"]
+    assert titles(town.get("/api/v1/search?q=Winterschlussverkauf&category=handel")) == ["Winterschlussverkauf"]
+    assert titles(town.get("/api/v1/search?q=Winterschlussverkauf&category=vereine")) == []
     for empty in ("", "?q=", "?q=%20%20"):
         answer = town.get(f"/api/v1/search{empty}")
         assert answer.status_code == 400 and "q" in answer.json()["detail"]
