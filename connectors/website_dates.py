@@ -128,14 +128,9 @@ def read_end(text: str, start: When, zone: ZoneInfo, fetched: datetime) -> datet
 def exclusive_end(day_start: datetime) -> datetime:
     """The end of an all-day period whose last day starts at `day_start`: the next local
     midnight (as iCalendar's DTEND of a date is the day after the last one)."""
-    local = day_start.astimezone(day_start.tzinfo)
-    return datetime.combine(local.date() + timedelta(days=1), time(0), local.tzinfo)
+    return datetime.combine(day_start.date() + timedelta(days=1), time(0), day_start.tzinfo)
 
 
 def day_end(moment: datetime) -> datetime:
     """23:59:59 of `moment`'s local day: an offer valid "until 24 December" ends there."""
     return datetime.combine(moment.date(), time(23, 59, 59), moment.tzinfo)
-
-
-def local_day(moment: datetime, zone: ZoneInfo) -> date:
-    return moment.astimezone(zone).date()

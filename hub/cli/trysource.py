@@ -241,7 +241,7 @@ def _print_table(result: _Result) -> None:
     for warning in parsed.warnings:
         err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     if parsed.gone:
-        out.print(f"nicht mehr auf der Seite: {', '.join(parsed.gone)}")
+        out.print(f"bei der Quelle nicht mehr vorhanden (würde gelöscht): {', '.join(parsed.gone)}")
     out.print(f"{len(parsed.items)} Einträge von {result.connector}; nichts wurde gespeichert")
 
 
