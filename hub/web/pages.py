@@ -560,7 +560,7 @@ def events(site: Site, request: Request) -> Response:
     groups = agenda.days(entries, now, site.zone)
     return site.render(request, "events.html", {
         "head": head, "filters": filters, "nav": "events", "groups": groups, "total": total, "pager": paging,
-        "pictures": site.media.pictures(first_images(entries)), "von": von, "bis": bis, "today": today,
+        "pictures": site.media.pictures(first_images(entries)), "von": von, "bis": bis,
         "past_range": bis is not None and bis < today, "quick": _quick_ranges(today, filters),
         "when": lambda record, group: _when(site, record, group, now),
         "bar": filter_bar(site, "/events", filters.without("kind"), kinds=False, keep=days),
