@@ -346,6 +346,16 @@ def test_search_finds_ranks_and_marks_within_the_filters(town):
     assert "<script>alert" not in escaped and "&lt;script&gt;" in escaped
 
 
+def test_search_ranks_by_relevance_and_finds_word_forms(town):
+    town.fetch("tsv-rss",
+               item("tsv-rss", "park", "Konzert im Stadtpark", hours_ago=30),
+               item("tsv-rss", "fest", "Sommerfest am Sportplatz", hours_ago=1,
+                    html="<p>Mit Grill, Tombola und am Abend einem kleinen Konzert.</p>"))
+    html = town.get("/search?q=Konzerte").text  # a plural finds the singular (German stems)
+    found = re.findall(r'<h2><a href="/items/\d+">(.*?)</a></h2>', html)
+    assert found == ["<mark>Konzert</mark> im Stadtpark", "Sommerfest am Sportplatz"]  # the title counts most
+
+
 def test_every_page_has_the_search_box_in_its_header(town):
     for path in ("/", "/events", "/offers", "/search?q=brot", "/m/tsv", "/gibt-es-nicht"):
         html = town.get(path).text

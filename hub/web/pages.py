@@ -492,10 +492,9 @@ def search(site: Site, request: Request) -> Response:
     if not q:
         return site.render(request, "search.html", {**context, "entries": [], "total": 0, "pager": None,
                                                     "pictures": {}})
-    # order="newest" until hub.search adds order="relevance" (ranked full-text search)
     return listing(site, request, path="/search", template="search.html", scope=_scope(site, filters, q=q),
                    pairs=pairs, context={**context, "mark": lambda text, limit=None: marked(text or "", q, limit)},
-                   labels=(N_("Vorherige"), N_("Nächste")))
+                   order="relevance", labels=(N_("Vorherige"), N_("Nächste")))
 
 
 def merchant(site: Site, request: Request, merchant_id: str) -> Response:
