@@ -35,6 +35,7 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
     def stats_page(request: Request, monat: str = ""):
         user = cockpit.page_user(request)
         month = month_param(monat, cockpit)
+        stats.flush(cockpit.store)  # this process's counts so far, too
         rows = stats.month_rows(cockpit.store, month, cockpit.settings.platform.timezone)
         days = _days(month)
         totals = Counter()
@@ -66,6 +67,7 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
     def stats_csv(request: Request, monat: str = ""):
         user = cockpit.page_user(request)
         month = month_param(monat, cockpit)
+        stats.flush(cockpit.store)
         rows = stats.month_rows(cockpit.store, month, cockpit.settings.platform.timezone)
         names = {m.id: m.name for m in cockpit.settings.merchants}
         out = io.StringIO()
