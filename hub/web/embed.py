@@ -88,10 +88,9 @@ def embed_router(settings: Settings, store: Store) -> APIRouter:
         if not_modified(request, etag):
             return Response(status_code=304, headers={**headers, "Content-Security-Policy": CSP})
         records = store.records.list(limit=limit, order=order, **scope)
-        context = {"entries": [_entry(r, base) for r in records], "heading": heading,
-                   "colours": f"/embed.css?{urlencode(colours)}" if colours else None,
-                   "more": base + i18n.url("/events" if agenda else "/", filters.without("kind").pairs()
-                                           if agenda else filters.pairs())}
+        more = i18n.url("/events", filters.without("kind").pairs()) if agenda else i18n.url("/", filters.pairs())
+        context = {"entries": [_entry(r, base) for r in records], "heading": heading, "more": base + more,
+                   "colours": f"/embed.css?{urlencode(colours)}" if colours else None}
         return _page(templates, request, context, headers=headers)
 
     @router.get("/embed.css")
