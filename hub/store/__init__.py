@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
+from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from hub.errors import HOLDING, StoreError
@@ -249,7 +249,7 @@ class Store:
         this one's Python; an ingest worker does it before its turn to write (hub.ingest)."""
         parsed = [o for o in outcomes if o.status == "ok" and o.parsed is not None]
         with self.engine.connect() as conn:
-            before = _known_items(conn, [o.source_id for o in parsed])
+            before = _known_items(conn, parsed)
             fresh = {o.source_id: [i for i in o.parsed.items if _differs(before[o.source_id].get(i.external_id), i)]
                      for o in parsed}
             prepared = self.records.prepare(conn, [(i, o.at) for o in parsed for i in fresh[o.source_id]])
@@ -261,7 +261,7 @@ class Store:
         """Write what `plan` prepared, in one transaction that holds the write lock."""
         results = []
         with self._ingest_transaction() as conn:
-            known = _known_items(conn, [o.source_id for o in plan.parsed])
+            known = _known_items(conn, plan.parsed)
             for outcome in plan.parsed:
                 results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), plan.rows[outcome.source_id]))
             self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
@@ -394,14 +394,29 @@ class Store:
 
 # --- helpers -------------------------------------------------------------------------------
 
-def _known_items(conn: Connection, source_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """What the store already has of these sources, by source and external id."""
-    known: dict[str, dict[str, Any]] = {sid: {} for sid in source_ids}
-    if source_ids:
-        query = (select(ITEMS.c.id, ITEMS.c.source_id, ITEMS.c.external_id, ITEMS.c.content_hash,
-                        ITEMS.c.deleted_at, ITEMS.c.published).where(ITEMS.c.source_id.in_(source_ids)))
+_KNOWN = (ITEMS.c.id, ITEMS.c.source_id, ITEMS.c.external_id, ITEMS.c.content_hash, ITEMS.c.deleted_at,
+          ITEMS.c.published)
+
+
+def _known_items(conn: Connection, outcomes: Sequence[FetchOutcome]) -> dict[str, dict[str, Any]]:
+    """What the store already has of these payloads, by source and external id: every entry
+    a payload names (new, changed or gone), and for a complete payload (a feed's whole
+    window) the entries dated inside its window, which `_tombstone_missing` judges. Never a
+    source's whole history: a source that has posted for years costs what its payload does."""
+    known: dict[str, dict[str, Any]] = {o.source_id: {} for o in outcomes}
+    named = sorted({(o.source_id, ext) for o in outcomes for ext in
+                    (*(i.external_id for i in o.parsed.items), *o.parsed.gone)})
+    for start in range(0, len(named), 500):
+        query = select(*_KNOWN).where(tuple_(ITEMS.c.source_id, ITEMS.c.external_id).in_(named[start:start + 500]))
         for row in conn.execute(query):
             known[row.source_id][row.external_id] = row
+    for o in outcomes:
+        dates = [i.published for i in o.parsed.items if i.published]
+        if o.parsed.complete and dates:
+            query = select(*_KNOWN).where(ITEMS.c.source_id == o.source_id, ITEMS.c.published >= min(dates),
+                                          ITEMS.c.deleted_at.is_(None))
+            for row in conn.execute(query):
+                known[o.source_id].setdefault(row.external_id, row)
     return known
 
 
