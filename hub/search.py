@@ -39,7 +39,10 @@ ELLIPSIS = "…"
 # A word: letters and digits; a compound: words joined by hyphens ("Sommer-Fest", "E-Bike").
 _WORD = re.compile(r"[^\W_]+")
 _COMPOUND = re.compile(r"[^\W_]+(?:[-‐‑][^\W_]+)*")
-_HYPHENS = re.compile(r"[-‐‑]")
+# Marks that never belong to a word or compound, taken off a text's words (`stem_text`).
+_EDGES = '!"#$%&\'()*+,./:;<=>?@[\\]^_`{|}~«»„“”‚‘’–—…·•'  # noqa: RUF001 - German quotes and dashes
+_STEMS: dict[str, str] = {}  # word as written -> its stem, "" for a stop word (`_stems_of`)
+MAX_STEMS = 100_000  # words remembered (a few MB)
 # The query's marks: a phrase in quotes (the closing quote may be missing), a compound,
 # a "-" that excludes (at the start of a word, after a space), an OR between terms.
 _QUERY = re.compile(r'(?P<neg>(?:(?<=\s)|^)-)?(?:"(?P<phrase>[^"]*)"?|(?P<word>[^\W_]+(?:[-‐‑][^\W_]+)*))')
@@ -96,14 +99,40 @@ def stem_text(text: str | None) -> str:
     """What goes into the SQLite index for a text: its stems in order, separated by
     spaces, stop words left out; each hyphenated compound's parts in its place and the
     whole word at the end (FTS5 has no two words at one position: inline, the whole word
-    would stand between a phrase's words)."""
-    stems, wholes = [], []
-    for compound in _COMPOUND.findall(text or ""):
-        parts = _WORD.findall(compound)
-        stems += [s for s in map(_kept, parts) if s]
-        if len(parts) > 1:
-            wholes.append(stem("".join(parts)))
-    return " ".join(stems + wholes)
+    would stand between a phrase's words).
+
+    Every stored item's text passes here at ingest (before the write lock), so it is made
+    cheap: words are split at spaces and their marks stripped (a regular expression only
+    for the rare word that needs one), and each distinct word is folded and stemmed once
+    per process (`_STEMS`)."""
+    words, wholes = [], []
+    for token in (text or "").split():
+        word = token.strip(_EDGES)
+        if word.isalnum():  # exactly what [^\W_]+ matches: most words, once a comma is off
+            words.append(word)
+        elif word:  # marks inside, a hyphen, signs of other scripts
+            for compound in _COMPOUND.findall(word):
+                parts = _WORD.findall(compound)
+                words += parts
+                if len(parts) > 1:
+                    wholes.append("".join(parts))
+    stems = _stems_of(words)
+    if wholes:
+        stems += [stem(w) for w in wholes]
+    return " ".join(stems)
+
+
+def _stems_of(words: list[str]) -> list[str]:
+    """The stems of these words, in order, stop words left out."""
+    known = _STEMS
+    new = [w for w in dict.fromkeys(words) if w not in known]
+    if new:
+        if len(known) > MAX_STEMS:
+            known.clear()  # a long-running process meets ever new words: start over
+        folded = [fold(w) for w in new]
+        stems = _stemmer().stemWords(folded)
+        known.update((w, "" if f in STOP_WORDS else s) for w, f, s in zip(new, folded, stems))
+    return [s for w in words if (s := known[w])]
 
 
 def merchant_token(merchant_id: str) -> str:

@@ -62,7 +62,10 @@ def texts(origins: Iterable[Parts]) -> tuple[str, str, str]:
     titles = dict.fromkeys(o.title for o in origins if o.title)
     body: dict[str, None] = {}
     for o in origins:
-        body.update(dict.fromkeys(t for t in (o.summary, o.text) if t))
+        if o.text:
+            body[o.text] = None
+        if o.summary and o.summary.rstrip("… ") not in o.text:  # not a teaser cut from the text
+            body[o.summary] = None
         if o.tags:
             body[" ".join(o.tags)] = None
         if o.location:
