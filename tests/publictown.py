@@ -114,14 +114,16 @@ def filled(town: Town) -> Town:
     town.fetch("tsv",
                item("tsv", "winterfest", "Winterfest der Jugend", hours_ago=2, tags=("Advent", "Jugend"),
                     event=evening(today + timedelta(days=3))),
-               item("tsv", "sommerfest", "Sommerfest am Sportplatz", hours_ago=3, event=evening(today + timedelta(days=9)),
-                    image=True),
-               item("tsv", "abgesagt", "Hallenturnier", hours_ago=4, event=evening(today + timedelta(days=5), cancelled=True)),
+               item("tsv", "sommerfest", "Sommerfest am Sportplatz", hours_ago=3,
+                    event=evening(today + timedelta(days=9)), image=True),
+               item("tsv", "abgesagt", "Hallenturnier", hours_ago=4,
+                    event=evening(today + timedelta(days=5), cancelled=True)),
                item("tsv", "vorbei", "Saisonabschluss", hours_ago=24 * 20, event=evening(today - timedelta(days=10))),
                item("tsv", "bericht", "Bericht vom Heimspiel", hours_ago=6))
     town.fetch("modehaus", item("modehaus", "sale", "Winterschlussverkauf", hours_ago=7, tags=("Advent",),
                                 offer=Offer(price="19.90", currency="EUR")))
+    market_day = datetime.combine(today + timedelta(days=4), datetime.min.time(), BERLIN)
     town.fetch("rathaus", item("rathaus", "markt", "Weihnachtsmarkt", hours_ago=8, tags=("advent",),
-                               event=Event(start=datetime.combine(today + timedelta(days=4), datetime.min.time(), BERLIN),
-                                           timezone="Europe/Berlin", all_day=True, location="Marktplatz")))
+                               event=Event(start=market_day, timezone="Europe/Berlin", all_day=True,
+                                           location="Marktplatz")))
     return town

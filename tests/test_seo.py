@@ -10,7 +10,7 @@ Dates are relative to now (the suite also runs a year ahead), never to a fixed d
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
@@ -50,8 +50,8 @@ def urlset(root: ElementTree.Element, limit: int = 50_000) -> dict[str, datetime
         assert url.tag == f"{NS}url"
         children = [c.tag.removeprefix(NS) for c in url]
         assert children[0] == "loc" and set(children) <= {"loc", "lastmod", "changefreq", "priority"}
-        assert len(children) == len(set(children)) and children == sorted(children, key=["loc", "lastmod",
-                                                                                         "changefreq", "priority"].index)
+        assert len(children) == len(set(children))
+        assert children == sorted(children, key=["loc", "lastmod", "changefreq", "priority"].index)  # xsd:sequence
         loc = url.find(f"{NS}loc").text
         assert loc.startswith(f"{BASE}/") and len(loc) < 2048 and loc not in found
         found[loc] = _lastmod(url)
@@ -151,7 +151,8 @@ def test_records_are_read_a_batch_at_a_time(town, store):
     assert all("LIMIT" in q.upper() for q in queries)
     chunks = reader.chunks(4)
     assert sum(c.count for c in chunks) == len(all_ids)
-    assert [i for c in chunks for i, _ in reader.pages(first_id=(c.number - 1) * 4 + 1, last_id=c.number * 4)] == all_ids
+    ranges = [reader.pages(first_id=(c.number - 1) * 4 + 1, last_id=c.number * 4) for c in chunks]
+    assert [i for pages in ranges for i, _ in pages] == all_ids
 
 
 # --- robots.txt ------------------------------------------------------------------------------------

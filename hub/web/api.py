@@ -342,7 +342,8 @@ def _endpoints(settings: Settings, store: Store, media: MediaStore) -> APIRouter
 
     @router.get("/events", response_model=ItemPage, summary="Veranstaltungen nach Beginn")
     def events(request: Request, filters: FiltersDep, page: PagingDep,
-               von: Annotated[date | None, Query(description="ab diesem Tag (Standard: heute), z. B. 2026-12-24")] = None,
+               von: Annotated[date | None, Query(description="ab diesem Tag (Standard: heute), "
+                                                              "z. B. 2026-12-24")] = None,
                bis: Annotated[date | None, Query(description="bis zu diesem Tag, einschließlich")] = None) -> Response:
         """Kommende Veranstaltungen (ab heute), nach Beginn geordnet; mit `von`/`bis` ein
         Zeitraum, auch in der Vergangenheit. Abgesagte bleiben mit `cancelled: true` stehen."""
