@@ -1,5 +1,5 @@
 """Reading records for the public interfaces that walk the whole store page by page: the
-JSON API (`hub.web.api`), the widget (`hub.web.embed`) and the sitemap (`hub.web.seo`).
+JSON API (`hub.web.api`) and the sitemap (`hub.web.seo`).
 
 A walk must not skip or repeat a record when new ones arrive between two pages, and a late
 page must cost what the first one costs: so pages follow a key (keyset pagination), never
