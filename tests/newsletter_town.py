@@ -13,7 +13,10 @@ talks to it over real sockets, exactly as to the town's mail relay.
 from __future__ import annotations
 
 import email
+import secrets
 import socket
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,12 +30,15 @@ from hub import config, stats
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
 from hub.moderation import rules_from
 from hub.newsletter.store import NewsletterStore, Preferences
+from hub.newsletter.tables import SUBSCRIBERS
 from hub.pipeline import source_specs
 from hub.store import FetchOutcome, Store
 
 BASE = "https://musterstadt.example"
-MERCHANTS = [("baeckerei", "Bäckerei Schmitz", "gastronomie", None), ("modehaus", "Modehaus Becker", "einzelhandel", "Anzeige"),
-             ("musikverein", "Musikverein Harmonie", "verein", None), ("rathaus", "Stadtverwaltung", "verwaltung", None)]
+MERCHANTS = [("baeckerei", "Bäckerei Schmitz", "gastronomie", None),
+             ("modehaus", "Modehaus Becker", "einzelhandel", "Anzeige"),  # commercial: labelled as on the platform
+             ("musikverein", "Musikverein Harmonie", "verein", None),
+             ("rathaus", "Stadtverwaltung", "verwaltung", None)]
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,8 @@ class _Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         code = self.sink.reject.get(address.lower())
         if code:
-            return f"{code} {'5.1.1' if code >= 500 else '4.2.1'} <{address}>: mailbox {'unknown' if code >= 500 else 'busy'}"
+            status, why = ("5.1.1", "unknown") if code >= 500 else ("4.2.1", "busy")
+            return f"{code} {status} <{address}>: mailbox {why}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -61,16 +68,30 @@ class _Handler:
         with self.sink.lock:
             for rcpt in envelope.rcpt_tos:
                 self.sink.messages.append(Received(envelope.mail_from, rcpt, envelope.original_content))
+            self.sink.connections.add(session.peer)
+            self.sink.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
         return "250 Message accepted for delivery"
 
 
 class SmtpSink:
-    def __init__(self, reject: dict[str, int] | None = None, port: int | None = None) -> None:
+    """`tls`: "starttls" (required before MAIL) or "tls" (implicit) with `certificate`, a
+    (cert.pem, key.pem) pair (`self_signed`)."""
+
+    def __init__(self, reject: dict[str, int] | None = None, port: int | None = None, *, tls: str = "none",
+                 certificate: tuple[Path, Path] | None = None) -> None:
         self.reject = {k.lower(): v for k, v in (reject or {}).items()}
         self.messages: list[Received] = []
+        self.connections: set = set()  # the client (address, port) of every connection that sent mail
+        self.encrypted: list[bool] = []
         self.lock = threading.Lock()
         self.port = port or free_port()
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False)
+        options: dict = {}
+        if tls != "none":
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*map(str, certificate))
+            options = {"ssl_context": context} if tls == "tls" else {"tls_context": context, "require_starttls": True}
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, decode_data=False,
+                                      **options)
 
     def __enter__(self) -> SmtpSink:
         self._controller.start()
@@ -88,6 +109,15 @@ class SmtpSink:
             return [m.recipient for m in self.messages]
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (openssl), for the TLS tests: (cert.pem, key.pem)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,7 +126,8 @@ def free_port() -> int:
 
 def write_config(folder: Path, smtp_port: int, *, schedule: str | None = None, rate: float = 1000,
                  extra: str = "", db: str | None = None, include: str = "{kinds: [event, offer, post]}",
-                 sections: str = "[event, offer, post]", max_items: int = 30, lease: str = "5m") -> Path:
+                 sections: str = "[event, offer, post]", max_items: int = 30, lease: str = "5m",
+                 smtp: str = "security: none") -> Path:
     lines = ["platform: {name: Musterstadt erleben, base_url: '%s', timezone: Europe/Berlin}" % BASE,
              f"store: {{url: '{db or f'sqlite:///{folder}/hub.db'}'}}",
              f"schedule: {{lease: {lease}}}",
@@ -111,7 +142,7 @@ def write_config(folder: Path, smtp_port: int, *, schedule: str | None = None, r
               '    subject: "Die Woche in Musterstadt"',
               '    from: "Musterstadt erleben <post@musterstadt.example>"',
               "    reply_to: post@musterstadt.example",
-              f"    smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none}}",
+              f"    smtp: {{host: 127.0.0.1, port: {smtp_port}, {smtp}}}",
               f"    rate: {rate:g}", f"    include: {include}", f"    sections: {sections}",
               f"    max_items: {max_items}"]
     if schedule:
@@ -160,3 +191,15 @@ class Town:
         if confirmed:
             self.letters.confirm(signed.subscriber.id, signed.subscriber.nonce, at)
         return signed.subscriber.id
+
+    def subscribe_many(self, addresses: list[str], prefs: list[Preferences] | None = None) -> None:
+        """Confirmed subscribers in one transaction (thousands, for the crash test and the
+        benchmark), as the form and the confirmation link would leave them."""
+        now = datetime.now(timezone.utc)
+        rows = [{**(prefs[i] if prefs else Preferences()).to_row(), "channel_id": "wochenpost", "email": address,
+                 "email_key": address.casefold(), "status": "confirmed", "nonce": secrets.token_urlsafe(6),
+                 "form_version": "2026-1", "created_at": now, "confirmed_at": now, "bounces": 0, "updated_at": now}
+                for i, address in enumerate(addresses)]
+        with self.store.engine.begin() as conn:
+            conn.execute(SUBSCRIBERS.insert(), rows)
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from hub.models import Kind
 from hub.newsletter.job import NewsletterJob
 from hub.newsletter.store import Preferences
 from hub.web.app import create_app
-from tests.newsletter_town import BASE, SmtpSink, Town, free_port
+from tests.newsletter_town import BASE, SmtpSink, Town, free_port, self_signed
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -381,6 +382,47 @@ def test_a_cron_slot_makes_one_edition_whoever_ticks(tmp_path, sink):
         assert len(sink.messages) == 1 and t.letters.last_edition("wochenpost").id == edition.id
     finally:
         t.close()
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_sending_over_starttls_and_implicit_tls(tmp_path, security):
+    certificate = self_signed(tmp_path)
+    with SmtpSink(tls=security, certificate=certificate) as sink:
+        t = Town(tmp_path, sink.port, smtp=f"security: {security}, ca_bundle: {certificate[0]}")
+        try:
+            fill(t, NOW)
+            t.subscribe("anna@example.org")
+            [report] = send(t, Clock(NOW))
+        finally:
+            t.close()
+    assert report.status == "sent" and sink.recipients() == ["anna@example.org"] and sink.encrypted == [True]
+
+
+def test_an_untrusted_certificate_is_refused(tmp_path):
+    with SmtpSink(tls="starttls", certificate=self_signed(tmp_path)) as sink:
+        t = Town(tmp_path, sink.port, smtp="security: starttls")  # the system's CAs do not know it
+        try:
+            fill(t, NOW)
+            t.subscribe("anna@example.org")
+            [report] = send(t, Clock(NOW))
+        finally:
+            t.close()
+    assert report.status == "failed" and "starttls" in report.error and sink.messages == []
+
+
+def test_one_connection_at_a_steady_pace(tmp_path, sink):
+    t = Town(tmp_path, sink.port, rate=20)
+    try:
+        fill(t, NOW)
+        for n in range(11):
+            t.subscribe(f"leser{n}@example.org")
+        started = time.monotonic()
+        [report] = send(t, Clock(NOW))
+        took = time.monotonic() - started
+    finally:
+        t.close()
+    assert report.counts["sent"] == 11 and len(sink.connections) == 1
+    assert took >= 0.5 - 0.05  # ten gaps of 1/20 s: never faster than the rate
 
 
 # --- erasure ----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from hub.config import Settings
 from hub.newsletter.job import NewsletterJob
 from hub.newsletter.options import newsletter_channel, newsletter_channels
 from hub.newsletter.store import NewsletterStore
+from hub.newsletter.render import category_title
 from hub.newsletter.subscribe import CONSENT, describe
-from hub.newsletter.sender import category_title
 from hub.store import Store
 from schedules.publishing import PublishReport
 from schedules.scheduler import process_owner

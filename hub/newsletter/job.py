@@ -24,8 +24,8 @@ from hub.cron import next_run
 from hub.media import MediaStore
 from hub.newsletter import digest, mime
 from hub.newsletter.options import newsletter_channel, newsletter_channels
-from hub.newsletter.render import EditionRenderer, Mail, image_urls
-from hub.newsletter.sender import EditionSender, SendReport, category_title
+from hub.newsletter.render import EditionRenderer, Mail, category_title, image_urls
+from hub.newsletter.sender import EditionSender, SendReport
 from hub.newsletter.store import Edition, NewsletterStore, Preferences
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore
@@ -123,7 +123,8 @@ class NewsletterJob:
         if not new:
             log.info("newsletter %s: nothing new since %s, no edition", channel.id, since.isoformat(timespec="minutes"))
             return None
-        edition, made = self.letters.create_edition(channel.id, slot, now, since, channel.options.subject, new, upcoming)
+        edition, made = self.letters.create_edition(channel.id, slot, now, since, channel.options.subject, new,
+                                                    upcoming)
         if made:
             log.info("newsletter %s: edition %d of %s with %d new records and %d upcoming events for %d subscribers",
                      channel.id, edition.id, slot.isoformat(timespec="minutes"), len(new), len(upcoming),
@@ -166,8 +167,8 @@ class NewsletterJob:
         new, upcoming = digest.gather(self.store, self.settings, channel, since, now)
         entries = digest.entries(self.store, new, upcoming, now)
         opts = channel.options
-        chooser = digest.Chooser(self.settings.merchants, opts.sections, opts.max_items, category_title)
-        chosen = chooser.digest(entries, preferences or Preferences())
+        chooser = digest.Chooser(entries, self.settings.merchants, opts.sections, opts.max_items, category_title)
+        chosen = chooser.digest(preferences or Preferences())
         mail = None
         if chosen is not None:
             images = image_urls(entries, self.pictures, self.settings.platform.base_url)

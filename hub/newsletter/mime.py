@@ -18,16 +18,12 @@ encoded once per edition (`Envelope`). Tests parse the result with the `email` p
 from __future__ import annotations
 
 import binascii
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-
-_CRLF = re.compile(r"\r?\n")
-
 
 @dataclass(frozen=True)
 class Envelope:
@@ -72,7 +68,10 @@ def message_id(env: Envelope, subscriber_id: int) -> str:
 
 
 def _part(boundary: str, subtype: str, body: str) -> bytes:
-    encoded = binascii.b2a_qp(_CRLF.sub("\r\n", body).encode("utf-8"), istext=True)
+    # Line ends as LF for the encoder, CRLF on the wire (str/bytes replace: a regex over
+    # every mail's 50 KB costs more than the encoding).
+    plain = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    encoded = binascii.b2a_qp(plain, istext=True).replace(b"\n", b"\r\n")
     return (f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + encoded + b"\r\n"
 

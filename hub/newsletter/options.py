@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -64,6 +65,9 @@ class SmtpOptions(_Strict):
     username: str | None = None
     password: SecretStr | None = None
     timeout: Annotated[float, Field(gt=0)] = 20.0  # seconds for connecting and for each answer
+    # PEM certificates to check the server's with, for a relay with a certificate of its own
+    # CA (relative to the config file); default: the system's trusted CAs.
+    ca_bundle: Path | None = None
 
 
 class NewsletterOptions(_Strict):
@@ -104,6 +108,7 @@ class Smtp:
     password: str | None
     timeout: float
     sender: str  # the From header: "Name <address>"
+    ca_bundle: Path | None = None
 
     @property
     def where(self) -> str:
@@ -131,5 +136,6 @@ def smtp_of(settings: Settings, channel: ChannelConfig) -> Smtp:
                            "`smtp: {host: ..., port: 587, security: starttls}` and `from: \"Name <address>\"`, "
                            "or add a top-level `mail:` block it can use)"])
     password = server.password.get_secret_value() if server.password else None
+    ca_bundle = getattr(server, "ca_bundle", None)
     return Smtp(server.host, server.port or DEFAULT_PORTS[server.security], server.security, server.username,
-                password, server.timeout, sender)
+                password, server.timeout, sender, settings.base_dir / ca_bundle if ca_bundle else None)

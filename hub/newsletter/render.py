@@ -44,8 +44,9 @@ class Mail:
 
     def personal(self, manage_url: str, unsubscribe_url: str) -> tuple[str, str]:
         """(html, text) with the subscriber's own links."""
-        return tuple(part.replace(MANAGE, manage_url).replace(UNSUBSCRIBE, unsubscribe_url)  # type: ignore[return-value]
-                     for part in (self.html, self.text))
+        html, text = (part.replace(MANAGE, manage_url).replace(UNSUBSCRIBE, unsubscribe_url)
+                      for part in (self.html, self.text))
+        return html, text
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class EditionRenderer:
         env = env or mail_environment()
         self._html = env.get_template("mail.html").module
         self._text = env.get_template("mail.txt").module
-        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False, minify_css=True)
         self._css = (TEMPLATES / "mail.css").read_text(encoding="utf-8")
         frame = {"town": settings.platform.name, "title": opts.name, "subject": opts.subject,
                  "date": formatting.day_heading(edition_date, zone=self.zone, locale=LOCALE,
@@ -141,6 +142,15 @@ class EditionRenderer:
             valid = f"gültig bis {formatting.short_date(until, zone=self.zone, locale=LOCALE)}" if until else ""
             return " · ".join(p for p in (price, valid) if p)
         return ""
+
+
+def category_title(category: str) -> str:
+    """A category as residents read it (the pages' names when they are there)."""
+    try:
+        from hub.web.pages import category_name
+    except ImportError:
+        return category.replace("-", " ").replace("_", " ").capitalize()
+    return category_name(category)
 
 
 def event_when(event, zone: str) -> str:

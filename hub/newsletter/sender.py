@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from hub.config import Settings
 from hub.errors import ConfigError
 from hub.newsletter import digest, mime
 from hub.newsletter.options import newsletter_channel, smtp_of
-from hub.newsletter.render import EditionRenderer, Mail, image_urls
+from hub.newsletter.render import EditionRenderer, Mail, category_title, image_urls
 from hub.newsletter.smtp import MailServer, Outcome, Pace, Unreachable
 from hub.newsletter.store import MAX_ATTEMPTS, Edition, Mark, NewsletterStore, Recipient
 from hub.newsletter.tokens import MANAGE, UNSUBSCRIBE
@@ -117,33 +118,34 @@ class EditionSender:
         images = image_urls(entries, self.pictures, self.settings.platform.base_url) if self.pictures else {}
         renderer = EditionRenderer(self.settings, channel, edition.slot, images)
         opts = channel.options
-        chooser = digest.Chooser(self.settings.merchants, opts.sections, opts.max_items, category_title)
+        chooser = digest.Chooser(entries, self.settings.merchants, opts.sections, opts.max_items, category_title)
         envelope = mime.envelope(smtp_of(self.settings, channel).sender, edition.subject, opts.reply_to, opts.name,
                                  channel.id, edition.slot)
-        return _Run(entries, renderer, chooser, envelope, self.letters.signer(),
-                    self.settings.platform.base_url.rstrip("/"), Pace(opts.rate), max(1, min(MAX_BATCH, int(opts.rate))))
+        batch = max(1, min(MAX_BATCH, int(opts.rate)))  # about a second's worth
+        return _Run(renderer, chooser, envelope, self.letters.signer(), self.settings.platform.base_url.rstrip("/"),
+                    Pace(opts.rate), batch)
 
     async def _batches(self, edition: Edition, channel, smtp, run: _Run, server: MailServer, writer: MarkWriter,
                        report: SendReport) -> None:
+        lease = _Lease(self.letters, edition.id, self.owner, self.now, self.lease)
         while not self.stop.is_set():
-            now = self.now()
-            if not await asyncio.to_thread(self.letters.renew, edition.id, self.owner, now + self.lease):
-                log.warning("newsletter %s, edition %d: another process took over; stopping", channel.id, edition.id)
-                report.status = "busy"
-                return
-            batch = await asyncio.to_thread(self.letters.next_batch, edition.id, now, run.batch)
+            if not await lease.keep(now=True):
+                return _lost(edition, report)
+            batch = await asyncio.to_thread(self.letters.next_batch, edition.id, self.now(), run.batch)
             if not batch:
                 return
             for recipient in batch:
                 if self.stop.is_set():
                     return  # the rest of the batch goes back to pending when the lease is given back
+                if not await lease.keep():
+                    return _lost(edition, report)
                 writer.add(await self._one(recipient, run, server))
 
     async def _one(self, recipient: Recipient, run: _Run, server: MailServer) -> Mark:
         sub = recipient.subscriber
         if sub is None or sub.status != "confirmed":
             return Mark(recipient.delivery_id, recipient.subscriber_id, "skipped", "no longer subscribed")
-        chosen = run.chooser.digest(run.entries, sub.preferences)
+        chosen = run.chooser.digest(sub.preferences)
         if chosen is None:
             return Mark(recipient.delivery_id, sub.id, "skipped", "nothing matched the subscriber's topics")
         manage = f"{run.base}/newsletter/preferences/{run.signer.make(MANAGE, sub.id, sub.nonce)}"
@@ -177,7 +179,6 @@ class EditionSender:
 class _Run:
     """What sending one edition needs, made once per run."""
 
-    entries: list
     renderer: EditionRenderer
     chooser: digest.Chooser
     envelope: mime.Envelope
@@ -194,6 +195,23 @@ class _Run:
             if len(self.rendered) > RENDERED_KEEP:
                 self.rendered.popitem(last=False)
         return mail
+
+
+class _Lease:
+    """The edition's lease, renewed whenever a third of it has passed: however slow the
+    server, nobody takes the edition over while this process still sends."""
+
+    def __init__(self, letters: NewsletterStore, edition_id: int, owner: str, now: Callable[[], datetime],
+                 length: timedelta) -> None:
+        self.letters, self.edition_id, self.owner, self.now, self.length = letters, edition_id, owner, now, length
+        self._renewed = -float("inf")
+
+    async def keep(self, *, now: bool = False) -> bool:
+        """Whether the lease is still ours (renewing it when due, or `now`)."""
+        if not now and time.monotonic() - self._renewed < self.length.total_seconds() / 3:
+            return True
+        self._renewed = time.monotonic()
+        return await asyncio.to_thread(self.letters.renew, self.edition_id, self.owner, self.now() + self.length)
 
 
 class MarkWriter:
@@ -228,6 +246,12 @@ class MarkWriter:
             await asyncio.to_thread(self.letters.record, marks, self.now())
 
 
+def _lost(edition: Edition, report: SendReport) -> None:
+    """Another process took the edition over (it thought this one dead): stop at once."""
+    log.warning("newsletter %s, edition %d: another process took over; stopping", edition.channel_id, edition.id)
+    report.status = "busy"
+
+
 def _mark(recipient: Recipient, outcome: Outcome, now: datetime) -> Mark:
     if outcome.status == "sent":
         return Mark(recipient.delivery_id, recipient.subscriber_id, "sent")
@@ -238,12 +262,3 @@ def _mark(recipient: Recipient, outcome: Outcome, now: datetime) -> Mark:
                     f"given up after {recipient.attempts} temporary rejections: {outcome.detail}")
     wait = RETRY_AFTER[min(recipient.attempts - 1, len(RETRY_AFTER) - 1)]
     return Mark(recipient.delivery_id, recipient.subscriber_id, "deferred", outcome.detail, next_try_at=now + wait)
-
-
-def category_title(category: str) -> str:
-    """A category as residents read it (the pages' names when they are there)."""
-    try:
-        from hub.web.pages import category_name
-    except ImportError:
-        return category.replace("-", " ").replace("_", " ").capitalize()
-    return category_name(category)

@@ -97,7 +97,8 @@ class MailServer:
     async def _connect(self) -> None:
         s = self.smtp
         client = aiosmtplib.SMTP(hostname=s.host, port=s.port, timeout=s.timeout, use_tls=s.security == "tls",
-                                 start_tls=s.security == "starttls")
+                                 start_tls=s.security == "starttls",
+                                 cert_bundle=str(s.ca_bundle) if s.ca_bundle else None)
         try:
             await client.connect()
             if s.username:

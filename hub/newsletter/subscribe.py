@@ -35,8 +35,7 @@ from hub.errors import ConfigError
 from hub.newsletter import mime
 from hub.newsletter.digest import SECTION_TITLES, channel_filters
 from hub.newsletter.options import newsletter_channel, smtp_of
-from hub.newsletter.render import mail_environment
-from hub.newsletter.sender import category_title
+from hub.newsletter.render import category_title, mail_environment
 from hub.newsletter.smtp import MailServer, Unreachable
 from hub.newsletter.store import NewsletterStore, Preferences, Subscriber
 from hub.newsletter.tokens import CONFIRM, MANAGE, UNSUBSCRIBE, Purpose
@@ -155,17 +154,19 @@ class Throttle:
         if not sent:
             return True
         _trim(sent, now - 86400)
-        return len(sent) < self.limits.per_address and (not sent or now - sent[-1] >= self.limits.address_gap.total_seconds())
+        return len(sent) < self.limits.per_address and (
+            not sent or now - sent[-1] >= self.limits.address_gap.total_seconds())
 
     def sent(self, email: str) -> None:
+        """A confirmation mail went to `email`."""
         now = self.clock()
-        self._all.append(now)
         self._by_address[self._key(email)].append(now)
         if len(self._by_address) > 10_000:  # forget addresses whose day is over
             for key in [k for k, v in self._by_address.items() if not v or v[-1] < now - 86400]:
                 del self._by_address[key]
 
     def tried(self) -> None:
+        """A valid sign-up came in (it counts towards the form's limit, mail or not)."""
         self._all.append(self.clock())
 
     def _key(self, email: str) -> bytes:
@@ -279,8 +280,9 @@ class Desk:
         site with `absolute` false."""
         signer = self.letters.signer()
         base = self.base if absolute else ""
-        return {"manage": f"{base}/newsletter/preferences/{signer.make(MANAGE, subscriber.id, subscriber.nonce)}",
-                "unsubscribe": f"{base}/newsletter/unsubscribe/{signer.make(UNSUBSCRIBE, subscriber.id, subscriber.nonce)}"}
+        manage, leave = (signer.make(p, subscriber.id, subscriber.nonce) for p in (MANAGE, UNSUBSCRIBE))
+        return {"manage": f"{base}/newsletter/preferences/{manage}",
+                "unsubscribe": f"{base}/newsletter/unsubscribe/{leave}"}
 
     def _follow(self, token: str, purpose: Purpose) -> Link:
         claim = self.letters.signer().read(token, purpose, self.now())

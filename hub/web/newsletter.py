@@ -30,9 +30,8 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 from hub.config import ChannelConfig, Settings
 from hub.newsletter.job import NewsletterJob
 from hub.newsletter.options import newsletter_channel, newsletter_channels
-from hub.newsletter.render import TEMPLATES
-from hub.newsletter.sender import category_title
-from hub.newsletter.store import Preferences, Subscriber
+from hub.newsletter.render import TEMPLATES, category_title
+from hub.newsletter.store import Preferences
 from hub.newsletter.subscribe import Answer, Choices, Desk, Limits, Link, choices, consent_text
 from hub.store import Store
 from hub.web import i18n
@@ -152,8 +151,8 @@ class _Pages:
             return self.form(request, channel, email=email, chosen=wanted, problem=answer.problem, status=400)
         if answer.result == "busy":
             return self.message(request, _("Gerade geht es nicht"), [_(
-                "Im Moment melden sich sehr viele Menschen an. Bitte versuchen Sie es in einigen Minuten noch einmal.")],
-                status=429, headers={"Retry-After": "600"})
+                "Im Moment melden sich sehr viele Menschen an. Bitte versuchen Sie es in einigen Minuten noch "
+                "einmal.")], status=429, headers={"Retry-After": "600"})
         if answer.result == "failed":
             return self.message(request, _("Das hat nicht geklappt"), [_(
                 "Die Bestätigungs-E-Mail konnte gerade nicht verschickt werden. Bitte versuchen Sie es in ein paar "
@@ -194,7 +193,8 @@ class _Pages:
         sub = link.subscriber
         return self._page(request, "page_unsubscribe.html", _("Newsletter abbestellen"), 200,
                           channel=self.channel(sub.channel_id), address=masked(sub.email),
-                          action=f"/newsletter/unsubscribe/{token}", manage=self.desk.links(sub, absolute=False)["manage"])
+                          action=f"/newsletter/unsubscribe/{token}",
+                          manage=self.desk.links(sub, absolute=False)["manage"])
 
     def unsubscribed(self, request: Request, link: Link) -> Response:
         if link.state != "ok":
