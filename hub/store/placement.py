@@ -48,7 +48,7 @@ from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, eve
                           sequence, stored_keys, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
-from hub.store import searchindex
+import hub.store.searchindex as searchindex
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
                               RecordRevisionRow, RecordRow, SourceRow)

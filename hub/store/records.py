@@ -22,7 +22,7 @@ from hub.models import Item
 from hub.records import Origin, Record, Revision, canonical, tag_key
 from hub.store.admin import edits_of
 from hub.store.mediadb import MediaIndex
-from hub.store import searchindex
+import hub.store.searchindex as searchindex
 from hub.store.bulk import new_ids, placeholders
 from hub.store.counts import Counts, key_of
 from hub.store.tables import ItemTagRow, UTCDateTime
