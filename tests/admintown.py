@@ -127,8 +127,8 @@ def csrf_of(html: str) -> str:
 def login(client, name: str = "anna", password: str | None = None):
     """Log `client` (a TestClient) in through the login form; returns the last answer."""
     page = client.get("/admin/login")
-    return client.post("/admin/login", data={"csrf": csrf_of(page.text), "name": name,
-                                             "passwort": password or USERS[name][1], "weiter": "/admin"},
+    return client.post("/admin/login", data={"csrf": csrf_of(page.text), "username": name,
+                                             "password": password or USERS[name][1], "weiter": "/admin"},
                        follow_redirects=False)
 
 

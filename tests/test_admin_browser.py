@@ -122,7 +122,7 @@ def test_a_project_managers_session(site, browser):
     assert page.url == base + "/admin"
 
     # the broken source first, in plain German, with what to do
-    first = page.locator("ol.sources > li").first
+    first = page.locator("table.sources tbody tr").first
     assert "Kiosk Kaputt" in first.inner_text() and "Gestört" in first.inner_text()
     assert "Unter dieser Adresse gibt es nichts (mehr)" in first.inner_text()
     assert "Was tun?" in first.inner_text()

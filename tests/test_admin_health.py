@@ -70,7 +70,7 @@ async def test_the_broken_source_comes_first_explained(town):
     with TestClient(create_app(*town), base_url="http://127.0.0.1", follow_redirects=False) as client:
         login(client, "ben")
         page = client.get("/admin").text
-        first = page.split('<li class="source')[1]
+        first = page.split('<tr class="source')[1]
         assert 'id="quelle-kaputt-feed"' in first and "Kiosk Kaputt" in first and "Gestört" in first
         assert "Unter dieser Adresse gibt es nichts (mehr)" in first and "Was tun?" in first
         assert "HTTP 404" in first  # the hub's own words, for those who run it
@@ -120,8 +120,8 @@ async def test_the_demo_town_with_one_broken_source(tmp_path):
     assert all(h.state == "ok" for h in found[1:])
     with TestClient(create_app(settings, store), base_url="http://127.0.0.1", follow_redirects=False) as client:
         answer = client.get("/admin/login")
-        client.post("/admin/login", data={"csrf": csrf_of(answer.text), "name": "anna", "passwort": "musterstadt-demo"})
-        first = client.get("/admin").text.split('<li class="source')[1]
+        client.post("/admin/login", data={"csrf": csrf_of(answer.text), "username": "anna", "password": "musterstadt-demo"})
+        first = client.get("/admin").text.split('<tr class="source')[1]
         assert "bibliothek-alt" in first and "Stadtbibliothek Musterstadt" in first
         assert "Unter dieser Adresse gibt es nichts (mehr)" in first
     store.close()

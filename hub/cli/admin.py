@@ -31,10 +31,12 @@ def hash_password_command() -> None:
             raise typer.Exit(2)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < MIN_LENGTH:
-        err.print(f"Das Passwort ist zu kurz: mindestens {MIN_LENGTH} Zeichen, besser ein Satz aus mehreren Wörtern.",
-                  style="red")
+    if not password:
+        err.print("Kein Passwort angegeben; nichts erzeugt.", style="red")
         raise typer.Exit(2)
+    if len(password) < MIN_LENGTH:  # a warning, not a refusal: the town decides its own rules
+        err.print(f"Warnung: das Passwort ist kurz. Besser mindestens {MIN_LENGTH} Zeichen, am besten ein Satz aus "
+                  "mehreren Wörtern.", style="yellow")
     sys.stdout.write(hash_password(password) + "\n")
     if sys.stdin.isatty():
         err.print('In die Konfiguration, in Anführungszeichen:\n  admin:\n    users:\n'

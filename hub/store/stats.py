@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import BigInteger, case, delete, func, select
+from sqlalchemy import BigInteger, case, func, select
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
@@ -105,10 +105,6 @@ class StatsStore:
                 found.update(conn.execute(select(RECORDS.c.id, RECORDS.c.merchant_id)
                                           .where(RECORDS.c.id.in_(ids[start:start + 1000]))).all())
         return found
-
-    def forget_fetch_days(self, before: date) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(delete(FETCH_DAYS).where(FETCH_DAYS.c.day < before.isoformat())).rowcount
 
     # --- reading: the statistics ----------------------------------------------------------
 

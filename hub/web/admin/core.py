@@ -217,11 +217,13 @@ class Cockpit:
 
     def set_cookie(self, response: Response, request: Request, name: str, value: str,
                    max_age: int | None = None) -> None:
+        # "Strict" as RFC 6265bis writes it (Starlette takes any case and writes it as given)
         response.set_cookie(name, value, max_age=max_age, path="/admin", secure=self.secure(request),
-                            httponly=True, samesite="strict")
+                            httponly=True, samesite="Strict")  # type: ignore[arg-type]
 
     def clear_cookie(self, response: Response, request: Request, name: str) -> None:
-        response.delete_cookie(name, path="/admin", secure=self.secure(request), httponly=True, samesite="strict")
+        response.delete_cookie(name, path="/admin", secure=self.secure(request), httponly=True,
+                               samesite="Strict")  # type: ignore[arg-type]
 
 
 async def read_form(request: Request) -> dict[str, Any]:

@@ -43,8 +43,9 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
 
 def _health(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin")
-    def health_page(request: Request, zustand: str = "", teilnehmer: str = ""):
+    def health_page(request: Request, zustand: str = "", teilnehmer: str = "", state: str = "", merchant: str = ""):
         user = cockpit.page_user(request)
+        zustand, teilnehmer = zustand or state, teilnehmer or merchant  # the English names work too
         found = health.report(cockpit.settings, cockpit.store)
         shown = [h for h in found if (not zustand or h.state == zustand) and (not teilnehmer or h.merchant_id == teilnehmer)]
         return cockpit.render(request, "health.html", user, found=found, shown=shown, counts=health.counts(found),
@@ -176,10 +177,11 @@ def _message(code: str, **values: str) -> str | None:
 
 def _merchants(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin/merchants")
-    def merchants_page(request: Request, monat: str = "", meldung: str = "", wer: str = "", fehler: str = ""):
+    def merchants_page(request: Request, monat: str = "", month: str = "", meldung: str = "", wer: str = "",
+                       fehler: str = ""):
         user = cockpit.page_user(request)
         now = datetime.now(timezone.utc)
-        month = month_param(monat, cockpit)
+        month = month_param(monat or month, cockpit)
         rows = activity.month_activity(cockpit.settings, cockpit.store, month)
         scores = activity.history(cockpit.settings, cockpit.store, month, months=6)
         months = sorted({m for s in scores.values() for m in s})

@@ -27,7 +27,8 @@ FILTERS = {"/admin": ("zustand", "teilnehmer"), "/admin/review": ("suche",), "/a
 
 def add(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin/login")
-    def login_page(request: Request, weiter: str | None = None):
+    def login_page(request: Request, weiter: str | None = None, next: str | None = None):
+        weiter = weiter or next
         if cockpit.user(request) is not None:
             return RedirectResponse(safe_next(weiter), status_code=303, headers=NO_STORE)
         return _login_form(cockpit, request, weiter)
@@ -35,7 +36,9 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
     @router.post("/admin/login")
     async def login(request: Request):
         fields = await read_form(request)
-        name, password, weiter = field(fields, "name"), fields.get("passwort") or "", field(fields, "weiter")
+        name = field(fields, "username") or field(fields, "name")
+        password = fields.get("password") or fields.get("passwort") or ""
+        weiter = field(fields, "weiter") or field(fields, "next")
         if not auth.csrf_ok(request.cookies.get(LOGIN_COOKIE), field(fields, "csrf"), LOGIN_PURPOSE):
             return _login_form(cockpit, request, weiter, name=name, status=403,
                                error="Die Anmeldeseite war zu alt. Bitte noch einmal versuchen.")

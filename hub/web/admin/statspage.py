@@ -32,9 +32,9 @@ CHANNEL_NAMES = {"web": "Website", "feed": "Feeds", "api": "API"}
 
 def add(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin/stats")
-    def stats_page(request: Request, monat: str = ""):
+    def stats_page(request: Request, monat: str = "", month: str = ""):
         user = cockpit.page_user(request)
-        month = month_param(monat, cockpit)
+        month = month_param(monat or month, cockpit)  # ?monat=2026-05 (or ?month=)
         stats.flush(cockpit.store)  # this process's counts so far, too
         rows = stats.month_rows(cockpit.store, month, cockpit.settings.platform.timezone)
         days = _days(month)
@@ -64,9 +64,9 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
                               choices=month_choices(cockpit))
 
     @router.get("/admin/stats.csv")
-    def stats_csv(request: Request, monat: str = ""):
+    def stats_csv(request: Request, monat: str = "", month: str = ""):
         user = cockpit.page_user(request)
-        month = month_param(monat, cockpit)
+        month = month_param(monat or month, cockpit)
         stats.flush(cockpit.store)
         rows = stats.month_rows(cockpit.store, month, cockpit.settings.platform.timezone)
         names = {m.id: m.name for m in cockpit.settings.merchants}
