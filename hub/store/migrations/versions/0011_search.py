@@ -17,6 +17,7 @@ Revision ID: 0011
 Revises: 0010
 """
 from alembic import op
+from sqlalchemy.exc import OperationalError
 
 revision = '0011'
 down_revision = '0010'
@@ -29,7 +30,14 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     if conn.dialect.name == "sqlite":
-        op.execute("CREATE VIRTUAL TABLE record_search USING fts5(title, body, merchant)")
+        try:
+            op.execute("CREATE VIRTUAL TABLE record_search USING fts5(title, body, merchant)")
+        except OperationalError as exc:
+            if "fts5" not in str(exc):
+                raise
+            raise RuntimeError(f"this SQLite ({conn.exec_driver_sql('SELECT sqlite_version()').scalar()}) has no "
+                               "FTS5, which search needs: run the hub with a Python whose SQLite has it (Debian's "
+                               "and python.org's do), or use PostgreSQL") from exc
     else:
         op.execute("CREATE TABLE record_search (record_id BIGINT PRIMARY KEY, document tsvector NOT NULL)")
         op.execute("CREATE INDEX ix_record_search_document ON record_search USING gin (document)")
