@@ -124,11 +124,12 @@ def stem_text(text: str | None) -> str:
 
 def _stems_of(words: list[str]) -> list[str]:
     """The stems of these words, in order, stop words left out."""
+    global _STEMS
     known = _STEMS
     new = [w for w in dict.fromkeys(words) if w not in known]
     if new:
-        if len(known) > MAX_STEMS:
-            known.clear()  # a long-running process meets ever new words: start over
+        if len(known) > MAX_STEMS:  # a long-running process meets ever new words: start over
+            known = _STEMS = {}  # (a new dict: another thread may be reading the old one)
         folded = [fold(w) for w in new]
         stems = _stemmer().stemWords(folded)
         known.update((w, "" if f in STOP_WORDS else s) for w, f, s in zip(new, folded, stems))

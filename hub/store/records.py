@@ -49,6 +49,7 @@ class Records:
     def configure(self, rules: moderation.Rules) -> None:
         """Use the moderation rules of the config (`hub.moderation.rules_from`)."""
         self.rules = rules
+        self.counts = Counts()  # quotas may have changed
 
     # --- writing (inside Store.apply's transaction) -------------------------------------------
 
@@ -148,7 +149,7 @@ class Records:
         asking again costs two look-ups by key. `at_most`: count no further (a page that says
         "mehr als 1.000" reads at most that many rows, however many match)."""
         now = now or datetime.now(timezone.utc)
-        key = (id(self.rules), at_most, key_of(filters))
+        key = (at_most, key_of(filters))
         with self.engine.connect() as conn:  # one read transaction: the version is the count's
             version = conn.execute(_VERSION).one()
             found = self.counts.get(key, version, now)
