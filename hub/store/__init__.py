@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, tuple_, update
+from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub.errors import HOLDING, StoreError
@@ -404,12 +404,14 @@ def _known_items(conn: Connection, outcomes: Sequence[FetchOutcome]) -> dict[str
     window) the entries dated inside its window, which `_tombstone_missing` judges. Never a
     source's whole history: a source that has posted for years costs what its payload does."""
     known: dict[str, dict[str, Any]] = {o.source_id: {} for o in outcomes}
-    named = sorted({(o.source_id, ext) for o in outcomes for ext in
-                    (*(i.external_id for i in o.parsed.items), *o.parsed.gone)})
-    for start in range(0, len(named), 500):
-        query = select(*_KNOWN).where(tuple_(ITEMS.c.source_id, ITEMS.c.external_id).in_(named[start:start + 500]))
+    named = {o.source_id: {*(i.external_id for i in o.parsed.items), *o.parsed.gone} for o in outcomes}
+    # Sources and ids as two lists, which both databases look up in the unique index (a list
+    # of pairs is a table scan on SQLite); the few pairs that were not asked for are dropped.
+    for sources, ids in _lookups(named):
+        query = select(*_KNOWN).where(ITEMS.c.source_id.in_(sources), ITEMS.c.external_id.in_(ids))
         for row in conn.execute(query):
-            known[row.source_id][row.external_id] = row
+            if row.external_id in named[row.source_id]:
+                known[row.source_id][row.external_id] = row
     for o in outcomes:
         dates = [i.published for i in o.parsed.items if i.published]
         if o.parsed.complete and dates:
@@ -418,6 +420,23 @@ def _known_items(conn: Connection, outcomes: Sequence[FetchOutcome]) -> dict[str
             for row in conn.execute(query):
                 known[o.source_id].setdefault(row.external_id, row)
     return known
+
+
+def _lookups(named: dict[str, set[str]], most: int = 2000) -> Iterator[tuple[list[str], list[str]]]:
+    """(sources, ids) lists of at most about `most` ids each (the databases' bound-parameter
+    limits), covering every (source, id) in `named`."""
+    sources: list[str] = []
+    ids: set[str] = set()
+    for sid, wanted in named.items():
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), most):
+            sources.append(sid)
+            ids.update(ordered[start:start + most])
+            if len(ids) >= most:
+                yield sorted(set(sources)), sorted(ids)
+                sources, ids = [], set()
+    if ids:
+        yield sorted(set(sources)), sorted(ids)
 
 
 def _p(name: str, type_: Any = None):
