@@ -16,6 +16,7 @@ the editor; a masked value sent back stands for the value it had (`unmask`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import tempfile
@@ -65,7 +66,7 @@ def add(router: APIRouter, cockpit: Cockpit, factory: Callable | None) -> None:
     @router.post("/admin/config/check")
     async def check(request: Request):
         user = cockpit.page_user(request, "admin")
-        checked = _checked(cockpit, await _proposed(cockpit, request, user))
+        checked = await asyncio.to_thread(_checked, cockpit, await _proposed(cockpit, request, user))
         cockpit.admin.log(user.name, "config_check", problems=len(checked.problems))
         return _page(cockpit, request, user, text=checked.text, checked=checked)
 
@@ -73,7 +74,7 @@ def add(router: APIRouter, cockpit: Cockpit, factory: Callable | None) -> None:
     async def dry_run(request: Request):
         user = cockpit.page_user(request, "admin")
         fields = await cockpit.form(request, user)
-        checked = _checked(cockpit, _text_of(cockpit, fields))
+        checked = await asyncio.to_thread(_checked, cockpit, _text_of(cockpit, fields))
         wanted = field(fields, "quelle")
         result = None
         if checked.settings is not None:
@@ -89,7 +90,7 @@ def add(router: APIRouter, cockpit: Cockpit, factory: Callable | None) -> None:
         user = cockpit.page_user(request, "admin")
         path = cockpit.settings.path
         fields = await cockpit.form(request, user)
-        checked = _checked(cockpit, _text_of(cockpit, fields))
+        checked = await asyncio.to_thread(_checked, cockpit, _text_of(cockpit, fields))
         if checked.problems or checked.settings is None:
             cockpit.admin.log(user.name, "config_refused", problems=checked.problems[:20])
             return _page(cockpit, request, user, text=checked.text, checked=checked, status=422,
@@ -99,7 +100,7 @@ def add(router: APIRouter, cockpit: Cockpit, factory: Callable | None) -> None:
                             "nicht.", status=409)
         _write(path, checked.text)
         try:
-            settings = config_mod.load(path)  # as the file says now: the running config is the file's
+            settings = await asyncio.to_thread(config_mod.load, path)  # the running config is the file's
         except ConfigError as exc:  # changed under our feet (an environment variable, a secret file)
             _restore(path)
             checked.problems = list(exc.problems)

@@ -9,6 +9,7 @@ a revision for every change of a record, so residents' pages and feeds show it a
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 from typing import Any
@@ -100,7 +101,7 @@ def _review(router: APIRouter, cockpit: Cockpit) -> None:
         fields = await cockpit.form(request, user)
         back = field(fields, "zurueck") or "/admin/review"
         back = back if back.startswith("/admin/") and not back.startswith("//") else "/admin/review"
-        extra = _act(cockpit, user, record_id, action, fields)
+        extra = await asyncio.to_thread(_act, cockpit, user, record_id, action, fields)
         query = urlencode({"meldung": extra.pop("meldung"), "nr": record_id, **extra})
         return RedirectResponse(f"{back.split('?')[0]}?{query}", status_code=303, headers=NO_STORE)
 

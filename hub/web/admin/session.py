@@ -8,6 +8,7 @@ tried only if it is a configured user: a password typed into the name field stay
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, timezone
 from urllib.parse import urlencode
@@ -50,7 +51,9 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
                                error=f"Zu viele Fehlversuche. Bitte in {minutes} Minute{'n' if minutes > 1 else ''} "
                                      "erneut versuchen.", headers={"Retry-After": str(int(wait) + 1)})
         configured = cockpit.configured(name) if name else None
-        if not auth.verify_password(configured.password_hash if configured else None, str(password)):
+        # argon2 takes a good fraction of a second on purpose: not on the event loop
+        if not await asyncio.to_thread(auth.verify_password, configured.password_hash if configured else None,
+                                       str(password)):
             cockpit.throttle.failed(name, client)
             cockpit.admin.log(configured.name if configured else "?", "login_failed")
             return _login_form(cockpit, request, weiter, name=name, status=401,
