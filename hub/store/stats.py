@@ -7,18 +7,20 @@
 - `source_fetch_days`: fetches and failures per source and (UTC) day, counted by a trigger
   on `sources` (see migration 0013): what the reliability of a merchant's sources and
   `/metrics`' fetch counters are made of.
-- Channel deliveries are read from the delivery ledger (`deliveries`, status `sent`), the
-  record of what each channel sent: not counted twice.
+- Channel deliveries are read from the delivery ledger, the record of what each channel sent
+  (issue 16's `ledger` where the database has it, else the per-item `deliveries`): never
+  counted a second time.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import BigInteger, case, func, select
+from sqlalchemy import BigInteger, MetaData, Table, case, func, inspect, select
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
@@ -26,6 +28,8 @@ from hub.store.placement import RECORDS
 from hub.store.tables import DeliveryRow
 
 DELIVERIES = DeliveryRow.__table__
+OPEN = ("pending", "sending", "unconfirmed")  # ledger rows not sent yet (hub.store.ledger, issue 16)
+_LEDGERS: "weakref.WeakKeyDictionary[Any, Table | None]" = weakref.WeakKeyDictionary()
 CountKey = tuple[str, str, str, str, str]  # day (YYYY-MM-DD), event, merchant id, channel, subject
 
 
@@ -119,11 +123,31 @@ class StatsStore:
 
     def deliveries(self, start: datetime, end: datetime) -> list[tuple[datetime, str, str, int]]:
         """(sent at, channel, merchant, 1) of every delivery the ledger marks sent in [start, end)."""
-        query = (select(DELIVERIES.c.sent_at, DELIVERIES.c.channel_id, ITEMS.c.merchant_id)
-                 .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
-                 .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= start, DELIVERIES.c.sent_at < end))
+        ledger = self._ledger()
+        if ledger is not None:  # one row per record and version a channel sent
+            query = (select(ledger.c.sent_at, ledger.c.channel_id, RECORDS.c.merchant_id)
+                     .join(RECORDS, RECORDS.c.id == ledger.c.record_id)
+                     .where(ledger.c.status == "sent", ledger.c.sent_at >= start, ledger.c.sent_at < end))
+        else:
+            query = (select(DELIVERIES.c.sent_at, DELIVERIES.c.channel_id, ITEMS.c.merchant_id)
+                     .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
+                     .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= start, DELIVERIES.c.sent_at < end))
         with self.engine.connect() as conn:
             return [(r.sent_at, r.channel_id, r.merchant_id, 1) for r in conn.execute(query)]
+
+    def _ledger(self) -> Table | None:
+        """The delivery ledger of issue 16 (`ledger`: a row per channel, record and version),
+        if this database has it; it took over what `deliveries` says was sent (migration 0015),
+        so the two are never counted together. None: only the per-item `deliveries`."""
+        engine = self.engine
+        if engine not in _LEDGERS:
+            found = None
+            if inspect(engine).has_table("ledger"):
+                table = Table("ledger", MetaData(), autoload_with=engine)
+                if {"channel_id", "record_id", "status", "sent_at", "created_at"} <= set(table.c.keys()):
+                    found = table
+            _LEDGERS[engine] = found
+        return _LEDGERS[engine]
 
     # --- reading: sources and merchants ---------------------------------------------------
 
@@ -202,10 +226,24 @@ class StatsStore:
 
     def ledger_by_status(self) -> dict[tuple[str, str], int]:
         """(channel, status) -> rows of the delivery ledger."""
+        table = self._ledger()
+        table = DELIVERIES if table is None else table
         with self.engine.connect() as conn:
-            rows = conn.execute(select(DELIVERIES.c.channel_id, DELIVERIES.c.status, func.count())
-                                .group_by(DELIVERIES.c.channel_id, DELIVERIES.c.status)).all()
+            rows = conn.execute(select(table.c.channel_id, table.c.status, func.count())
+                                .group_by(table.c.channel_id, table.c.status)).all()
         return {(c, s): n for c, s, n in rows}
+
+    def ledger_backlog(self) -> dict[str, int] | None:
+        """channel -> rows of the ledger still to be sent (pending, sending, waiting to be
+        confirmed); None without the ledger of issue 16 (then the backlog is worked out from
+        the items, hub.metrics)."""
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ledger.c.channel_id, func.count()).where(ledger.c.status.in_(OPEN))
+                                .group_by(ledger.c.channel_id)).all()
+        return dict(rows)
 
     def ingest_delays(self, since: datetime) -> list[float]:
         """Seconds from publication to first sight, of the items first seen since `since`
@@ -219,14 +257,20 @@ class StatsStore:
                 if not _backfill(r.first_seen_at, first.get(r.source_id))]
 
     def publish_delays(self, since: datetime) -> dict[str, list[float]]:
-        """channel -> seconds from first sight of an item to its delivery, for deliveries sent since `since`."""
-        query = (select(DELIVERIES.c.channel_id, DELIVERIES.c.sent_at, ITEMS.c.first_seen_at)
-                 .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
-                 .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= since))
+        """channel -> seconds from the hub's news (an item first seen; with the ledger of issue
+        16, a record's change) to its delivery, for deliveries sent since `since`."""
+        ledger = self._ledger()
+        if ledger is not None:
+            query = (select(ledger.c.channel_id, ledger.c.sent_at, ledger.c.created_at.label("first_seen_at"))
+                     .where(ledger.c.status == "sent", ledger.c.sent_at >= since))
+        else:
+            query = (select(DELIVERIES.c.channel_id, DELIVERIES.c.sent_at, ITEMS.c.first_seen_at)
+                     .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
+                     .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= since))
         found: dict[str, list[float]] = defaultdict(list)
         with self.engine.connect() as conn:
             for r in conn.execute(query):
-                found[r.channel_id].append(max(0.0, (r.sent_at - r.first_seen_at).total_seconds()))
+                found[r.channel_id].append(max(0.0, (_utc(r.sent_at) - _utc(r.first_seen_at)).total_seconds()))
         return dict(found)
 
 
