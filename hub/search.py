@@ -12,9 +12,9 @@ hyphenated compound counts as its parts and as the whole word: "Sommer-Fest" is 
 "Sommerfest", by "Fest" and by "Sommer-Fest". Stop words ("der", "und", "am") are neither
 indexed nor searched: "Konzert am Samstag" finds a "Konzert" on "Samstag".
 
-The query language is a resident's, the one search engines taught them (as PostgreSQL's
-`websearch_to_tsquery` reads it): every word must appear; `"Tag der offenen Tür"` is a
-phrase; `Konzert OR Lesung` either; `-Kirche` excludes. Nothing a resident types is FTS
+The query language is a resident's, the one search engines taught them: every word must
+appear; `"Tag der offenen Tür"` is a phrase; `Konzert OR Lesung` either (OR joins the words
+beside it: `Kino OR Theater heute`); `-Kirche` excludes. Nothing a resident types is FTS
 syntax: quotes, `*`, `NEAR(`, `:`, `^`, parentheses are read as the words around them, so no
 query can fail or reach further than its words.
 """
@@ -47,8 +47,7 @@ MAX_STEMS = 100_000  # words remembered (a few MB)
 # a "-" that excludes (at the start of a word, after a space), an OR between terms.
 _QUERY = re.compile(r'(?P<neg>(?:(?<=\s)|^)-)?(?:"(?P<phrase>[^"]*)"?|(?P<word>[^\W_]+(?:[-‐‑][^\W_]+)*))')
 
-# Snowball's German stop words (folded like the text), less the few that name things in a
-# town ("kein" is not a place, but "Hof" and "Ende" are, and are not here).
+# Snowball's German stop words, folded like the text; less "weg" (away), which is also a path.
 STOP_WORDS = frozenset("""
 aber alle allem allen aller alles als also am an ander andere anderem anderen anderer anderes anderm andern
 anderr anders auch auf aus bei bin bis bist da damit dann das dass dasselbe dazu dein deine deinem deinen
@@ -61,7 +60,7 @@ keinem keinen keiner keines konnen konnte machen man manche manchem manchen manc
 meinem meinen meiner meines mich mir mit muss musste nach nicht nichts noch nun nur ob oder ohne sehr sein
 seine seinem seinen seiner seines selbst sich sie sind so solche solchem solchen solcher solches soll
 sollte sondern sonst uber um und uns unsere unserem unseren unser unseres unter viel vom von vor wahrend
-war waren warst was weg weil weiter welche welchem welchen welcher welches wenn werde werden wie wieder
+war waren warst was weil weiter welche welchem welchen welcher welches wenn werde werden wie wieder
 will wir wird wirst wo wollen wollte wurde wurden zu zum zur zwar zwischen
 """.split())
 
@@ -247,7 +246,7 @@ def tsquery_text(q: str | None, *, merchants: Mapping[str, str] | None = None) -
     query = parse(q)
     if not query:
         return None
-    groups = [_either([_lexemes(t) for t in group] + [f"'{merchant_token(m)}'" for m in named(group, merchants)],
+    groups = [_either([_lexemes(t) for t in group] + [f"'{merchant_token(m)}'" for m in _named(group, merchants)],
                       sep=" | ") for group in query.groups]
     expression = " & ".join(groups)
     if query.excluded:
@@ -256,7 +255,7 @@ def tsquery_text(q: str | None, *, merchants: Mapping[str, str] | None = None) -
 
 
 def _group(terms: tuple[Term, ...], merchants: Mapping[str, str] | None) -> str:
-    return _either([_phrase(t) for t in terms] + [f'merchant : "{merchant_token(m)}"' for m in named(terms, merchants)])
+    return _either([_phrase(t) for t in terms] + [f'merchant : "{merchant_token(m)}"' for m in _named(terms, merchants)])
 
 
 def _either(alternatives: list[str], *, always: bool = False, sep: str = " OR ") -> str:
@@ -271,7 +270,7 @@ def _lexemes(term: Term) -> str:
     return " <-> ".join(f"'{w}'" for w in term.words)
 
 
-def named(terms: tuple[Term, ...], merchants: Mapping[str, str] | None) -> list[str]:
+def _named(terms: tuple[Term, ...], merchants: Mapping[str, str] | None) -> list[str]:
     """The merchants (ids, sorted) whose name or id has every stem of one of `terms`."""
     if not merchants:
         return []
