@@ -227,6 +227,42 @@ class Fetcher:
         headers = {k.lower(): v for k, v in response.headers.items()}
         return Response(str(response.url), response.status_code, response.content, headers, FetchState(), None)
 
+    async def send(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                   content: bytes | None = None, json: Any = None, data: Mapping[str, Any] | None = None,
+                   files: Mapping[str, Any] | None = None, timeout: float | None = None) -> Response:
+        """One request to a channel's API (issue 16: a webhook, Mastodon, Telegram,
+        WordPress) through the same address guard. No redirect is followed (a 3xx comes back
+        as it is) and nothing is retried (the delivery ledger decides when to try again);
+        `timeout` (seconds, at most `fetcher.total_timeout`) bounds the whole request.
+        Returns the answer whatever its status, its body capped at `fetcher.max_body_bytes`.
+        Raises:
+            BlockedAddress: the URL or a resolved address is not public; nothing was sent.
+            FetchError: no answer. `maybe_sent` says whether the request may have reached the
+                server: False when it cannot have (DNS, refused, connect timeout, TLS), True
+                when it may (the connection broke off, no answer in time). Messages never hold
+                a secret URL parameter.
+        """
+        limit = min(timeout or self._config.total_timeout, self._config.total_timeout)
+        try:
+            try:
+                self._guard.check_url(url)
+                async with self._slots:
+                    async with asyncio.timeout(limit):  # after the slot: waiting for one is no part of it
+                        response = await self._client.request(method, url, headers=headers, content=content,
+                                                              json=json, data=data, files=files)
+            except TimeoutError as exc:
+                raise _unanswered(FetchError(f"no answer within {limit:g} s", transient=True), True) from exc
+            except _NETWORK_ERRORS as exc:
+                raise _unanswered(_network_error(exc, url, self._config), not _before_sending(exc)) from exc
+            except FetchError as exc:  # the guard, before or after DNS
+                raise _unanswered(exc, False)
+            if len(response.content) > self._config.max_body_bytes:
+                raise _unanswered(TooLarge(f"the answer is longer than {self._config.max_body_bytes:,} bytes"), True)
+        except FetchError as exc:
+            raise _redacted(exc)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return Response(str(response.url), response.status_code, response.content, headers, FetchState(), None)
+
     async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None,
                         raise_for_status: bool = True) -> Response:
         """The first attempt, then (for transient faults only) the retries, with backoff.
@@ -607,6 +643,20 @@ def _network_error(exc: BaseException, url: str, config: FetcherConfig) -> Fetch
             return FetchError(message, hint=hint, transient=transient)
     return FetchError(f"fetching {url} failed: {exc}", transient=True,
                       hint="if this persists, report it with the url")
+
+
+def _unanswered(exc: FetchError, maybe_sent: bool) -> FetchError:
+    exc.maybe_sent = maybe_sent  # see Fetcher.send
+    return exc
+
+
+def _before_sending(exc: BaseException) -> bool:
+    """Whether a network error happened before any byte of the request could reach the
+    server: resolving, connecting, the TLS handshake. Judged on aiohttp's and the socket's
+    own exceptions: httpx-aiohttp maps a dropped connection to httpx.ConnectTimeout."""
+    before = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError, socket.gaierror,
+              ssl.SSLError, httpx.InvalidURL, httpx.UnsupportedProtocol)
+    return any(isinstance(e, before) for e in _causes(exc))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -9,7 +9,7 @@ Metrics (all prefixed `hub_`):
     fetch_failures_total{connector}              counter   ... of them failed
     records{status}                              gauge     records not removed, by status
     ledger_rows{channel,status}                  gauge     rows of the delivery ledger
-    ledger_backlog{channel}                      gauge     items a push channel has still to send (capped)
+    ledger_backlog{channel}                      gauge     deliveries a push channel has still to make
     ingest_delay_seconds                         gauge histogram   publication -> first sight, last 7 days
     publish_delay_seconds{channel}               gauge histogram   first sight -> delivery, last 7 days
     stats_pending                                gauge     counts waiting in memory to be written
@@ -28,14 +28,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hub import health, plugins, stats
-from hub.store.scheduling import ChannelFilter, ScheduleStore
+from hub import health, stats
+from hub.store.ledger import LedgerStore
 from hub.store.stats import StatsStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOW = timedelta(days=7)
 DELAY_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
-BACKLOG_CAP = 1000  # items of a channel's backlog counted at most (the rest is "at least")
 
 
 class HubCollector(Collector):
@@ -81,26 +80,11 @@ class HubCollector(Collector):
                                  labels=["channel", "status"])
         for (channel, status), n in sorted(self.stats.ledger_by_status().items()):
             rows.add_metric([channel, status], n)
-        backlog = GaugeMetricFamily("hub_ledger_backlog", "Items a push channel has not sent yet (counted up to "
-                                    f"{BACKLOG_CAP})", labels=["channel"])
-        for channel, n in _backlogs(self.settings, self.store, now).items():
+        backlog = GaugeMetricFamily("hub_ledger_backlog", "Deliveries a push channel has still to make",
+                                    labels=["channel"])
+        for channel, n in LedgerStore(self.store).backlogs().items():  # issue 16: the delivery ledger's open rows
             backlog.add_metric([channel], n)
         return rows, backlog
-
-
-def _backlogs(settings, store, now: datetime) -> dict[str, int]:
-    """channel id -> items it would send now, as its next run would pick them."""
-    plans = ScheduleStore(store)
-    found = {}
-    pushing = [c for c in settings.channel_list() if hasattr(plugins.renderer(c.renderer), "publish")]
-    for channel in pushing:  # as schedules.publishing.push_channels: renderers that publish
-        rule = channel.include
-        merchants = None
-        if rule.merchants or rule.categories:
-            merchants = tuple(set(rule.merchants) | {m.id for m in settings.merchants if m.category in rule.categories})
-        wanted = ChannelFilter(kinds=tuple(rule.kinds), merchants=merchants, tags=tuple(rule.tags))
-        found[channel.id] = len(plans.pending_items(channel.id, wanted, now, BACKLOG_CAP))
-    return found
 
 
 def _histogram(name: str, documentation: str, values: dict[tuple, list[float]],

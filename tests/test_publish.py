@@ -98,9 +98,11 @@ async def test_a_failed_delivery_is_retried_and_a_crashed_runs_items_come_back(s
         [report] = await t.publisher.publish()
         assert (report.status, report.failed) == ("failed", 6) and "cannot append" in report.error
         blocker.unlink()
-        # A run that died after claiming two items: they wait for its lease, then come back.
-        stuck = [s.id for s in t.store.items(limit=2)]
-        t.plans.claim_deliveries("archiv", stuck, clock.now(), clock.now() + timedelta(minutes=5))
+        [report] = await t.publisher.publish()  # tried again after the backoff's first step (5 s), not sooner
+        assert report.status == "nothing new"
+        clock.advance(7)
+        # A run that died after claiming two deliveries: they wait for its lease, then come back.
+        t.publisher.ledger.claim("archiv", clock.now(), "a run that died", clock.now() + timedelta(minutes=5), 2)
         [report] = await t.publisher.publish()
         assert (report.status, report.sent) == ("published", 4)
         clock.advance(301)

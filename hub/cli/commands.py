@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hub.cli.admin import admin_app
+from hub.cli.channels import channels_app, print_previews
 from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
@@ -248,6 +249,7 @@ app.add_typer(admin_app, name="admin")  # issue 17: the cockpit's users (hub/cli
 app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/items.py)
 app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
 app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase, export (hub/cli/newsletter.py)
+app.add_typer(channels_app, name="channels")  # issue 16: push channels' state, backlog, errors (hub/cli/channels.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
 
@@ -313,6 +315,7 @@ def publish(config: ConfigOpt = Path("config.yaml"),
     if not channel or set(channel) & set(pushing):
         reports = asyncio.run(_publish(settings, store, channel and [c for c in channel if c in pushing], dry_run))
     reports += publish_newsletters(settings, store, channel, dry_run)  # issue 15: editions (hub/cli/newsletter.py)
+    print_previews(reports)  # issue 16: a dry run shows each delivery as its channel would (hub/cli/channels.py)
     out.print(_publish_table(reports))
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)

@@ -48,6 +48,7 @@ from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, eve
                           sequence, stored_keys, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
+import hub.store.ledger as ledger
 import hub.store.searchindex as searchindex
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
@@ -129,7 +130,11 @@ class Placement:
                 rev["record_id"] = rev["record_id"].id
         if self.revisions:
             self.conn.execute(REVISIONS.insert(), self.revisions)
-            self.revisions = []
+        # issue 16: the push channels' delivery ledger, in the same transaction as the change
+        ledger.announce(self.conn, self.now, {r.id for r in self.new_records} | {
+            rev["record_id"] for rev in self.revisions if rev["change"] in ledger.ANNOUNCED},
+            {rev["record_id"] for rev in self.revisions})
+        self.revisions = []
 
     def _fingerprint(self, item_id: int, item: Item, at: datetime) -> None:
         self.items[item_id] = item
