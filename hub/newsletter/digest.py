@@ -5,7 +5,8 @@ expiry apply) that match the channel's `include:` rules and its sections:
 
 - **new**: records the hub first saw since the last edition (published at most
   `LOOKBACK` before it: a merchant's old posts, read for the first time because its feed
-  was just added, are not news), newest first;
+  was just added, are not news), and records published by the project manager since (held
+  for review then), newest first;
 - **upcoming**: events not yet past, however old their record: they stay in every edition
   until they are over.
 
@@ -30,8 +31,13 @@ from hub.newsletter.options import NewsletterOptions
 from hub.newsletter.store import Preferences
 from hub.records import Record
 from hub.store import Store
+from hub.store.version import data_version
 
 LOOKBACK = timedelta(days=7)  # how old a newly seen record may be and still be news; also the first edition's reach
+# Records are stamped with the time they were fetched, which can be a little before their
+# transaction commits: the next edition looks this far behind the last one's time, leaving
+# out what that one carried, so a record committed during its making is not missed.
+OVERLAP = timedelta(hours=1)
 ONGOING = timedelta(days=31)  # how long before now an event still running may have started
 CANDIDATES = 500  # most records of one kind an edition looks at
 SECTION_TITLES = {"event": "Veranstaltungen", "offer": "Angebote", "post": "Neuigkeiten"}
@@ -97,14 +103,27 @@ def channel_filters(settings: Settings, channel: ChannelConfig) -> dict:
     return filters
 
 
-def gather(store: Store, settings: Settings, channel: ChannelConfig, since: datetime,
+@dataclass(frozen=True)
+class Since:
+    """What came before an edition: when the last one was made, the records it carried as
+    new, and the newest record revision then (records approved after it are new too)."""
+
+    at: datetime
+    carried: frozenset[int] = frozenset()
+    revision: int | None = None
+
+
+def gather(store: Store, settings: Settings, channel: ChannelConfig, since: Since,
            now: datetime) -> tuple[list[int], list[int]]:
-    """(new, upcoming) record ids for an edition made at `now` after one made at `since`."""
+    """(new, upcoming) record ids for an edition made at `now`, after `since`."""
     filters = channel_filters(settings, channel)
     records = store.records
     recent = records.list(limit=CANDIDATES, now=now, **filters)
-    new = [r.id for r in recent if r.created_at and r.created_at > since and (r.sort_at or now) > since - LOOKBACK
-           and not is_past(r, now)]
+    after = since.at - OVERLAP if since.carried else since.at
+    approved = _published_after(store, since.revision) if since.revision is not None else set()
+    new = [r.id for r in recent if r.id not in since.carried and (r.created_at and r.created_at > after
+                                                                  or r.id in approved)
+           and (r.sort_at or now) > since.at - LOOKBACK and not is_past(r, now)]
     upcoming: list[int] = []
     if "event" in filters["kinds"]:
         events = records.list(limit=CANDIDATES, now=now, order="event_start", starts_from=now - ONGOING,
@@ -112,6 +131,21 @@ def gather(store: Store, settings: Settings, channel: ChannelConfig, since: date
         fresh = set(new)
         upcoming = [r.id for r in events if r.id not in fresh and not is_past(r, now)]
     return new, upcoming
+
+
+def _published_after(store: Store, revision: int) -> set[int]:
+    """Records the project manager (or a rule) published after `revision`: held for review
+    when the last edition was made, news now."""
+    found: set[int] = set()
+    while changes := store.records.changes(after=revision, limit=1000):
+        found |= {c.record_id for c in changes if c.change == "status" and c.detail.get("status") == "published"}
+        revision = changes[-1].id
+    return found
+
+
+def revision_now(store: Store) -> int:
+    """The newest record revision: an edition notes it (`Since.revision` of the next)."""
+    return data_version(store.engine)[1]
 
 
 def entries(store: Store, new: Sequence[int], upcoming: Sequence[int], now: datetime) -> list[Entry]:

@@ -119,21 +119,26 @@ class NewsletterJob:
         if existing is not None:
             return existing
         since = self.since(channel.id, now)
+        revision = digest.revision_now(self.store)  # before gathering: a later approval counts next time
         new, upcoming = digest.gather(self.store, self.settings, channel, since, now)
         if not new:
-            log.info("newsletter %s: nothing new since %s, no edition", channel.id, since.isoformat(timespec="minutes"))
+            log.info("newsletter %s: nothing new since %s, no edition", channel.id,
+                     since.at.isoformat(timespec="minutes"))
             return None
-        edition, made = self.letters.create_edition(channel.id, slot, now, since, channel.options.subject, new,
-                                                    upcoming)
+        edition, made = self.letters.create_edition(channel.id, slot, now, since.at, channel.options.subject, new,
+                                                    upcoming, revision)
         if made:
             log.info("newsletter %s: edition %d of %s with %d new records and %d upcoming events for %d subscribers",
                      channel.id, edition.id, slot.isoformat(timespec="minutes"), len(new), len(upcoming),
                      edition.recipients)
         return edition
 
-    def since(self, channel_id: str, now: datetime) -> datetime:
+    def since(self, channel_id: str, now: datetime) -> digest.Since:
+        """What the last edition covered (for the first: `LOOKBACK`)."""
         last = self.letters.last_edition(channel_id)
-        return last.created_at if last else now - digest.LOOKBACK
+        if last is None:
+            return digest.Since(now - digest.LOOKBACK)
+        return digest.Since(last.created_at, frozenset(last.new), last.revision)
 
     async def _due_slot(self, channel: ChannelConfig) -> None:
         now = self.now()
@@ -173,7 +178,7 @@ class NewsletterJob:
         if chosen is not None:
             images = image_urls(entries, self.pictures, self.settings.platform.base_url)
             mail = EditionRenderer(self.settings, channel, now, images).mail(chosen)
-        return Draft(channel.id, since, len(new), len(upcoming), mail, sample)
+        return Draft(channel.id, since.at, len(new), len(upcoming), mail, sample)
 
     def dry_run(self, channel: ChannelConfig, folder: Path) -> tuple[Draft, list[Path]]:
         """Write the next edition for one sample subscriber (the topics of the first
@@ -192,6 +197,6 @@ class NewsletterJob:
                             channel.id, now.replace(second=0, microsecond=0))
         folder.mkdir(parents=True, exist_ok=True)
         eml, page = folder / f"{channel.id}-dry-run.eml", folder / f"{channel.id}-dry-run.html"
-        eml.write_bytes(mime.newsletter(env, SAMPLE_ADDRESS, 0, link, text, html, now))
+        eml.write_bytes(mime.newsletter(env, SAMPLE_ADDRESS, 0, link, mime.quoted(text), mime.quoted(html), now))
         page.write_text(html, encoding="utf-8")
         return draft, [eml, page]

@@ -14,7 +14,7 @@ record's page on the platform.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from hub.config import ChannelConfig, Settings
 from hub.newsletter.digest import Digest, Entry
+from hub.newsletter.mime import Fillable
 from hub.newsletter.options import NewsletterOptions
 from hub.web import formatting
 
@@ -35,12 +36,21 @@ BODY, MANAGE, UNSUBSCRIBE = "@@BODY@@", "@@MANAGE@@", "@@UNSUBSCRIBE@@"
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Mail:
-    """A subscriber's mail with their links still to fill in (`personal`)."""
+    """A subscriber's mail with their links still to fill in: `personal` for a page or a
+    file, `wire` for sending (encoded once, however many subscribers get this mail)."""
 
     html: str
     text: str
+    _wire: tuple[Fillable, Fillable] | None = field(default=None, repr=False)
+
+    def wire(self, manage_url: str, unsubscribe_url: str) -> tuple[bytes, bytes]:
+        """(text, html) in quoted-printable with the subscriber's own links."""
+        if self._wire is None:
+            self._wire = (Fillable(self.text, (MANAGE, UNSUBSCRIBE)), Fillable(self.html, (MANAGE, UNSUBSCRIBE)))
+        links = {MANAGE: manage_url, UNSUBSCRIBE: unsubscribe_url}
+        return self._wire[0].fill(links), self._wire[1].fill(links)
 
     def personal(self, manage_url: str, unsubscribe_url: str) -> tuple[str, str]:
         """(html, text) with the subscriber's own links."""

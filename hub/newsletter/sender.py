@@ -42,6 +42,8 @@ log = logging.getLogger("hub.newsletter")
 RETRY_AFTER = (timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2), timedelta(hours=6))
 UNREACHABLE_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
 MAX_BATCH = 100
+MARK_WINDOW = 0.02  # seconds of marks written in one transaction (at most 50 commits a second)
+MAX_UNMARKED = 25  # mails accepted but not yet marked, at most: the duplicates a crash can cause
 RENDERED_KEEP = 256  # distinct mails kept rendered (subscribers with the same topics share one)
 
 
@@ -101,9 +103,12 @@ class EditionSender:
         try:
             run = await asyncio.to_thread(self._prepare, edition, channel)
             async with MailServer(smtp) as server:
-                await self._batches(edition, channel, smtp, run, server, writer, report)
+                await self._batches(edition, run, server, writer, report)
         except Unreachable as exc:
             report.status, report.error = "failed", str(exc)
+        except Exception as exc:  # a bug or a broken record must not loop: the edition waits, like for a server
+            log.exception("newsletter %s, edition %d: sending failed", edition.channel_id, edition.id)
+            report.status, report.error = "failed", f"unexpected error while sending: {exc!r}"
         finally:
             await writer.flush()
             report.counts.update(writer.counts)
@@ -125,7 +130,7 @@ class EditionSender:
         return _Run(renderer, chooser, envelope, self.letters.signer(), self.settings.platform.base_url.rstrip("/"),
                     Pace(opts.rate), batch)
 
-    async def _batches(self, edition: Edition, channel, smtp, run: _Run, server: MailServer, writer: MarkWriter,
+    async def _batches(self, edition: Edition, run: _Run, server: MailServer, writer: MarkWriter,
                        report: SendReport) -> None:
         lease = _Lease(self.letters, edition.id, self.owner, self.now, self.lease)
         while not self.stop.is_set():
@@ -139,6 +144,7 @@ class EditionSender:
                     return  # the rest of the batch goes back to pending when the lease is given back
                 if not await lease.keep():
                     return _lost(edition, report)
+                await writer.room()
                 writer.add(await self._one(recipient, run, server))
 
     async def _one(self, recipient: Recipient, run: _Run, server: MailServer) -> Mark:
@@ -150,7 +156,7 @@ class EditionSender:
             return Mark(recipient.delivery_id, sub.id, "skipped", "nothing matched the subscriber's topics")
         manage = f"{run.base}/newsletter/preferences/{run.signer.make(MANAGE, sub.id, sub.nonce)}"
         unsubscribe = f"{run.base}/newsletter/unsubscribe/{run.signer.make(UNSUBSCRIBE, sub.id, sub.nonce)}"
-        html, text = run.mail(chosen).personal(manage, unsubscribe)
+        text, html = run.mail(chosen).wire(manage, unsubscribe)
         data = mime.newsletter(run.envelope, sub.email, sub.id, unsubscribe, text, html, self.now())
         await run.pace.wait()
         outcome = await server.send(run.envelope.sender, mime.smtp_address(sub.email), data)
@@ -215,14 +221,28 @@ class _Lease:
 
 
 class MarkWriter:
-    """Writes ledger marks in the background, whatever has queued up in one transaction."""
+    """Writes ledger marks in the background: what has queued up within `window` seconds,
+    in one transaction. Fewer, larger commits keep the writer thread from competing with
+    the sender for the interpreter; the price is the duplicate window at a crash, which
+    `room` keeps to `limit` mails however slow the database is."""
 
-    def __init__(self, letters: NewsletterStore, now: Callable[[], datetime]) -> None:
+    def __init__(self, letters: NewsletterStore, now: Callable[[], datetime], window: float = MARK_WINDOW,
+                 limit: int = MAX_UNMARKED) -> None:
         self.letters = letters
         self.now = now
+        self.window = window
+        self.limit = limit
         self.counts: Counter = Counter()
         self._queue: list[Mark] = []
+        self._writing = 0  # marks in the transaction under way
         self._task: asyncio.Task | None = None
+        self._flushing = False
+
+    async def room(self) -> None:
+        """Wait while `limit` marks or more are not yet written (the sender calls this
+        before handing over the next mail)."""
+        while len(self._queue) + self._writing >= self.limit and self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=self.window)
 
     def add(self, mark: Mark) -> None:
         self._queue.append(mark)
@@ -233,6 +253,8 @@ class MarkWriter:
             self._task = asyncio.create_task(self._drain())
 
     async def flush(self) -> None:
+        """Write everything queued, now."""
+        self._flushing = True
         while self._task is not None and not self._task.done() or self._queue:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._drain())
@@ -242,8 +264,14 @@ class MarkWriter:
 
     async def _drain(self) -> None:
         while self._queue:
+            if not self._flushing:
+                await asyncio.sleep(self.window)
             marks, self._queue = self._queue, []
-            await asyncio.to_thread(self.letters.record, marks, self.now())
+            self._writing = len(marks)
+            try:
+                await asyncio.to_thread(self.letters.record, marks, self.now())
+            finally:
+                self._writing = 0
 
 
 def _lost(edition: Edition, report: SendReport) -> None:

@@ -72,11 +72,8 @@ class MailServer:
             if self._client is None or not self._client.is_connected:
                 await self._connect()
             try:
-                await self._client.sendmail(sender, [recipient], message)  # type: ignore[union-attr]
+                await self._transaction(sender, recipient, message)
                 return Outcome("sent")
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = exc.recipients[0]
-                return _judged(refused.code, refused.message)
             except aiosmtplib.SMTPSenderRefused as exc:
                 raise Unreachable(f"the SMTP server {self.smtp.where} refuses the sender {sender}: "
                                   f"{exc.code} {redact(exc.message)}",
@@ -93,6 +90,24 @@ class MailServer:
                 await self.close()
                 raise Unreachable(f"the SMTP server {self.smtp.where} failed: {redact(str(exc))}") from exc
         raise AssertionError("unreachable")
+
+    async def _transaction(self, sender: str, recipient: str, message: bytes) -> None:
+        """MAIL, RCPT, DATA (RSET after a refusal). What `sendmail` does for one recipient,
+        without its second pass over the message to measure it: ours has CRLF line ends
+        already, so its length is its SIZE."""
+        client = self._client
+        assert client is not None
+        options = [f"size={len(message)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(sender, options=options)
+            await client.rcpt(recipient)
+            await client.data(message)
+        except aiosmtplib.SMTPResponseException:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, ConnectionError):
+                pass  # the next mail reconnects if it must
+            raise
 
     async def _connect(self) -> None:
         s = self.smtp

@@ -89,6 +89,7 @@ class Edition:
     subject: str
     new: tuple[int, ...]
     upcoming: tuple[int, ...]
+    revision: int | None  # the newest record revision when it was made
     status: str
     recipients: int
     failures: int = 0
@@ -332,10 +333,10 @@ class NewsletterStore:
             return [_edition(r) for r in conn.execute(query)]
 
     def create_edition(self, channel_id: str, slot: datetime, now: datetime, since: datetime, subject: str,
-                       new: Sequence[int], upcoming: Sequence[int]) -> tuple[Edition, bool]:
+                       new: Sequence[int], upcoming: Sequence[int], revision: int) -> tuple[Edition, bool]:
         """The edition of `slot`, made now with a ledger row for every confirmed subscriber,
         or the one made for it before: (edition, whether this call made it)."""
-        content = json.dumps({"new": list(new), "upcoming": list(upcoming)})
+        content = json.dumps({"new": list(new), "upcoming": list(upcoming), "revision": revision})
         with self._write() as conn:
             made = conn.execute(_insert(conn, EDITIONS).values(
                 channel_id=channel_id, slot=slot, created_at=now, since=since, subject=subject, content=content,
@@ -474,8 +475,8 @@ def _subscriber(row: Any, offset: int = 0) -> Subscriber:
 def _edition(row: Any) -> Edition:
     content = json.loads(row.content)
     return Edition(row.id, row.channel_id, row.slot, row.created_at, row.since, row.subject,
-                   tuple(content.get("new", ())), tuple(content.get("upcoming", ())), row.status, row.recipients,
-                   row.failures, row.last_error, row.finished_at)
+                   tuple(content.get("new", ())), tuple(content.get("upcoming", ())), content.get("revision"),
+                   row.status, row.recipients, row.failures, row.last_error, row.finished_at)
 
 
 def _insert(conn: Connection, table: Any) -> Any:

@@ -17,6 +17,7 @@ multipart parser is needed for three fields).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +35,7 @@ from hub.newsletter.render import TEMPLATES, category_title
 from hub.newsletter.store import Preferences
 from hub.newsletter.subscribe import Answer, Choices, Desk, Limits, Link, choices, consent_text
 from hub.store import Store
-from hub.web import i18n
+from hub.web import formatting, i18n
 from hub.web.i18n import gettext as _
 
 log = logging.getLogger("hub.newsletter")
@@ -76,6 +77,9 @@ def newsletter_router(settings: Settings, store: Store, *, limits: Limits = Limi
     @router.post("/newsletter/preferences/{token}")
     async def save_preferences(request: Request, token: str) -> Response:
         fields = await _form(request)
+        return await asyncio.to_thread(_save, request, token, fields)
+
+    def _save(request: Request, token: str, fields: dict[str, list[str]]) -> Response:
         found = desk.managed(token)
         if found.subscriber is None:
             return pages.preferences(request, token, found, saved=False)
@@ -100,8 +104,9 @@ def newsletter_router(settings: Settings, store: Store, *, limits: Limits = Limi
             raise HTTPException(404, _("Diesen Newsletter gibt es nicht."))
         draft = preview_job.draft(channel)
         if draft.mail is None:
-            note = (f"Zurzeit gäbe es keine Ausgabe: seit {draft.since:%d.%m.%Y %H:%M} UTC ist nichts Neues "
-                    f"erschienen ({draft.upcoming} kommende Veranstaltungen stünden noch darin).")
+            since = formatting.date_time(draft.since, zone=settings.platform.timezone)
+            note = (f"Zurzeit gäbe es keine Ausgabe: seit der letzten ({since}) ist nichts Neues erschienen "
+                    f"({draft.upcoming} kommende Veranstaltungen stünden noch darin).")
             return PlainTextResponse(note, headers=NO_STORE)
         link = f"{settings.platform.base_url.rstrip('/')}/newsletter?channel={channel.id}"
         html, text = draft.mail.personal(link, link)

@@ -22,13 +22,13 @@ import argparse
 import asyncio
 import cProfile
 import multiprocessing
+import os
 import pstats
 import random
 import resource
 import sys
 import tempfile
 import time
-import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -98,26 +98,40 @@ def bench(subscribers: int, records: int, profile: bool) -> None:
         edition = job.make_edition(town.channel, now.replace(second=0, microsecond=0), now)
         print(f"edition {edition.id}: {len(edition.new)} new records, {len(edition.upcoming)} upcoming events, "
               f"{edition.recipients:,} recipients")
-        tracemalloc.start()
+        rss_before = _rss_mib()
         profiler = cProfile.Profile() if profile else None
-        started = time.perf_counter()
+        server_cpu = _cpu_seconds(server.pid)
+        started, cpu = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
         [report] = asyncio.run(job.publish_now("wochenpost"))
         if profiler:
             profiler.disable()
-        seconds = time.perf_counter() - started
-        _, traced_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server_cpu = _cpu_seconds(server.pid) - server_cpu
         town.close()
     server.terminate()
     mails = report.counts["sent"]
     print(f"sent {mails:,} mails ({report.counts['skipped']:,} subscribers had nothing new for their topics) "
           f"in {seconds:.1f} s: {mails / seconds:,.0f} mails/s (render + SMTP hand-off + ledger)")
+    print(f"CPU per mail: sender {cpu / mails * 1000:.2f} ms (one core would send {mails / cpu:,.0f} mails/s), "
+          f"SMTP server {server_cpu / mails * 1000:.2f} ms; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB resident "
-          f"(Python allocations during the send: {traced_peak / 2**20:,.1f} MiB)")
+          f"(the process held {rss_before:,.0f} MiB before the send: town, store, libraries)")
     if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (Linux /proc)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def crash(subscribers: int, kills: int) -> None:
