@@ -95,10 +95,17 @@ class Fake:
     def stop(self) -> None:
         if self._loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop = None
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:  # answers still hanging (a test's lost answers)
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def __enter__(self):
         return self.start()
@@ -124,7 +131,8 @@ class Fake:
 
     @web.middleware
     async def _log(self, request: web.Request, handler) -> web.StreamResponse:
-        body = await request.read()
+        multipart = request.content_type.startswith("multipart/")  # read by the route (request.post())
+        body = b"" if multipart else await request.read()
         self.requests.append(Logged(method=request.method, path=request.path_qs, body=body,
                                     headers={k.lower(): v for k, v in request.headers.items()}))
         return await handler(request)
@@ -199,6 +207,8 @@ class FakeMastodon(Fake):
         self.media: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, str] = {}  # Idempotency-Key -> status id
         self.deleted: list[str] = []
+        self.lose_answers = 0  # the next n statuses are made, but their answer comes too late
+        self.lose_for = 2.0
         self._next = 100
 
     def routes(self, app: web.Application) -> None:
@@ -265,6 +275,9 @@ class FakeMastodon(Fake):
                                     "edits": 0}
         if key:
             self.keys[key] = status_id
+        if self.lose_answers:
+            self.lose_answers -= 1
+            await asyncio.sleep(self.lose_for)
         return web.json_response(self.statuses[status_id])
 
     async def _edit(self, request: web.Request) -> web.Response:
@@ -589,7 +602,8 @@ def rss(entries: list[Entry], images_base: str, now: datetime | None = None) -> 
 
 
 def channel_config(path: Path, feed_url: str, channel: str, *, store_url: str | None = None, lease: str = "5m",
-                   publish_tick: str = "30s", allow_private: bool = True, extra_merchants: str = "") -> Path:
+                   publish_tick: str = "30s", allow_private: bool = True, extra_merchants: str = "",
+                   total_timeout: float = 10, connector: str = "rss") -> Path:
     """A town of one merchant (`laden`, category einzelhandel) with one feed and one channel
     (`channel`: its YAML lines under `channels:`). Without `allow_private`, only 127.0.0.1
     of the private addresses may be reached (the fakes)."""
@@ -598,7 +612,7 @@ def channel_config(path: Path, feed_url: str, channel: str, *, store_url: str | 
 platform: {{name: Musterstadt erleben, base_url: "https://musterstadt.example"}}
 store: {{url: "{store_url}"}}
 fetcher: {{allow_private_networks: {str(allow_private).lower()}, allowed_networks: ["127.0.0.1/32"], retries: 0,
-           host_spacing: 0, total_timeout: 10}}
+           host_spacing: 0, total_timeout: {total_timeout:g}}}
 schedule: {{lease: {lease}, publish_tick: {publish_tick}, first_fetches_per_second: 1000}}
 merchants:
   - id: laden
@@ -606,7 +620,7 @@ merchants:
     category: einzelhandel
     website: https://laden.example
     sources:
-      - {{connector: rss, id: laden, url: "{feed_url}"}}
+      - {{connector: {connector}, id: laden, url: "{feed_url}"}}
 {extra_merchants}
 channels:
 {channel}
