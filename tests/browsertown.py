@@ -4,13 +4,13 @@ request and console error.
 
 The moment is pinned because the agenda's headings depend on the day and the hour. The
 demo's dates move in whole days at 08:00 Berlin time (hub/demo/README.md): read on a
-Thursday at 07:00, the feeds are dated as of Wednesday 08:00, so the demo's next-day events
-fall on today, the ones after on tomorrow (Friday) and on the weekend. The pin is the next
-Thursday 07:00 after the test run's own now, so it still moves with `--clock-ahead`; the
-processes the test starts get it through tests/timeshift, the fake Graph API through its
-clock offset (the bakery's Facebook posts stay in step with its blog). The demo has nothing
-on the day it is read (its next events are two days on), so the bakery's Facebook page
-announces one for today."""
+Thursday at 07:00, the feeds are dated as of Wednesday 08:00, so the demo's first events
+(two days after its anchor) fall on tomorrow, Friday, and the next ones on the weekend. The
+demo has nothing on the day it is read, so the bakery's Facebook page announces something
+for today (`announce_today`). The pin is the next Thursday 07:00 after the test run's own
+now, so it still moves with `--clock-ahead`; the processes the test starts get it through
+tests/timeshift, the fake Graph API through its clock offset (the bakery's Facebook posts
+stay in step with its blog)."""
 
 from __future__ import annotations
 
