@@ -153,6 +153,10 @@ def test_dates_times_and_prices_per_locale():
     assert formatting.short_date(MOMENT, today=date(2027, 1, 2)) == "21.11.2026"
     assert formatting.price(SimpleNamespace(price="ab 9,90 €", currency="EUR")) == "ab 9,90 €"  # words stay
     assert formatting.price(SimpleNamespace(price=None, currency=None)) == ""
+    # a range as a website's data gives it, in the reader's format; nonsense stays as written
+    assert formatting.price(SimpleNamespace(price="3.99–12.99", currency="EUR")) == "3,99\xa0€–12,99\xa0€"
+    assert formatting.price(SimpleNamespace(price="3.99–12.99", currency="EUR"), locale="en_GB") == "€3.99–€12.99"
+    assert formatting.price(SimpleNamespace(price="NaN", currency="EUR")) == "NaN"
 
 
 def test_relative_times():

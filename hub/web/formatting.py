@@ -108,11 +108,23 @@ def price(offer: Any, *, locale: str | Locale = "de_DE") -> str:
     text = (getattr(offer, "price", None) or "").strip()
     if not text:
         return ""
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        return text
     currency = getattr(offer, "currency", None)
+    low, dash, high = text.partition("–")  # a range as data gives it: "3.99–12.99"
+    if dash and _amount(low) is not None and _amount(high) is not None:
+        return f"{_money(_amount(low), currency, locale)}–{_money(_amount(high), currency, locale)}"
+    amount = _amount(text)
+    return text if amount is None else _money(amount, currency, locale)
+
+
+def _amount(text: str) -> Decimal | None:
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _money(amount: Decimal, currency: str | None, locale: str | Locale) -> str:
     if currency:
         return format_currency(amount, currency.upper(), locale=locale)
     return format_decimal(amount, format="#,##0.00", locale=locale)
