@@ -158,6 +158,16 @@ def test_the_form_offers_the_channels_kinds_categories_and_merchants(tmp_path, s
         t.close()
 
 
+def test_the_platform_links_to_the_form_only_when_there_is_a_newsletter(town, tmp_path):
+    with TestClient(create_app(town.settings, town.store)) as client:
+        assert 'href="/newsletter"' in client.get("/").text
+    settings = town.settings.model_copy(update={"channels": [c for c in town.settings.channel_list()
+                                                             if c.renderer != "newsletter"]})
+    with TestClient(create_app(settings, town.store)) as client:
+        assert 'href="/newsletter"' not in client.get("/").text
+        assert client.get("/newsletter").status_code == 404
+
+
 def test_the_preview_shows_the_next_edition(town):
     town.add("baeckerei", "Frische Stollen", at=NOW - timedelta(hours=1))
     town.add("musikverein", "Adventskonzert", at=NOW - timedelta(hours=1), kind=Kind.EVENT,

@@ -72,6 +72,9 @@ class NewsletterJob:
         """A schedule row per scheduled newsletter (a changed cron expression starts over)."""
         now = self.now()
         channels = self.scheduled()
+        if newsletter_channels(self.settings) and not self.settings.platform.base_url.startswith("https://"):
+            log.warning("platform.base_url is not https: mail clients offer one-click unsubscribe (RFC 8058) only "
+                        "for https links, and the newsletter's links should not travel in the clear")
         self.plans.sync_channels({c.id: c.schedule for c in channels},
                                  {c.id: self._next_slot(c, now) for c in channels}, now)
 

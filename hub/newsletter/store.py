@@ -7,8 +7,8 @@
   subscriber, unique on (edition, subscriber).
 - One process at a time sends an edition: it holds the edition's lease, taken by a
   compare-and-set UPDATE (the write lock on SQLite, a row lock on PostgreSQL, where the WHERE
-  clause is checked again once the lock is held) and renewed with every batch. A process
-  that loses it stops.
+  clause is checked again once the lock is held) and renewed while it sends. A process that
+  loses it stops.
 - A ledger row goes pending -> sending (claimed in a batch) -> sent only once the SMTP server
   accepted the mail. A holder that died leaves rows in `sending`; whoever takes the lease next
   sends those again: those few are the only possible duplicates (same Message-ID).
@@ -48,10 +48,6 @@ class Preferences:
     def to_row(self) -> dict[str, str]:
         return {k: json.dumps(sorted(set(getattr(self, k))), ensure_ascii=False)
                 for k in ("categories", "kinds", "merchants")}
-
-    @classmethod
-    def from_row(cls, row: Any) -> Preferences:
-        return cls(tuple(json.loads(row.categories)), tuple(json.loads(row.kinds)), tuple(json.loads(row.merchants)))
 
 
 @dataclass(frozen=True)
@@ -224,7 +220,7 @@ class NewsletterStore:
     def unsubscribe(self, subscriber_id: int, nonce: str) -> bool:
         """End a subscription: the row and its ledger rows are deleted at once (nothing is
         kept that is no longer needed). False if it had ended already."""
-        with self._write() as conn:
+        with self._forgetting() as conn:
             gone = conn.execute(delete(SUBSCRIBERS).where(SUBSCRIBERS.c.id == subscriber_id,
                                                           SUBSCRIBERS.c.nonce == nonce)).rowcount
             if gone:
@@ -233,32 +229,40 @@ class NewsletterStore:
 
     def erase(self, email: str) -> int:
         """Remove every trace of an address: its subscriptions to every newsletter and their
-        ledger rows. On SQLite the freed pages are overwritten (secure_delete) and the WAL
-        is folded back into the database, so no copy stays behind in the file either.
+        ledger rows, overwritten in the file too (`_forgetting`), and on SQLite the WAL
+        folded back into the database, so no older copy of a page stays behind in it.
         Returns the number of subscriptions removed."""
-        key = email_key(email)
+        with self._forgetting() as conn:
+            ids = list(conn.execute(select(SUBSCRIBERS.c.id).where(SUBSCRIBERS.c.email_key == email_key(email)))
+                       .scalars())
+            if ids:
+                conn.execute(delete(DELIVERIES).where(DELIVERIES.c.subscriber_id.in_(ids)))
+                conn.execute(delete(SUBSCRIBERS).where(SUBSCRIBERS.c.id.in_(ids)))
+        if ids and self.store.dialect == "sqlite":
+            with self.engine.connect() as conn:  # outside a transaction: the driver's own connection
+                conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
+
+    @contextmanager
+    def _forgetting(self) -> Iterator[Connection]:
+        """A write transaction whose deletions are overwritten with zeros in the database file
+        (SQLite's secure_delete, for this connection only); PostgreSQL's VACUUM reclaims dead
+        rows by itself."""
         with self.engine.connect() as conn:
             lite = self.store.dialect == "sqlite"
-            raw = conn.connection.driver_connection
             if lite:
-                raw.execute("PRAGMA secure_delete=ON")
+                conn.connection.driver_connection.execute("PRAGMA secure_delete=ON")
             conn.execution_options(begin="IMMEDIATE")
             try:
                 with conn.begin():
-                    ids = list(conn.execute(select(SUBSCRIBERS.c.id).where(SUBSCRIBERS.c.email_key == key)).scalars())
-                    if ids:
-                        conn.execute(delete(DELIVERIES).where(DELIVERIES.c.subscriber_id.in_(ids)))
-                        conn.execute(delete(SUBSCRIBERS).where(SUBSCRIBERS.c.id.in_(ids)))
+                    yield conn
             finally:
                 if lite:
-                    raw.execute("PRAGMA secure_delete=OFF")
-            if lite and ids:
-                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return len(ids)
+                    conn.connection.driver_connection.execute("PRAGMA secure_delete=OFF")
 
     def forget_unconfirmed(self, before: datetime) -> int:
         """Delete sign-ups never confirmed that were made before `before`."""
-        with self._write() as conn:
+        with self._forgetting() as conn:
             return conn.execute(delete(SUBSCRIBERS).where(SUBSCRIBERS.c.status == "pending",
                                                           SUBSCRIBERS.c.created_at < before)).rowcount
 

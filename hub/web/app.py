@@ -88,7 +88,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.include_router(api_router(settings, store, media))  # issue 14: JSON API, /openapi.json, /docs
     app.include_router(embed_router(settings, store))  # issue 14: the widget other sites frame
     app.include_router(seo_router(settings, store))  # issue 14: /robots.txt, /sitemap.xml
-    app.include_router(newsletter_router(settings, store, media=media))  # issue 15: subscribe, confirm, unsubscribe
+    app.include_router(newsletter_router(settings, store, media=media, site_templates=templates))  # issue 15
     app.include_router(pages_router(site))  # issue 14: the resident pages
     app.include_router(admin_router(settings, store, create_app))  # issue 17: /admin, /metrics, /go/{record}
 

@@ -45,11 +45,17 @@ NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 
 
 def newsletter_router(settings: Settings, store: Store, *, limits: Limits = Limits(), media=None,
+                      site_templates: Jinja2Templates | None = None,
                       guard: Callable[..., Any] | None = None) -> APIRouter:
-    """`guard`: a dependency the preview must pass (the cockpit's admin login, when there is one)."""
+    """`site_templates`: the resident pages' templates, whose footer links to the form when a
+    newsletter is configured (`newsletter_url`); `guard`: a dependency the preview must pass
+    (the cockpit's admin login, once it has one for paths outside /admin)."""
     router = APIRouter(include_in_schema=False)
     desk = Desk(settings, store, limits=limits)
     pages = _Pages(settings, desk)
+    if newsletter_channels(settings):
+        for env in (pages.templates.env, *([site_templates.env] if site_templates else [])):
+            env.globals["newsletter_url"] = "/newsletter"
     preview_job = NewsletterJob(settings, store, owner="preview", pictures=media.pictures if media else None)
 
     @router.get("/newsletter")
