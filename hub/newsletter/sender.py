@@ -2,15 +2,16 @@
 
     claim the edition's lease (or leave it to the process that holds it)
     open one SMTP connection
-    repeat: renew the lease; claim the next batch of due recipients (-> sending);
-            for each: choose their records, render, wait for the pace, hand over, mark
+    repeat: claim the next batch of due recipients (-> sending); for each: choose their
+            records, render, wait for the pace, hand over, mark (the lease renewed as it goes)
     close: the edition is done when no recipient needs more work; else the lease is given
            back and deferred recipients are tried when they are due
 
 A mail is marked sent only after the server accepted it. The marks are written by a
 background writer in small groups while the next mails go out ("group commit"), so a
 mail costs no fsync of its own; at a crash, the mails accepted but not yet marked are the
-only ones sent again: the duplicate window is the writer's queue plus the mail in flight.
+only ones sent again. The sender never runs more than MAX_UNMARKED mails ahead of the
+writer, so that window stays small however slow the database is.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class EditionSender:
 
     def _close(self, edition: Edition, report: SendReport) -> None:
         now = self.now()
-        if report.status in ("busy",):
+        if report.status == "busy":  # the lease is someone else's
             return
         if report.error:
             failures = (self.letters.edition(edition.id) or edition).failures

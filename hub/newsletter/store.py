@@ -162,26 +162,28 @@ class NewsletterStore:
     # --- subscriptions ----------------------------------------------------------------------
 
     def sign_up(self, channel_id: str, email: str, wanted: Preferences, form_version: str, now: datetime) -> SignUp:
-        """Record a sent form: a new pending subscription, or the preferences of one still
-        pending; a confirmed one is left as it is. A disabled address (mail to it bounced)
-        starts over as pending: it must confirm again."""
+        """Record a sent form: a new pending subscription, or the preferences (and the time
+        and wording of the form: the one its confirmation will answer) of one still pending;
+        a confirmed one is left as it is. A disabled address (mail to it bounced) starts over
+        as pending: it must confirm again."""
         key = email_key(email)
         with self._write() as conn:
             row = conn.execute(select(SUBSCRIBERS).where(SUBSCRIBERS.c.channel_id == channel_id,
                                                          SUBSCRIBERS.c.email_key == key)).first()
             if row is not None and row.status == "confirmed":
                 return SignUp(_subscriber(row), "confirmed")
-            values = {**wanted.to_row(), "email": email, "form_version": form_version, "updated_at": now}
+            values = {**wanted.to_row(), "email": email, "form_version": form_version, "created_at": now,
+                      "updated_at": now}
             if row is None:
                 values.update(channel_id=channel_id, email_key=key, status="pending", nonce=secrets.token_urlsafe(6),
-                              created_at=now, bounces=0)
+                              bounces=0)
                 conn.execute(_insert(conn, SUBSCRIBERS).values(values)
                              .on_conflict_do_nothing(index_elements=["channel_id", "email_key"]))
                 state = "new"
             else:
                 if row.status == "disabled":  # a fresh start: a new consent, new links
-                    values.update(status="pending", created_at=now, nonce=secrets.token_urlsafe(6), bounces=0,
-                                  disabled_at=None, confirmed_at=None)
+                    values.update(status="pending", nonce=secrets.token_urlsafe(6), bounces=0, disabled_at=None,
+                                  confirmed_at=None)
                 conn.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == row.id).values(values))
                 state = "pending" if row.status == "pending" else "new"
             row = conn.execute(select(SUBSCRIBERS).where(SUBSCRIBERS.c.channel_id == channel_id,
