@@ -45,6 +45,11 @@ def upgrade() -> None:
                     ['merchant_id', 'sort_day', 'sort_at', 'status', 'removed_at', 'expires_at'])
     op.create_index('ix_records_shown', 'records',
                     ['status', 'removed_at', 'expires_at', 'merchant_id', 'sort_day', 'sort_at'])
+    if conn.dialect.name == "sqlite":
+        # Without statistics SQLite takes (status, removed_at) of ix_records_shown for a narrow
+        # range, and counts a merchant's records by reading everything residents see (200 ms
+        # at a million records, against 13 ms by the merchant's record ids).
+        op.execute("ANALYZE records")
     searchindex.fill(conn)
 
 
