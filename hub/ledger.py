@@ -164,4 +164,6 @@ class Pace:
 
     @staticmethod
     def _start(now: datetime, next_slot: datetime | None, window: timedelta) -> datetime:
-        return now if next_slot is None else max(next_slot, now - window)
+        """The first slot this run may use: the one due, if it passed within `window`; else
+        now (a slot missed longer ago is not caught up)."""
+        return now if next_slot is None or next_slot < now - window else next_slot

@@ -55,6 +55,9 @@ log = logging.getLogger("hub.publish")
 PUBLISH_BATCH = 1000  # most deliveries one run of a channel starts; the rest go out on the next run
 DRY_RUN_SHOWN = 10  # deliveries a dry run renders in full
 PRUNE_EVERY = timedelta(hours=1)
+# Outcomes written to the ledger together: after a crash, at most these (and those in flight)
+# are sent again, each with its delivery id; fewer would cost a commit (an fsync) for each.
+FLUSH_EVERY = 20
 NOT_ATTEMPTED = "released"
 
 Status = Literal["published", "nothing new", "failed", "busy", "dry run", "waiting", "disabled", "paused"]
@@ -192,11 +195,15 @@ class ChannelPublisher:
                 return PublishReport(channel.id, "waiting", left=left, error=self._why_waiting(channel, state, now))
             return PublishReport(channel.id, "nothing new")
         jobs = await asyncio.to_thread(self._jobs, channel, caps, claimed, now)
+        run = _Run(self, channel, caps)
+        for job in jobs:
+            if job.action == "skip":
+                await run.done(job, None)
         if is_record_publisher(publisher):
-            results = await self._send(channel, publisher, caps, jobs)
+            await self._send(channel, publisher, caps, [j for j in jobs if j.action != "skip"], run)
         else:
-            results = await self._send_legacy(channel, publisher, jobs)
-        return await self._finish(channel, caps, state, jobs, results, now, budget)
+            await self._send_legacy(channel, publisher, [j for j in jobs if j.action != "skip"], run)
+        return await run.close(state, now)
 
     def _budget(self, channel: ChannelConfig, caps: Capabilities, state: ChannelState, now: datetime) -> int:
         """Deliveries this run may start: the batch, the pace's slots, the channel's own limit."""
@@ -278,34 +285,33 @@ class ChannelPublisher:
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def _send(self, channel: ChannelConfig, publisher: Any, caps: Capabilities,
-                    jobs: list[Job]) -> dict[int, Receipt | ChannelError | None]:
-        """Every job's result (None: not attempted, the channel asked to stop first)."""
+    async def _send(self, channel: ChannelConfig, publisher: Any, caps: Capabilities, jobs: list[Job],
+                    run: _Run) -> None:
+        """Call the publisher for every job, `concurrency` at a time; each outcome is recorded
+        as it comes (`_Run`). Once the channel asks to stop, the jobs not started are given back."""
         ref = self._ref(channel)
-        active = [j for j in jobs if j.action != "skip"]
-        results: dict[int, Receipt | ChannelError | None] = {}
         many = getattr(publisher, "send_many", None)
-        if callable(many) and all(j.action != "recreate" for j in active):
-            if active:
-                found = await _guarded(channel, many(channel.options, ref, [j.out for j in active], self.fetcher),
-                                       len(active))
-                results.update((j.row.id, r) for j, r in zip(active, found))
-            return results
+        if callable(many) and all(j.action != "recreate" for j in jobs):
+            if jobs:
+                found = await _guarded(channel, many(channel.options, ref, [j.out for j in jobs], self.fetcher),
+                                       len(jobs))
+                for job, result in zip(jobs, found):
+                    await run.done(job, result)
+            return
         stop = asyncio.Event()
         slots = asyncio.Semaphore(max(1, getattr(channel.options, "concurrency", caps.concurrency)))
 
         async def one(job: Job) -> None:
             async with slots:
                 if stop.is_set():
-                    results[job.row.id] = None
+                    await run.done(job, None)
                     return
                 result = await self._call(channel, publisher, ref, job)
                 if isinstance(result, ChannelError) and result.stop:
                     stop.set()
-                results[job.row.id] = result
+                await run.done(job, result)
 
-        await asyncio.gather(*(one(j) for j in active))
-        return results
+        await asyncio.gather(*(one(j) for j in jobs))
 
     async def _call(self, channel: ChannelConfig, publisher: Any, ref: ChannelRef, job: Job) -> Receipt | ChannelError:
         opts, out = channel.options, job.out
@@ -320,59 +326,28 @@ class ChannelPublisher:
         except Exception as exc:
             return _as_channel_error(channel, exc)
 
-    async def _send_legacy(self, channel: ChannelConfig, publisher: Any,
-                           jobs: list[Job]) -> dict[int, Receipt | ChannelError | None]:
+    async def _send_legacy(self, channel: ChannelConfig, publisher: Any, jobs: list[Job], run: _Run) -> None:
         """A publisher of the first contract gets the new records as items; what it reports
-        per item decides."""
-        for job in jobs:
-            if job.action != "create" and job.action != "skip":
-                job.action, job.reason = "skip", "this publisher takes new records only (its plugin predates updates)"
-        creating = [j for j in jobs if j.action == "create"]
-        if not creating:
-            return {}
+        per item decides. Edits and removals it cannot take are skipped (`_job`)."""
+        if not jobs:
+            return
         try:
-            deliveries = await publisher.publish(channel.options, self._ref(channel), [j.out.item for j in creating],
+            deliveries = await publisher.publish(channel.options, self._ref(channel), [j.out.item for j in jobs],
                                                  self.fetcher)
         except Exception as exc:
             error = _as_channel_error(channel, exc)
-            return {j.row.id: error for j in creating}
+            for job in jobs:
+                await run.done(job, error)
+            return
         by_key = {d.item_key: d for d in deliveries}
-        results: dict[int, Receipt | ChannelError | None] = {}
-        for job in creating:
+        for job in jobs:
             d = by_key.get(item_key(job.out.item))
             if d is None or d.status == "failed":
-                results[job.row.id] = ChannelError(d.detail if d else "the publisher did not report this item")
+                await run.done(job, ChannelError(d.detail if d else "the publisher did not report this item"))
             else:
-                results[job.row.id] = Receipt(None, skipped=(d.detail or "skipped") if d.status == "skipped" else None)
-        return results
+                await run.done(job, Receipt(None, skipped=(d.detail or "skipped") if d.status == "skipped" else None))
 
     # --- recording ------------------------------------------------------------------------------
-
-    async def _finish(self, channel: ChannelConfig, caps: Capabilities, state: ChannelState, jobs: list[Job],
-                      results: dict[int, Receipt | ChannelError | None], started: datetime,
-                      budget: int) -> PublishReport:
-        now = self.clock.now()
-        outcomes = [self._outcome(job, results.get(job.row.id), caps, now) for job in jobs]
-        errors = [r for r in results.values() if isinstance(r, ChannelError)]
-        stopping = next((e for e in errors if e.stop), None)
-        attempted = sum(1 for r in results.values() if r is not None)
-        change = ChannelChange(
-            next_slot_at=self._pace(channel).taken(attempted, started, state.next_slot_at,
-                                                   self.settings.schedule.publish_tick),
-            sent_at=now if any(o.status == "sent" for o in outcomes) else None,
-            error=str(errors[0]) if errors else None,
-            hold_until=(now + timedelta(seconds=stopping.retry_after or 60)
-                        if stopping and stopping.stop == "wait" else None),
-            state={"disable": "disabled", "pause": "paused"}.get(stopping.stop) if stopping else None,
-            state_reason=str(stopping) if stopping and stopping.stop in ("disable", "pause") else None)
-        await asyncio.to_thread(self.ledger.finish, channel.id, self.owner, outcomes, now, change)
-        counts = Counter(o.status for o in outcomes)
-        failed = counts["pending"] + counts["failed"] + counts["unconfirmed"]
-        status: Status = "failed" if failed else ("published" if counts["sent"] or counts["skipped"] else "waiting")
-        if change.state:
-            status = change.state  # type: ignore[assignment]
-        return PublishReport(channel.id, status, counts["sent"], counts["skipped"], failed,
-                             str(errors[0]) if errors else None, left=counts[NOT_ATTEMPTED])
 
     def _outcome(self, job: Job, result: Receipt | ChannelError | None, caps: Capabilities, now: datetime) -> Outcome:
         row = job.row
@@ -459,6 +434,59 @@ class ChannelPublisher:
             await asyncio.to_thread(self.ledger.prune, now - self.settings.schedule.retention)
         except Exception:  # upkeep: tried again in an hour
             log.warning("could not prune the delivery ledger", exc_info=True)
+
+
+class _Run:
+    """One run of a channel: its outcomes are written to the ledger as they come,
+    `FLUSH_EVERY` at a time, so a process killed in the middle of a run sends again at most
+    those not yet written and those in flight (each with its delivery id), not the batch."""
+
+    def __init__(self, publisher: ChannelPublisher, channel: ChannelConfig, caps: Capabilities) -> None:
+        self.publisher, self.channel, self.caps = publisher, channel, caps
+        self.outcomes: list[Outcome] = []
+        self.unwritten: list[Outcome] = []
+        self.errors: list[ChannelError] = []
+        self.attempted = 0
+        self._writing = asyncio.Lock()
+
+    async def done(self, job: Job, result: Receipt | ChannelError | None) -> None:
+        """`result` None: skipped on purpose (`job.action`), or not attempted (the channel
+        asked to stop first)."""
+        outcome = self.publisher._outcome(job, result, self.caps, self.publisher.clock.now())
+        if isinstance(result, ChannelError):
+            self.errors.append(result)
+        self.attempted += result is not None
+        self.outcomes.append(outcome)
+        self.unwritten.append(outcome)
+        if len(self.unwritten) >= FLUSH_EVERY:
+            await self.write()
+
+    async def write(self, change: ChannelChange | None = None) -> None:
+        async with self._writing:
+            batch, self.unwritten = self.unwritten, []
+            if batch or change is not None:
+                await asyncio.to_thread(self.publisher.ledger.finish, self.channel.id, self.publisher.owner, batch,
+                                        self.publisher.clock.now(), change or ChannelChange())
+
+    async def close(self, state: ChannelState, started: datetime) -> PublishReport:
+        """Write the rest and what the run changes about the channel; the run's report."""
+        p, now = self.publisher, self.publisher.clock.now()
+        stopping = next((e for e in self.errors if e.stop), None)
+        error = str(self.errors[0]) if self.errors else None
+        state_change = {"disable": "disabled", "pause": "paused"}.get(stopping.stop) if stopping else None
+        await self.write(ChannelChange(
+            next_slot_at=p._pace(self.channel).taken(self.attempted, started, state.next_slot_at,
+                                                     p.settings.schedule.publish_tick),
+            sent_at=now if any(o.status == "sent" for o in self.outcomes) else None, error=error,
+            hold_until=(now + timedelta(seconds=stopping.retry_after or 60)
+                        if stopping and stopping.stop == "wait" else None),
+            state=state_change, state_reason=str(stopping) if state_change else None))
+        counts = Counter(o.status for o in self.outcomes)
+        failed = counts["pending"] + counts["failed"] + counts["unconfirmed"]
+        status: Status = state_change or ("failed" if failed else "published" if counts["sent"] or counts["skipped"]
+                                          else "waiting")  # type: ignore[assignment]
+        return PublishReport(self.channel.id, status, counts["sent"], counts["skipped"], failed, error,
+                             left=counts[NOT_ATTEMPTED])
 
 
 class _Images:
