@@ -255,7 +255,8 @@ def tsquery_text(q: str | None, *, merchants: Mapping[str, str] | None = None) -
 
 
 def _group(terms: tuple[Term, ...], merchants: Mapping[str, str] | None) -> str:
-    return _either([_phrase(t) for t in terms] + [f'merchant : "{merchant_token(m)}"' for m in _named(terms, merchants)])
+    names = [f'merchant : "{merchant_token(m)}"' for m in _named(terms, merchants)]
+    return _either([_phrase(t) for t in terms] + names)
 
 
 def _either(alternatives: list[str], *, always: bool = False, sep: str = " OR ") -> str:

@@ -104,7 +104,8 @@ def test_highlight_escapes_the_text_and_marks_the_stems():
     assert marked == ('&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; Zwei <mark>Konzerte</mark> &amp; ein '
                       '<mark>Sommer-Fest</mark> im <mark>Café</mark>')
     assert highlight("Das Fest im Park", "Sommer-Fest") == "Das <mark>Fest</mark> im Park"  # a part of it
-    assert highlight("Konzert im Park", "im Konzert -Park") == "<mark>Konzert</mark> im Park"  # no stop words, no exclusions
+    # neither stop words nor excluded words are marked
+    assert highlight("Konzert im Park", "im Konzert -Park") == "<mark>Konzert</mark> im Park"
     assert highlight("a < b", "") == "a &lt; b" and highlight(None, "x") == ""
     assert highlight("<b>Konzert</b>", '"') == "&lt;b&gt;Konzert&lt;/b&gt;"
 
@@ -157,7 +158,7 @@ def indexed(store: Store) -> set[int]:
 def test_stems_are_found_and_a_title_match_ranks_first(store):
     ready(store)
     fetch(store, "laden-rss", [item(1, title="Konzert im Park", text="Musik unter Bäumen.", hours=48),
-                               item(2, title="Neuigkeiten", text="Samstag ein Konzert, Sonntag noch ein Konzert.", hours=2),
+                               item(2, title="Neuigkeiten", text="Samstag ein Konzert, Sonntag noch eins.", hours=2),
                                item(3, title="Sommer", text="Die Konzerte beginnen.", hours=1),
                                item(4, title="Weihnachtsmärkte der Region", text="Glühwein und Musik.")])
     assert found(store, "Konzerte")[0] == "Konzert im Park"  # older, but in the title

@@ -4,6 +4,7 @@ remembered only while nothing changed them; 50 readers at once share the connect
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)  # fixed: everything is 
 MERCHANTS = ("a", "b", "c", "d")
 QUOTAS = moderation.Rules({"a": moderation.MerchantRules(quota={"platform": 2}),
                            "b": moderation.MerchantRules(quota={"platform": 0}),
-                           "c": moderation.MerchantRules(quota={"platform": 1}, block=moderation._words(["Gewinnspiel"])),
+                           "c": moderation.MerchantRules(quota={"platform": 1}, block=re.compile(r"\bGewinnspiel", re.I)),
                            "d": moderation.MerchantRules(quota={"other": 1})})
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Callable, Collection, Literal, Sequence
 
-from sqlalchemy import Engine, bindparam, false, func, literal, or_, select, text, update
+from sqlalchemy import Engine, bindparam, false, func, literal, select, text, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
