@@ -43,8 +43,13 @@ class Backend:
             self.calls += 1
             return Response("nope", status_code=404)
 
+        def feed(request):  # dated from its second answer on, as hub.web.feeds does
+            self.calls += 1
+            dated = {"Last-Modified": "Sat, 05 Dec 2026 10:00:00 GMT"} if self.calls > 1 else {}
+            return PlainTextResponse(f"feed {self.calls}", headers={"ETag": '"f"', **dated})
+
         routes = [Route("/", page), Route("/events", page), Route("/admin", page), Route("/search", login),
-                  Route("/m/{id}", missing)]
+                  Route("/m/{id}", missing), Route("/feed.atom", feed)]
         return Starlette(routes=routes)
 
 
@@ -97,7 +102,7 @@ def test_private_and_unsuccessful_answers_are_never_kept():
     client.get("/", headers={"Cookie": "session=abc"})  # someone signed in: not a resident's view
     assert backend.calls == 8
     assert not cacheable("/api/v1/admin/health") and not cacheable("/hooks/facebook")
-    assert not cacheable("/feed.atom") and cacheable("/api/v1/items") and cacheable("/items/4")
+    assert cacheable("/feed.atom") and cacheable("/api/v1/items") and cacheable("/items/4")
 
 
 def test_the_least_recently_used_answer_goes_first():
@@ -125,3 +130,14 @@ async def test_a_new_post_shows_on_the_next_request(tmp_path):
         await fetch_cycle(path)  # another Store, as another process would write
         assert data_version(store.engine) != before
         assert "Adventsfrühstück" in client.get("/").text
+
+
+def test_a_feed_is_kept_once_it_is_dated_and_dates_are_asked_of_the_app():
+    backend = Backend()
+    client = cached(backend)
+    assert client.get("/feed.atom").text == "feed 1"  # not dated yet: not kept
+    assert client.get("/feed.atom").text == "feed 2"
+    assert client.get("/feed.atom").text == "feed 2" and backend.calls == 2
+    client.get("/feed.atom", headers={"If-Modified-Since": "Sat, 05 Dec 2026 10:00:00 GMT"})
+    assert backend.calls == 3  # the app answers a date
+    assert client.get("/feed.atom", headers={"If-None-Match": '"f"'}).status_code == 304 and backend.calls == 3

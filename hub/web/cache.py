@@ -27,9 +27,12 @@ from typing import Any, Callable
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# What residents read; never the admin area, hooks or media. The feeds out keep their own
-# cache of rendered feeds (hub.web.feeds), with the dates their Last-Modified needs.
-_EXACT = frozenset({"/", "/events", "/offers", "/search", "/embed", "/embed.css", "/sitemap.xml", "/robots.txt"})
+# What residents read; never the admin area, hooks or media.
+_EXACT = frozenset({"/", "/events", "/offers", "/search", "/embed", "/embed.css", "/sitemap.xml", "/robots.txt",
+                    "/feed.atom", "/feed.rss", "/feed.json", "/events.ics"})
+# The feeds out date a version only once the second it was first served in is over
+# (hub.web.feeds): their first answer has no Last-Modified yet and is not kept.
+_DATED = frozenset({"/feed.atom", "/feed.rss", "/feed.json", "/events.ics"})
 _PREFIXES = ("/m/", "/items/", "/sitemap", "/api/v1/")
 _NEVER = ("/api/v1/admin",)
 _VARY = (b"accept-language", b"accept")  # request headers an answer may depend on
@@ -80,6 +83,8 @@ class PageCache:
         key = (scope["path"], scope.get("query_string", b""), *(headers.get(h, b"") for h in _VARY))
         version = await run_in_threadpool(self.version) if self.in_thread else self.version()
         answer = self.entries.get(key)
+        if b"if-modified-since" in headers and b"if-none-match" not in headers:
+            answer = None  # the app dates its answers; an ETag decides first when both are sent (RFC 9110)
         if answer is not None and answer.version == version and 0 <= time.time() - answer.made < self.ttl:
             self.entries.move_to_end(key)
             self.hits += 1
@@ -89,9 +94,9 @@ class PageCache:
         if scope["method"] == "HEAD" or b"if-none-match" in headers or b"if-modified-since" in headers:
             await self.app(scope, receive, send)  # no body to keep (the app answers 304 itself)
             return
-        await self._fill(key, version, scope, receive, send)
+        await self._fill(key, version, scope["path"] in _DATED, scope, receive, send)
 
-    async def _fill(self, key: tuple, version: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _fill(self, key: tuple, version: Any, dated: bool, scope: Scope, receive: Receive, send: Send) -> None:
         started: dict[str, Any] = {}
         chunks: list[bytes] = []
         keep = True
@@ -101,7 +106,8 @@ class PageCache:
             if message["type"] == "http.response.start":
                 started.update(message)
                 names = {name.lower() for name, _ in message.get("headers", [])}
-                keep = message["status"] == 200 and b"set-cookie" not in names
+                keep = message["status"] == 200 and b"set-cookie" not in names and (
+                    not dated or b"last-modified" in names)
             elif message["type"] == "http.response.body" and keep:
                 chunks.append(message.get("body", b""))
                 keep = sum(map(len, chunks)) <= MAX_BODY
