@@ -425,14 +425,15 @@ def pages_router(site: Site) -> APIRouter:
 
 def listing(site: Site, request: Request, *, path: str, template: str, scope: dict[str, Any],
             pairs: list[tuple[str, Any]], context: dict[str, Any], order: str = "newest",
-            labels: tuple[str, str] = (N_("Neuere"), N_("Ältere"))) -> Response:
+            labels: tuple[str, str] = (N_("Neuere"), N_("Ältere")), at_most: int | None = None) -> Response:
     """A paged list of records: 304 when unchanged, else the template with `entries`,
-    `pictures`, `total` and `pager` added to `context`."""
+    `pictures`, `total` and `pager` added to `context`. `at_most`: count no further (a
+    common word matches half the town; "more than 1,000" is all a reader needs)."""
     page = page_number(request)
     now = datetime.now(timezone.utc)
     scope = {**scope, "now": now}
     offset = (page - 1) * site.page_size
-    total = site.store.records.count(**scope)
+    total = site.store.records.count(at_most=at_most, **scope)
     marks = site.store.records.marks(limit=offset + site.page_size, order=order, **scope)[offset:]
     etag = etag_of(site, request, now, total, marks)
     if not_modified(request, etag):
@@ -480,6 +481,9 @@ def offers(site: Site, request: Request) -> Response:
                             "feeds": feed_links(replace(filters, kind=("offer",)))})
 
 
+SEARCH_COUNT_MAX = 1000
+
+
 def search(site: Site, request: Request) -> Response:
     filters = page_filters(request)
     q = " ".join((request.query_params.get("q") or "").split())[:QUERY_MAX]
@@ -494,7 +498,7 @@ def search(site: Site, request: Request) -> Response:
                                                     "pictures": {}})
     return listing(site, request, path="/search", template="search.html", scope=_scope(site, filters, q=q),
                    pairs=pairs, context={**context, "mark": lambda text, limit=None: marked(text or "", q, limit)},
-                   order="relevance", labels=(N_("Vorherige"), N_("Nächste")))
+                   order="relevance", labels=(N_("Vorherige"), N_("Nächste")), at_most=SEARCH_COUNT_MAX + 1)
 
 
 def merchant(site: Site, request: Request, merchant_id: str) -> Response:
