@@ -38,6 +38,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import metadata
+from json import dumps as json_dumps
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -109,6 +110,7 @@ class Fetcher:
         self._base_dir = base_dir
         self._clock = clock
         self._guard = _AddressGuard(config)
+        self._checked: set[str] = set()  # URLs `send` found allowed (scheme, IP literal); DNS is checked each time
         # Waiting for a slot must not eat into a request's deadline, so the limit is taken
         # here, before the deadline starts, rather than in the connection pool.
         self._slots = asyncio.Semaphore(config.max_in_flight)
@@ -229,12 +231,15 @@ class Fetcher:
 
     async def send(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                    content: bytes | None = None, json: Any = None, data: Mapping[str, Any] | None = None,
-                   files: Mapping[str, Any] | None = None, timeout: float | None = None) -> Response:
+                   files: Mapping[str, tuple[str, bytes, str]] | None = None, timeout: float | None = None) -> Response:
         """One request to a channel's API (issue 16: a webhook, Mastodon, Telegram,
-        WordPress) through the same address guard. No redirect is followed (a 3xx comes back
-        as it is) and nothing is retried (the delivery ledger decides when to try again);
-        `timeout` (seconds, at most `fetcher.total_timeout`) bounds the whole request.
-        Returns the answer whatever its status, its body capped at `fetcher.max_body_bytes`.
+        WordPress) through the same address guard, straight on the aiohttp session as GETs go
+        (httpx's layer cost more CPU than a delivery to a local receiver). The body is `content`
+        (bytes), `json`, or a form of `data` fields and `files` (name -> (filename, bytes,
+        media type): multipart). No redirect is followed (a 3xx comes back as it is) and
+        nothing is retried (the delivery ledger decides when to try again); `timeout` (seconds,
+        at most `fetcher.total_timeout`) bounds the whole request. Returns the answer whatever
+        its status, its body capped at `fetcher.max_body_bytes`.
         Raises:
             BlockedAddress: the URL or a resolved address is not public; nothing was sent.
             FetchError: no answer. `maybe_sent` says whether the request may have reached the
@@ -243,25 +248,30 @@ class Fetcher:
                 a secret URL parameter.
         """
         limit = min(timeout or self._config.total_timeout, self._config.total_timeout)
+        body, extra = _request_body(content, json, data, files)
         try:
             try:
-                self._guard.check_url(url)
+                if url not in self._checked:  # a channel posts to one URL again and again: parsed once
+                    self._guard.check_url(url)
+                    if len(self._checked) > 1000:
+                        self._checked.clear()
+                    self._checked.add(url)
                 async with self._slots:
                     async with asyncio.timeout(limit):  # after the slot: waiting for one is no part of it
-                        response = await self._client.request(method, url, headers=headers, content=content,
-                                                              json=json, data=data, files=files)
+                        async with self._aiohttp().request(
+                                method, url, headers={**self._headers, **extra, **(headers or {})}, data=body,
+                                allow_redirects=False, timeout=self._timeout) as response:
+                            answer = _header_dict(response.headers)
+                            got = await _read_capped(response.content, answer, self._config.max_body_bytes)
             except TimeoutError as exc:
                 raise _unanswered(FetchError(f"no answer within {limit:g} s", transient=True), True) from exc
             except _NETWORK_ERRORS as exc:
                 raise _unanswered(_network_error(exc, url, self._config), not _before_sending(exc)) from exc
-            except FetchError as exc:  # the guard, before or after DNS
-                raise _unanswered(exc, False)
-            if len(response.content) > self._config.max_body_bytes:
-                raise _unanswered(TooLarge(f"the answer is longer than {self._config.max_body_bytes:,} bytes"), True)
+            except FetchError as exc:  # the guard (before or after DNS), or the answer's size
+                raise _unanswered(exc, exc.code != "address_blocked")
         except FetchError as exc:
             raise _redacted(exc)
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        return Response(str(response.url), response.status_code, response.content, headers, FetchState(), None)
+        return Response(url, response.status, got, answer, FetchState(), None)
 
     async def _attempts(self, url: str, state: FetchState, cap: int, accept: str | None,
                         raise_for_status: bool = True) -> Response:
@@ -643,6 +653,23 @@ def _network_error(exc: BaseException, url: str, config: FetcherConfig) -> Fetch
             return FetchError(message, hint=hint, transient=transient)
     return FetchError(f"fetching {url} failed: {exc}", transient=True,
                       hint="if this persists, report it with the url")
+
+
+def _request_body(content: bytes | None, json_body: Any, data: Mapping[str, Any] | None,
+                  files: Mapping[str, tuple[str, bytes, str]] | None) -> tuple[Any, dict[str, str]]:
+    """What `Fetcher.send` hands aiohttp as the body, and the headers that go with it."""
+    if json_body is not None:
+        return json_dumps(json_body, ensure_ascii=False).encode(), {"Content-Type": "application/json"}
+    if files:
+        form = aiohttp.FormData()
+        for name, value in (data or {}).items():
+            form.add_field(name, str(value))
+        for name, (filename, payload, media_type) in files.items():
+            form.add_field(name, payload, filename=filename, content_type=media_type)
+        return form, {}
+    if data is not None:
+        return {k: str(v) for k, v in data.items()}, {}
+    return content, {}
 
 
 def _unanswered(exc: FetchError, maybe_sent: bool) -> FetchError:

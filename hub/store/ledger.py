@@ -74,9 +74,10 @@ class LedgerChannelRow(SQLModel, table=True):
 
 class LedgerRow(SQLModel, table=True):
     __tablename__ = "ledger"
+    # Two indexes besides the key, each written for every row at ingest: the unique one also
+    # finds a channel's rows of a record, the other what a channel has to do, oldest first.
     __table_args__ = (UniqueConstraint("channel_id", "record_id", "version", name="uq_ledger_delivery"),
-                      Index("ix_ledger_work", "channel_id", "status", "id"),
-                      Index("ix_ledger_record", "record_id"))
+                      Index("ix_ledger_work", "channel_id", "status", "id"))
 
     id: int | None = Field(default=None, primary_key=True)
     channel_id: str
@@ -135,7 +136,7 @@ def announce(conn: Connection, now: datetime, touched: Collection[int], revised:
     tags = _tags(conn, ids, wanted_tags) if wanted_tags else {}
     old = [i for i in ids if i in set(revised)]  # a record of this transaction has no rows yet
     versions = _versions(conn, old)
-    known = _known(conn, old)
+    known = _known(conn, [c for c, _ in channels], old)
     rows, stale = [], []
     for record_id in ids:
         if record_id not in facts:
@@ -206,9 +207,16 @@ def _versions(conn: Connection, ids: Sequence[int]) -> dict[int, int]:
     return dict(_chunked(conn, sql, ids)) if ids else {}
 
 
-def _known(conn: Connection, ids: Sequence[int]) -> set[tuple[str, int]]:
-    sql = "SELECT DISTINCT channel_id, record_id FROM ledger WHERE record_id IN ({ids})"
-    return {(c, r) for c, r in _chunked(conn, sql, ids)} if ids else set()
+def _known(conn: Connection, channels: Sequence[str], ids: Sequence[int]) -> set[tuple[str, int]]:
+    """(channel, record) of these records that have ledger rows (the unique index, per channel)."""
+    found: set[tuple[str, int]] = set()
+    for channel in channels if ids else ():
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            sql = (f"SELECT DISTINCT record_id FROM ledger WHERE channel_id = {placeholders(conn, 1)} "
+                   f"AND record_id IN ({placeholders(conn, len(chunk))})")
+            found.update((channel, r) for r, in conn.exec_driver_sql(sql, (channel, *chunk)))
+    return found
 
 
 # --- what the publish tick reads and writes ---------------------------------------------------

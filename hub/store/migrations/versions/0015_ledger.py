@@ -58,7 +58,6 @@ def upgrade() -> None:
                     sa.PrimaryKeyConstraint('id'),
                     sa.UniqueConstraint('channel_id', 'record_id', 'version', name='uq_ledger_delivery'))
     op.create_index('ix_ledger_work', 'ledger', ['channel_id', 'status', 'id'])
-    op.create_index('ix_ledger_record', 'ledger', ['record_id'])
     op.create_table('ledger_copies',
                     sa.Column('channel_id', sa.String(), nullable=False),
                     sa.Column('record_id', sa.BigInteger(), autoincrement=False, nullable=False),
@@ -86,7 +85,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('ledger_copies')
-    op.drop_index('ix_ledger_record', table_name='ledger')
     op.drop_index('ix_ledger_work', table_name='ledger')
     op.drop_table('ledger')
     op.drop_table('ledger_channels')
