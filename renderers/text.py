@@ -148,7 +148,7 @@ def cut(text: str, length: int) -> str:
         return ELLIPSIS[:length]
     head = text[:length - 1]
     space = max(head.rfind(" "), head.rfind("\n"))
-    if space > length // 2:
+    if space >= length // 3:  # at a word, unless that would lose most of it (one very long word)
         head = head[:space]
     return head.rstrip(" \n,;:.-–") + ELLIPSIS
 

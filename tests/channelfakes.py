@@ -582,6 +582,7 @@ class Entry:
     age: timedelta = timedelta(hours=1)  # published this long before the feed's `now`
     image: str | None = None  # a file name on the feed server
     category: str | None = None
+    more_images: tuple[str, ...] = ()
 
 
 def rss(entries: list[Entry], images_base: str, now: datetime | None = None) -> bytes:
@@ -591,8 +592,8 @@ def rss(entries: list[Entry], images_base: str, now: datetime | None = None) -> 
     now = now or datetime.now(timezone.utc)
     items = []
     for e in entries:
-        enclosure = (f'<enclosure url="{images_base}/files/{e.image}" type="image/jpeg" length="1000"/>'
-                     if e.image else "")
+        enclosure = "".join(f'<enclosure url="{images_base}/files/{name}" type="image/jpeg" length="1000"/>'
+                            for name in ((e.image,) if e.image else ()) + e.more_images)
         category = f"<category>{escape(e.category)}</category>" if e.category else ""
         items.append(f"<item><title>{escape(e.title)}</title><guid>{e.guid}</guid>"
                      f"<link>https://laden.example/{e.guid}</link><pubDate>{format_datetime(now - e.age)}</pubDate>"
