@@ -21,8 +21,9 @@ the same on every attempt of one delivery, so a receiver drops a repeat; `webhoo
 this attempt's Unix time; `webhook-signature`, `v1,` and the base64 HMAC-SHA256 of
 `{id}.{timestamp}.{body}` keyed with the secret's bytes (the base64 after `whsec_`). Any 2xx
 is success; a redirect is a failure (never followed); 410 disables the channel until its
-options change (or `hub channels enable`); 429 and 5xx are tried again as the ledger's
-schedule says, never sooner than a Retry-After. The fetcher's SSRF guard applies.
+options change (or `hub channels enable`); any other answer is tried again as the ledger's
+schedule says (about three days), never sooner than a Retry-After. The fetcher's SSRF guard
+applies.
 """
 
 from __future__ import annotations
@@ -152,7 +153,11 @@ class WebhookPublisher:
         except FetchError as exc:
             raise network_error(exc, f"webhook {opts.url}") from exc
         if not 200 <= answer.status < 300:
-            raise status_error(answer, f"webhook {opts.url}", answer.body[:200].decode("utf-8", "replace").strip())
+            error = status_error(answer, f"webhook {opts.url}", answer.body[:200].decode("utf-8", "replace").strip())
+            if error.permanent:  # a receiver's 404 or 400 may be a deployment under way: the schedule decides
+                error.permanent = False
+                error.hint = "the receiver refused it; it is tried again on Standard Webhooks' schedule"
+            raise error
         return Receipt(_their_id(answer.body) or out.remote_id or str(out.record_id))
 
     @staticmethod

@@ -46,9 +46,15 @@ def test_the_signature_matches_the_standard_webhooks_test_vector():
         "v1,mPvk/gFK+F6Y3Y5+SjKSnhvGeRi/pc2qLqL3+wGsiSU="
 
 
-async def test_a_record_is_created_once_then_updated_then_deleted(feeds, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    return f"sqlite:///{tmp_path}/hub.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+async def test_a_record_is_created_once_then_updated_then_deleted(feeds, tmp_path, db_url):
     with WebhookReceiver() as hook:
-        path = channel_config(tmp_path / "c.yaml", feeds.url("/files/laden.xml"), webhook(hook.url("/hook")))
+        path = channel_config(tmp_path / "c.yaml", feeds.url("/files/laden.xml"), webhook(hook.url("/hook")),
+                              store_url=db_url)
         clock = ManualClock()
         async with channel_town(path, clock) as t:
             await ingest(t, clock)
@@ -161,6 +167,21 @@ async def test_410_disables_the_webhook_and_hub_channels_shows_it(feeds, tmp_pat
             [report] = await t.publisher.publish()
             assert report.sent == 2
     assert sorted(r.data["title"] for r in hook.received) == ["Christstollen", "Frische Brezeln"]
+
+
+async def test_a_refusal_is_tried_again_on_the_schedule(feeds, tmp_path):
+    with WebhookReceiver() as hook:
+        path = channel_config(tmp_path / "c.yaml", feeds.url("/files/laden.xml"), webhook(hook.url("/hook")))
+        clock = ManualClock()
+        async with channel_town(path, clock) as t:
+            await ingest(t, clock)
+            hook.fail(2, 404, body=b"no such route (deploying)")
+            [report] = await t.publisher.publish()
+            assert report.failed == 2 and "HTTP 404" in report.error
+            assert {r["status"] for r in ledger_rows(t.store, "stadtapp")} == {"pending"}
+            clock.advance(7)
+            [report] = await t.publisher.publish()
+            assert report.sent == 2
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(feeds, tmp_path):
