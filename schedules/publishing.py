@@ -200,7 +200,8 @@ class ChannelPublisher:
             if job.action == "skip":
                 await run.done(job, None)
         if is_record_publisher(publisher):
-            await self._send(channel, publisher, caps, [j for j in jobs if j.action != "skip"], run)
+            deadline = now + self.settings.schedule.lease * 0.8  # the rest is given back before the lease ends
+            await self._send(channel, publisher, caps, [j for j in jobs if j.action != "skip"], run, deadline)
         else:
             await self._send_legacy(channel, publisher, [j for j in jobs if j.action != "skip"], run)
         return await run.close(state, now)
@@ -286,9 +287,10 @@ class ChannelPublisher:
     # --- sending ------------------------------------------------------------------------------
 
     async def _send(self, channel: ChannelConfig, publisher: Any, caps: Capabilities, jobs: list[Job],
-                    run: _Run) -> None:
+                    run: _Run, deadline: datetime) -> None:
         """Call the publisher for every job, `concurrency` at a time; each outcome is recorded
-        as it comes (`_Run`). Once the channel asks to stop, the jobs not started are given back."""
+        as it comes (`_Run`). The jobs not started when the channel asks to stop, or at the
+        `deadline` (a slow channel's run must end within its lease), are given back."""
         ref = self._ref(channel)
         many = getattr(publisher, "send_many", None)
         if callable(many) and all(j.action != "recreate" for j in jobs):
@@ -303,7 +305,7 @@ class ChannelPublisher:
 
         async def one(job: Job) -> None:
             async with slots:
-                if stop.is_set():
+                if stop.is_set() or self.clock.now() >= deadline:
                     await run.done(job, None)
                     return
                 result = await self._call(channel, publisher, ref, job)

@@ -162,6 +162,7 @@ class WebhookReceiver(Fake):
         self.answer_id = False  # answer {"id": "remote-<record>"} like a platform's API
         self.lose_answers = 0  # the next n deliveries arrive, but their answer comes too late
         self.lose_for = 5.0
+        self.each = None  # called with each verified delivery (a test's clock moves on)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/hook", self._hook)
@@ -184,6 +185,8 @@ class WebhookReceiver(Fake):
             return web.Response(status=400, text="bad signature")
         self.received.append(Received(request.headers["webhook-id"], payload["type"], payload["timestamp"],
                                       payload["data"], time.time()))
+        if self.each is not None:
+            self.each(self.received[-1])
         if self.lose_answers:
             self.lose_answers -= 1
             await asyncio.sleep(self.lose_for)
@@ -275,6 +278,8 @@ class FakeMastodon(Fake):
                                     "edits": 0}
         if key:
             self.keys[key] = status_id
+        if self.each is not None:
+            self.each(self.received[-1])
         if self.lose_answers:
             self.lose_answers -= 1
             await asyncio.sleep(self.lose_for)

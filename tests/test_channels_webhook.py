@@ -169,6 +169,23 @@ async def test_410_disables_the_webhook_and_hub_channels_shows_it(feeds, tmp_pat
     assert sorted(r.data["title"] for r in hook.received) == ["Christstollen", "Frische Brezeln"]
 
 
+async def test_a_slow_run_gives_back_what_it_did_not_start_before_its_lease_ends(tmp_path):
+    with FeedServer() as feeds, WebhookReceiver() as hook:
+        feeds.files["laden.xml"] = rss([Entry(f"n{i}", f"Neuigkeit {i}", "Text.", age=timedelta(minutes=i))
+                                        for i in range(5)], feeds.url("").rstrip("/"))
+        path = channel_config(tmp_path / "c.yaml", feeds.url("/files/laden.xml"),
+                              webhook(hook.url("/hook"), ", concurrency: 1"))
+        clock = ManualClock()
+        hook.each = lambda _: clock.advance(100)  # each delivery takes 100 s of the lease's 300
+        async with channel_town(path, clock) as t:
+            await ingest(t, clock)
+            [report] = await t.publisher.publish()
+            assert (report.sent, report.left) == (3, 2)  # the 4th would start past 80% of the lease
+            assert {r["status"]: r["attempts"] for r in ledger_rows(t.store, "stadtapp")} == {"sent": 1, "pending": 0}
+            [report] = await t.publisher.publish()
+            assert report.sent == 2
+
+
 async def test_a_refusal_is_tried_again_on_the_schedule(feeds, tmp_path):
     with WebhookReceiver() as hook:
         path = channel_config(tmp_path / "c.yaml", feeds.url("/files/laden.xml"), webhook(hook.url("/hook")))
