@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import (TYPE_CHECKING, Any, Annotated, ClassVar, Literal, Mapping, NamedTuple, Protocol, Sequence,
                     TypeVar)
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hub.errors import DeliveryError, FetchError
 from hub.ledger import Pace, parse_quiet
@@ -83,10 +83,20 @@ class PaceOptions(RendererOptions):
 class PushOptions(RendererOptions):
     """What every push channel may say besides its own options: its pace, and the Jinja2
     text template of its posts (`template:` inline, or `template_file:` a file next to the
-    config); without one, the channel's German default (renderers/templates/)."""
+    config); without one, the channel's German default (renderers/templates/). A channel
+    that sends data rather than text (a webhook, a JSON Lines file) takes no template."""
 
     pace: PaceOptions = PaceOptions()
     template: str | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _text_only_where_used(cls, template: str | None) -> str | None:
+        if template is not None and not cls.takes_template:
+            raise ValueError("this channel sends the record as data, not as a text: leave out template")
+        return template
+
+    takes_template: ClassVar[bool] = True
 
 
 # --- the new contract: the whole life of a record ---------------------------------------------

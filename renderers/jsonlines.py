@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 
 class JsonLinesOptions(PushOptions):
+    takes_template: ClassVar[bool] = False
     path: Path  # the file to append to; relative to the config file's folder
 
 

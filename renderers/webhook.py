@@ -77,6 +77,7 @@ def secret_key(secret: str) -> bytes:
 
 
 class WebhookOptions(PushOptions):
+    takes_template: ClassVar[bool] = False
     url: Annotated[str, AfterValidator(_http_url)]
     secret: Annotated[SecretStr, AfterValidator(_whsec)]
     events: list[Literal["created", "updated", "deleted"]] = list(EVENTS)

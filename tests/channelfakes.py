@@ -278,8 +278,6 @@ class FakeMastodon(Fake):
                                     "edits": 0}
         if key:
             self.keys[key] = status_id
-        if self.each is not None:
-            self.each(self.received[-1])
         if self.lose_answers:
             self.lose_answers -= 1
             await asyncio.sleep(self.lose_for)

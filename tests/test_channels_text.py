@@ -66,12 +66,14 @@ def test_a_template_that_does_not_parse_is_a_config_problem_with_its_line(tmp_pa
                           '  - {id: mastodon, renderer: mastodon, base_url: "https://social.example",\n'
                           '     access_token: x, template: "{{ title }"}\n'
                           '  - {id: spaet, renderer: webhook, url: "https://a.example/h",\n'
-                          '     secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", pace: {per_hour: 10, quiet: "22-7"}}')
+                          '     secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", pace: {per_hour: 10, quiet: "22-7"},\n'
+                          '     template: "{{ title }}"}')
     with pytest.raises(ConfigError) as caught:
         config.load(path, env={})
     problems = "\n".join(caught.value.problems)
     assert "the template does not parse" in problems and "c.yaml:" in problems
     assert "write it like \"22:00-07:00\"" in problems
+    assert "sends the record as data, not as a text" in problems  # a webhook has no text to template
 
 
 async def test_a_name_the_template_does_not_know_fails_the_delivery_and_says_why(feeds, tmp_path):

@@ -134,7 +134,8 @@ def announce(conn: Connection, now: datetime, touched: Collection[int], revised:
     merchants = _merchants(conn, ids) if any(r.merchants is not None for _, r in channels) else {}
     wanted_tags = sorted({t for _, r in channels for t in r.tags})
     tags = _tags(conn, ids, wanted_tags) if wanted_tags else {}
-    old = [i for i in ids if i in set(revised)]  # a record of this transaction has no rows yet
+    revised = set(revised)
+    old = [i for i in ids if i in revised]  # a record new in this transaction has no rows yet
     versions = _versions(conn, old)
     known = _known(conn, [c for c, _ in channels], old)
     rows, stale = [], []
