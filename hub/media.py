@@ -104,6 +104,9 @@ class MediaStore:
         self.index = index
         self.fetcher = fetcher
         self._key = _load_or_create_key(data_dir / "media.key")
+        # How many times this process stored images: pages show stored images as variants
+        # (srcset) and others through the on-demand route, so a page rendered before is stale.
+        self.saves = 0
 
     # --- what pages show ------------------------------------------------------------------
 
@@ -177,6 +180,7 @@ class MediaStore:
                 by_host.setdefault(urlsplit(url).hostname, []).append(url)
         await asyncio.gather(*(host(*host_urls) for host_urls in by_host.values()))
         await asyncio.to_thread(self.index.save, images, datetime.now(timezone.utc), [i for i, _ in pending])
+        self.saves += 1
         report.downloaded = sum(i.sha256 is not None for i in images)
         report.failed = len(images) - report.downloaded
         report.not_tried = sum(i.error is not None and i.error.startswith(_NOT_TRIED) for i in images)
@@ -196,6 +200,7 @@ class MediaStore:
         so it is not tried on every run (the on-demand route tries again)."""
         image = await self._obtain(url, {})
         await asyncio.to_thread(self.index.save, [image], datetime.now(timezone.utc))
+        self.saves += 1
         return image
 
     async def _obtain(self, url: str, unreachable: dict[str, str], earlier: Mapping[str, str] = {}) -> StoredImage:

@@ -3,6 +3,7 @@ and opening the store with it. Errors end the command with exit code 2 and a cle
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,8 +19,11 @@ from hub.pipeline import source_specs
 from hub.store import Store
 from schedules.publishing import prepare_channels
 
-out = Console()
-err = Console(stderr=True)
+# On a terminal, tables fit its width; into a pipe or a file (a script, a log, a test), they
+# keep whole lines rather than cutting errors and advice to the 80 columns rich assumes.
+PIPED_WIDTH = 240
+out = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", envvar="HUB_CONFIG", help="The YAML config file.")]
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]

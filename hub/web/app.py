@@ -75,7 +75,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     # /openapi.json and /docs come from hub.web.api: the public API alone, Swagger UI self-hosted
     app = FastAPI(title=settings.platform.name, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     # Innermost, so the headers added further out (security, counting) go on cached answers too.
-    app.add_middleware(PageCache, version=lambda: data_version(store.engine), in_thread=store.dialect != "sqlite")
+    # The version: the records' (any process) and this process's stored images (hub.media).
+    app.add_middleware(PageCache, version=lambda: (data_version(store.engine), media.saves),
+                       in_thread=store.dialect != "sqlite")
     app.add_middleware(CountingMiddleware, settings=settings, store=store)  # issue 17: views, searches, feeds (hub.stats)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(i18n.LocaleMiddleware, default=settings.platform.language)  # outermost: errors too
