@@ -18,6 +18,9 @@ from hub.store import Store
 from tests.feedserver import FeedServer
 from tests.schedtown import feed, write_config
 
+# Processes started and killed: not about the date, so not in make test's second run (--clock-ahead).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 N = 60  # from 50 sources on, `hub fetch` parses and stores in worker processes
 

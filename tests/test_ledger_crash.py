@@ -28,6 +28,8 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -36,6 +38,8 @@ from tests.channelfakes import SECRET, Entry, WebhookReceiver, channel_config, r
 from tests.feedserver import FeedServer  # noqa: E402
 
 CONCURRENCY = 2
+# Processes started and killed: not about the date, so not in make test's second run (--clock-ahead).
+pytestmark = pytest.mark.slow
 
 # A process that has imported the hub and forks, on each line it reads, a child that fetches
 # (`fetch`) or works the channel off until nothing is left (`publish`, as `hub run`'s publish

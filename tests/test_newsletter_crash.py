@@ -22,12 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from hub.newsletter.job import NewsletterJob
 from hub.newsletter.sender import MAX_UNMARKED
 from hub.newsletter.tables import DELIVERIES, SUBSCRIBERS
 from tests.newsletter_town import SmtpSink, Town
+
+# Processes started and killed: not about the date, so not in make test's second run (--clock-ahead).
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIBERS_IN_SUITE = int(os.environ.get("NEWSLETTER_CRASH_SUBSCRIBERS", "1000"))

@@ -24,6 +24,9 @@ from schedules.publishing import prepare_channels
 from tests.feedserver import FeedServer
 from tests.schedtown import feed, write_config
 
+# Processes started and killed: not about the date, so not in make test's second run (--clock-ahead).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ", tick: 0.2s, publish_tick: 0.3s, batch: 20, lease: 3s, shutdown_grace: 0.5s"
 
