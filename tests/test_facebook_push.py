@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -450,4 +451,5 @@ def test_under_hub_run_a_notified_post_is_on_the_page_within_seconds(graph, tmp_
     assert seconds < 5, output
     assert "Facebook push for schmitz-facebook: ok, 1 new" in output
     assert "hub.verify_token=REDACTED" in output  # Meta's handshake, in the access log
+    assert not re.search(r"127\.0\.0\.1:\d+ - \"GET", output)  # no client address in it either
     assert "Traceback" not in output and TOKEN_A not in output and VERIFY not in output, output

@@ -6,6 +6,9 @@ through an import inside a function."""
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +40,16 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
+    """The import graph, worked out in a fresh interpreter: CPython 3.11's `ast.parse` can
+    fail with "AST constructor recursion depth mismatch" in a process where earlier tests
+    recursed deeply (an interpreter bug, not a property of our code)."""
+    found = subprocess.run([sys.executable, "-c", "import json, tests.test_layering as t; "
+                            "print(json.dumps({k: sorted(v) for k, v in t._graph_here().items()}))"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {name: set(deps) for name, deps in json.loads(found).items()}
+
+
+def _graph_here() -> dict[str, set[str]]:
     modules = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
                if "migrations" not in p.parts and "demo" not in p.parts}
     # an import of a package's attribute (from hub.store import Store) points at the package

@@ -237,12 +237,13 @@ class SecurityHeaders:
 
 
 class _RedactedQuery(logging.Filter):
-    """Blanks secret query parameters in uvicorn's access log: Meta's webhook handshake
-    carries the verify token in its URL (`hub.verify_token=`)."""
+    """Blanks what uvicorn's access log must not keep: secret query parameters (Meta's
+    webhook handshake carries the verify token in its URL, `hub.verify_token=`) and the
+    client's address (residents are not tracked, not even in a log file)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and len(record.args) > 2 and isinstance(record.args[2], str):
-            record.args = (*record.args[:2], redact(record.args[2]), *record.args[3:])
+            record.args = ("-", record.args[1], redact(record.args[2]), *record.args[3:])
         return True
 
 
