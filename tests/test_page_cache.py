@@ -135,9 +135,13 @@ async def test_a_new_post_shows_on_the_next_request(tmp_path):
 def test_a_feed_is_kept_once_it_is_dated_and_dates_are_asked_of_the_app():
     backend = Backend()
     client = cached(backend)
-    assert client.get("/feed.atom").text == "feed 1"  # not dated yet: not kept
-    assert client.get("/feed.atom").text == "feed 2"
-    assert client.get("/feed.atom").text == "feed 2" and backend.calls == 2
-    client.get("/feed.atom", headers={"If-Modified-Since": "Sat, 05 Dec 2026 10:00:00 GMT"})
-    assert backend.calls == 3  # the app answers a date
-    assert client.get("/feed.atom", headers={"If-None-Match": '"f"'}).status_code == 304 and backend.calls == 3
+    with time_machine.travel(datetime(2026, 12, 5, 10, 0, 0, 100_000, tzinfo=timezone.utc), tick=False) as clock:
+        assert client.get("/feed.atom").text == "feed 1"  # not dated yet: kept for this second only
+        assert client.get("/feed.atom").text == "feed 1" and backend.calls == 1
+        clock.shift(timedelta(seconds=1))
+        assert client.get("/feed.atom").text == "feed 2"  # dated now: kept
+        clock.shift(timedelta(seconds=5))
+        assert client.get("/feed.atom").text == "feed 2" and backend.calls == 2
+        client.get("/feed.atom", headers={"If-Modified-Since": "Sat, 05 Dec 2026 10:00:00 GMT"})
+        assert backend.calls == 3  # the app answers a date
+        assert client.get("/feed.atom", headers={"If-None-Match": '"f"'}).status_code == 304 and backend.calls == 3

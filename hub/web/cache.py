@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _EXACT = frozenset({"/", "/events", "/offers", "/search", "/embed", "/embed.css", "/sitemap.xml", "/robots.txt",
                     "/feed.atom", "/feed.rss", "/feed.json", "/events.ics"})
 # The feeds out date a version only once the second it was first served in is over
-# (hub.web.feeds): their first answer has no Last-Modified yet and is not kept.
+# (hub.web.feeds): an answer without its Last-Modified yet is kept for that second only
+# (a burst of readers of a new version still costs one rendering).
 _DATED = frozenset({"/feed.atom", "/feed.rss", "/feed.json", "/events.ics"})
 _PREFIXES = ("/m/", "/items/", "/sitemap", "/api/v1/")
 _NEVER = ("/api/v1/admin",)
@@ -54,6 +55,7 @@ class _Answer:
     etag: bytes | None
     version: Any
     made: float
+    for_this_second: bool = False  # an undated feed: good until the wall clock's second ends
 
 
 class PageCache:
@@ -85,6 +87,8 @@ class PageCache:
         answer = self.entries.get(key)
         if b"if-modified-since" in headers and b"if-none-match" not in headers:
             answer = None  # the app dates its answers; an ETag decides first when both are sent (RFC 9110)
+        if answer is not None and answer.for_this_second and int(time.time()) != int(answer.made):
+            answer = None
         if answer is not None and answer.version == version and 0 <= time.time() - answer.made < self.ttl:
             self.entries.move_to_end(key)
             self.hits += 1
@@ -106,21 +110,21 @@ class PageCache:
             if message["type"] == "http.response.start":
                 started.update(message)
                 names = {name.lower() for name, _ in message.get("headers", [])}
-                keep = message["status"] == 200 and b"set-cookie" not in names and (
-                    not dated or b"last-modified" in names)
+                keep = message["status"] == 200 and b"set-cookie" not in names
             elif message["type"] == "http.response.body" and keep:
                 chunks.append(message.get("body", b""))
                 keep = sum(map(len, chunks)) <= MAX_BODY
                 if not message.get("more_body", False) and keep:
-                    self._keep(key, version, started, b"".join(chunks))
+                    self._keep(key, version, started, b"".join(chunks), dated)
             await send(message)
 
         await self.app(scope, receive, capture)
 
-    def _keep(self, key: tuple, version: Any, start: Message, body: bytes) -> None:
+    def _keep(self, key: tuple, version: Any, start: Message, body: bytes, dated: bool) -> None:
         headers = list(start.get("headers", []))
         etag = next((value for name, value in headers if name.lower() == b"etag"), None)
-        self.entries[key] = _Answer(start["status"], headers, body, etag, version, time.time())
+        undated = dated and not any(name.lower() == b"last-modified" for name, _ in headers)
+        self.entries[key] = _Answer(start["status"], headers, body, etag, version, time.time(), undated)
         self.entries.move_to_end(key)
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
