@@ -59,6 +59,13 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_schedule.py
 	$(BIN)/python tests/benchmarks/bench_identity.py
 	$(BIN)/python tests/benchmarks/bench_facebook.py
+	$(BIN)/python tests/benchmarks/bench_website.py
+	$(BIN)/python tests/benchmarks/bench_ical.py
+	$(BIN)/python tests/benchmarks/bench_listing.py
+	$(BIN)/python tests/benchmarks/bench_counting.py
+	$(BIN)/python tests/benchmarks/bench_newsletter.py
+	$(BIN)/python tests/benchmarks/bench_channels.py
+	$(BIN)/python tests/benchmarks/bench_web.py   # builds 1,000,000 records first (once a day, in /tmp)
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock:
