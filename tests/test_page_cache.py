@@ -145,3 +145,22 @@ def test_a_feed_is_kept_once_it_is_dated_and_dates_are_asked_of_the_app():
         client.get("/feed.atom", headers={"If-Modified-Since": "Sat, 05 Dec 2026 10:00:00 GMT"})
         assert backend.calls == 3  # the app answers a date
         assert client.get("/feed.atom", headers={"If-None-Match": '"f"'}).status_code == 304 and backend.calls == 3
+
+
+async def test_a_burst_of_readers_costs_one_rendering():
+    import asyncio
+
+    import httpx
+
+    calls = 0
+
+    async def slow(request):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)  # a rendering at a million records
+        return PlainTextResponse(f"page {calls}")
+
+    cache = PageCache(Starlette(routes=[Route("/events", slow)]), version=lambda: 1, in_thread=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cache), base_url="http://hub") as client:
+        answers = await asyncio.gather(*(client.get("/events") for _ in range(20)))
+    assert calls == 1 and {a.text for a in answers} == {"page 1"}

@@ -19,6 +19,7 @@ methods, cookies set, large bodies) passes through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class PageCache:
         self.app, self.version, self.in_thread = app, version, in_thread
         self.max_entries, self.ttl = max_entries, ttl
         self.entries: OrderedDict[tuple, _Answer] = OrderedDict()
+        self.filling: dict[tuple, asyncio.Event] = {}  # answers being rendered: one rendering per burst
         self.hits = self.misses = 0
 
     def clear(self) -> None:
@@ -84,21 +86,38 @@ class PageCache:
             return
         key = (scope["path"], scope.get("query_string", b""), *(headers.get(h, b"") for h in _VARY))
         version = await run_in_threadpool(self.version) if self.in_thread else self.version()
-        answer = self.entries.get(key)
-        if b"if-modified-since" in headers and b"if-none-match" not in headers:
-            answer = None  # the app dates its answers; an ETag decides first when both are sent (RFC 9110)
-        if answer is not None and answer.for_this_second and int(time.time()) != int(answer.made):
-            answer = None
-        if answer is not None and answer.version == version and 0 <= time.time() - answer.made < self.ttl:
-            self.entries.move_to_end(key)
-            self.hits += 1
-            await _replay(answer, headers.get(b"if-none-match"), scope["method"] == "HEAD", send)
+        by_date = b"if-modified-since" in headers and b"if-none-match" not in headers
+        # by_date: the app dates its answers; an ETag decides first when both are sent (RFC 9110)
+        if not by_date and await self._replayed(key, version, headers, scope, send):
             return
         self.misses += 1
         if scope["method"] == "HEAD" or b"if-none-match" in headers or b"if-modified-since" in headers:
             await self.app(scope, receive, send)  # no body to keep (the app answers 304 itself)
             return
-        await self._fill(key, version, scope["path"] in _DATED, scope, receive, send)
+        filling = self.filling.get(key)
+        if filling is not None:  # another request renders this answer right now: wait for it
+            await filling.wait()
+            if await self._replayed(key, version, headers, scope, send):
+                return
+        self.filling[key] = done = asyncio.Event()
+        try:
+            await self._fill(key, version, scope["path"] in _DATED, scope, receive, send)
+        finally:
+            if self.filling.get(key) is done:
+                del self.filling[key]
+            done.set()
+
+    async def _replayed(self, key: tuple, version: Any, headers: dict, scope: Scope, send: Send) -> bool:
+        """Answer from the cache if it holds a usable answer for `key`."""
+        answer = self.entries.get(key)
+        if answer is None or answer.version != version or not 0 <= time.time() - answer.made < self.ttl:
+            return False
+        if answer.for_this_second and int(time.time()) != int(answer.made):
+            return False
+        self.entries.move_to_end(key)
+        self.hits += 1
+        await _replay(answer, headers.get(b"if-none-match"), scope["method"] == "HEAD", send)
+        return True
 
     async def _fill(self, key: tuple, version: Any, dated: bool, scope: Scope, receive: Receive, send: Send) -> None:
         started: dict[str, Any] = {}
