@@ -12,20 +12,19 @@ the item is sent.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Sequence
 
-from sqlalchemy import and_, case, delete, func, or_, select, text, update
+from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, StoredItem, Store, _from_row, _p
+from hub.store import BUSY_TIMEOUT_MS, ITEMS, SOURCES, Store, _p
 from hub.store.holds import HOLDS
 from hub.store.placement import COMMON, KEYS, ORIGINS, RECORDS, REVISIONS, SPLITS
-from hub.store import searchindex
+import hub.store.searchindex as searchindex
 from hub.store.records import TAGS
 from hub.store.tables import ChannelRow, DeliveryRow, UTCDateTime
 
@@ -33,7 +32,6 @@ log = logging.getLogger("hub.maintenance")
 
 CHANNELS = ChannelRow.__table__
 DELIVERIES = DeliveryRow.__table__
-MAX_DELIVERY_ATTEMPTS = 5  # a failed item is retried on this many runs, then left as failed
 HELD_REASON = "not fetched until a person acts (see its last error) and its options in the config change"
 
 
@@ -67,15 +65,6 @@ class Subscription:
     secret: str | None
     requested_at: datetime | None
     lease_until: datetime | None
-
-
-@dataclass(frozen=True)
-class ChannelFilter:
-    """Which items a channel wants (`include:` with categories already turned into merchants)."""
-
-    kinds: tuple[str, ...] = ()
-    merchants: tuple[str, ...] | None = None  # None: every merchant
-    tags: tuple[str, ...] = ()
 
 
 class ScheduleStore:
@@ -263,53 +252,6 @@ class ScheduleStore:
             conn.execute(update(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.lease_owner == owner)
                          .values(**values))
 
-    def pending_items(self, channel_id: str, wanted: ChannelFilter, now: datetime, limit: int) -> list[StoredItem]:
-        """Visible items the channel has not had yet, oldest first: never tried, failed fewer
-        than MAX_DELIVERY_ATTEMPTS times, or claimed by a run whose lease passed. Only items
-        first seen after the channel was added: a new channel does not flood the archive.
-        One item per canonical record residents may see (moderation and quotas apply)."""
-        since = select(CHANNELS.c.created_at).where(CHANNELS.c.id == channel_id).scalar_subquery()
-        ledger = DELIVERIES.alias("d")
-        joined = ITEMS.outerjoin(ledger, and_(ledger.c.item_id == ITEMS.c.id, ledger.c.channel_id == channel_id))
-        query = (select(ITEMS).select_from(joined)
-                 .where(ITEMS.c.deleted_at.is_(None), ITEMS.c.first_seen_at >= since,
-                        ITEMS.c.id.in_(self.store.records.first_origins(channel=channel_id, now=now)),
-                        or_(ledger.c.id.is_(None), _retryable(ledger, now)), *_wanted(wanted))
-                 .order_by(ITEMS.c.id).limit(limit))
-        with self.engine.connect() as conn:
-            return [_from_row(r) for r in conn.execute(query)]
-
-    def claim_deliveries(self, channel_id: str, item_ids: Sequence[int], now: datetime,
-                         until: datetime) -> list[int]:
-        """Claim ledger rows ("sending") for these items; returns the ids claimed. An item
-        another run holds or has sent is not returned, whatever the channel lease says."""
-        if not item_ids:
-            return []
-        rows = [{"channel_id": channel_id, "item_id": i, "status": "sending", "attempts": 1,
-                 "lease_until": until, "created_at": now} for i in item_ids]
-        fresh = (_insert(self.store.dialect, DELIVERIES).values(rows)
-                 .on_conflict_do_nothing(index_elements=["channel_id", "item_id"]).returning(DELIVERIES.c.item_id))
-        retry = (update(DELIVERIES)
-                 .where(DELIVERIES.c.channel_id == channel_id, DELIVERIES.c.item_id.in_(list(item_ids)),
-                        _retryable(DELIVERIES, now))
-                 .values(status="sending", attempts=DELIVERIES.c.attempts + 1, lease_until=until)
-                 .returning(DELIVERIES.c.item_id))
-        with self.engine.begin() as conn:
-            return list(conn.execute(retry).scalars()) + list(conn.execute(fresh).scalars())
-
-    def record_deliveries(self, channel_id: str, results: Mapping[int, tuple[str, str]], now: datetime) -> None:
-        """Store each item's outcome (status, detail) after the publisher returned."""
-        if not results:
-            return
-        statement = (update(DELIVERIES)
-                     .where(DELIVERIES.c.channel_id == channel_id, DELIVERIES.c.item_id == _p("item"))
-                     .values(status=_p("status"), detail=_p("detail"), lease_until=None,
-                             sent_at=_p("sent", UTCDateTime())))
-        params = [{"p_item": item_id, "p_status": status, "p_detail": detail or None,
-                   "p_sent": now if status == "sent" else None} for item_id, (status, detail) in results.items()]
-        with self.engine.begin() as conn:
-            conn.execute(statement, params)
-
     def delivery_statuses(self, channel_id: str) -> dict[int, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(DELIVERIES.c.item_id, DELIVERIES.c.status)
@@ -386,25 +328,8 @@ def _lease_free(table, now: datetime):
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
-def _retryable(ledger, now: datetime):
-    return or_(and_(ledger.c.status == "failed", ledger.c.attempts < MAX_DELIVERY_ATTEMPTS),
-               and_(ledger.c.status == "sending", ledger.c.lease_until < now))
-
-
 def _push_live(state: str | None, lease_until: datetime | None, now: datetime) -> bool:
     return state == "live" and lease_until is not None and lease_until > now
-
-
-def _wanted(wanted: ChannelFilter) -> list:
-    conditions = []
-    if wanted.kinds:
-        conditions.append(ITEMS.c.kind.in_(wanted.kinds))
-    if wanted.merchants is not None:
-        conditions.append(ITEMS.c.merchant_id.in_(wanted.merchants))
-    if wanted.tags:  # tags are stored as a JSON list of strings
-        conditions.append(or_(*(ITEMS.c.tags.contains(json.dumps(t, ensure_ascii=False), autoescape=True)
-                                for t in wanted.tags)))
-    return conditions
 
 
 def _insert(dialect: str, table):

@@ -28,7 +28,6 @@ from hub.store.placement import RECORDS
 from hub.store.tables import DeliveryRow
 
 DELIVERIES = DeliveryRow.__table__
-OPEN = ("pending", "sending", "unconfirmed")  # ledger rows not sent yet (hub.store.ledger, issue 16)
 _LEDGERS: "weakref.WeakKeyDictionary[Any, Table | None]" = weakref.WeakKeyDictionary()
 CountKey = tuple[str, str, str, str, str]  # day (YYYY-MM-DD), event, merchant id, channel, subject
 
@@ -232,18 +231,6 @@ class StatsStore:
             rows = conn.execute(select(table.c.channel_id, table.c.status, func.count())
                                 .group_by(table.c.channel_id, table.c.status)).all()
         return {(c, s): n for c, s, n in rows}
-
-    def ledger_backlog(self) -> dict[str, int] | None:
-        """channel -> rows of the ledger still to be sent (pending, sending, waiting to be
-        confirmed); None without the ledger of issue 16 (then the backlog is worked out from
-        the items, hub.metrics)."""
-        ledger = self._ledger()
-        if ledger is None:
-            return None
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ledger.c.channel_id, func.count()).where(ledger.c.status.in_(OPEN))
-                                .group_by(ledger.c.channel_id)).all()
-        return dict(rows)
 
     def ingest_delays(self, since: datetime) -> list[float]:
         """Seconds from publication to first sight, of the items first seen since `since`
