@@ -156,6 +156,7 @@ def start_worker(turn: Any, parent: int | None = None) -> None:
     global _turn
     _turn = turn
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by its parent until now
     if parent is not None:
         threading.Thread(target=_exit_without, args=(parent,), name="hub-parent-watch", daemon=True).start()
     for name in plugins.names("hub.connectors"):

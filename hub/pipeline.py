@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 import types
 from concurrent.futures import ProcessPoolExecutor
@@ -204,20 +203,19 @@ class Pipeline:
 
 @contextmanager
 def _born_ignoring_sigint() -> Iterator[None]:
-    """Workers started in here ignore SIGINT from their first instruction on: an ignored
-    signal stays ignored across exec, and Python then installs no KeyboardInterrupt
-    handler. A Ctrl-C while they import (a second or so) would otherwise kill them with a
-    traceback; after that, `start_worker` ignores SIGINT anyway. Only the main thread can
-    change signal handlers. While they are being started, a Ctrl-C to this
-    process is lost (a few milliseconds: the start of a worker does not wait for it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Workers started in here cannot be interrupted while they import (a second or so): a
+    Ctrl-C then would kill them with a traceback. The calling thread blocks SIGINT while it
+    starts them, and a blocked signal stays blocked across fork and exec; `start_worker`
+    then ignores SIGINT (which drops one that came meanwhile) and unblocks it.
+
+    Blocking, not ignoring: a Ctrl-C to this process while the workers start stays pending
+    (or reaches another thread) and is handled once they have started, never lost."""
+    sigint = {signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, sigint)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

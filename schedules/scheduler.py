@@ -18,6 +18,7 @@ or be shared with another `hub run` is in the database, under leases.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -116,5 +117,18 @@ class Scheduler:
         # max_instances=1 + coalesce: a slow run is never doubled nor caught up N times;
         # a grace as long as the interval delays a late run instead of dropping it.
         seconds = every.total_seconds()
-        self._aps.add_job(job, "interval", seconds=seconds, id=name, next_run_time=datetime.now(timezone.utc),
+        self._aps.add_job(_ends_quietly_when_cancelled(name, job), "interval", seconds=seconds, id=name, next_run_time=datetime.now(timezone.utc),
                           max_instances=1, coalesce=True, misfire_grace_time=max(1, int(seconds)))
+
+
+def _ends_quietly_when_cancelled(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+    """A run under way when `hub run` stops is cancelled as the loop ends: that is how
+    shutdown works, not an error worth APScheduler's traceback. Its work is safe (leases
+    pass, ledger rows stay claimed until they do)."""
+    async def run() -> object:
+        try:
+            return await job()
+        except asyncio.CancelledError:
+            log.info("job %s was cancelled by the shutdown; its work is picked up again", name)
+            return None
+    return run

@@ -83,7 +83,7 @@ def write_config(folder: Path, server_url: str, *, mail_port: int | None = None,
     path.write_text(
         "platform: {name: Teststadt erleben, base_url: 'http://127.0.0.1:8000'}\n"
         f"store: {{url: '{store_url or f'sqlite:///{folder}/hub.db'}', data_dir: '{folder}/data'}}\n"
-        "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 10}\n"
+        "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 10, host_spacing: 0}\n"
         f"admin:\n  users:\n{users}"
         f"{mail}"
         "merchants:\n"

@@ -44,7 +44,7 @@ def write_config(tmp_path: Path, graph: FakeGraph, sources: dict[str, list[str]]
                  extra: str = "") -> Path:
     """merchant id -> its sources as YAML flow mappings."""
     lines = ["platform: {name: Teststadt}", f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}",
-             "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 10}",
+             "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 10, host_spacing: 0}",
              f"facebook: {{graph_url: '{graph.graph_url}'{facebook}}}", "merchants:"]
     for merchant, entries in sources.items():
         lines += [f"  - id: {merchant}", f"    name: {merchant.title()}", "    sources:"]

@@ -420,7 +420,7 @@ async def test_a_club_announces_cancels_and_deletes_its_concert(tmp_path):
         path = tmp_path / "config.yaml"
         path.write_text(f'platform: {{name: Teststadt, base_url: "{BASE}"}}\n'
                         f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}\n"
-                        "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5}\n"
+                        "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5, host_spacing: 0}\n"
                         "merchants:\n  - id: chor\n    name: Kirchenchor\n    category: vereine\n    sources:\n"
                         f"      - {{connector: rss, url: '{server.url('/files/chor.xml')}'}}\n"
                         "channels:\n  - {id: platform, renderer: platform}\n")

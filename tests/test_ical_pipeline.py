@@ -69,7 +69,7 @@ def write_config(tmp_path: Path, url: str, horizon: str = "30d") -> Path:
     path.write_text("\n".join([
         "platform: {name: Teststadt, timezone: Europe/Berlin}",
         f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}",
-        "fetcher: {allow_private_networks: true, total_timeout: 10, retries: 0}",
+        "fetcher: {allow_private_networks: true, total_timeout: 10, retries: 0, host_spacing: 0}",
         "merchants:",
         "  - {id: tsv, name: TSV Musterstadt, sources: [{connector: ical, id: tsv-termine, url: '" + url
         + f"', horizon: {horizon}, past: 1d}}]}}",

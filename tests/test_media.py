@@ -56,7 +56,7 @@ def server():
 def settings(tmp_path: Path):
     path = tmp_path / "config.yaml"
     path.write_text(f"platform: {{name: Teststadt}}\nstore: {{url: 'sqlite:///{tmp_path}/hub.db'}}\n"
-                    "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5}\n"
+                    "fetcher: {allow_private_networks: true, retries: 0, total_timeout: 5, host_spacing: 0}\n"
                     "merchants:\n  - {id: laden, name: Laden}\n")
     return config.load(path, env={})
 

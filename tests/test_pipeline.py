@@ -39,8 +39,8 @@ FIVE = [(f"e{n}", f"Beitrag {n}", n) for n in range(1, 6)]
 
 
 def write_config(tmp_path: Path, sources: dict[str, str], *, allowed: str | None = None, timeout: float = 5) -> Path:
-    fetcher = (f"fetcher: {{allow_private_networks: false, allowed_networks: ['{allowed}'], total_timeout: {timeout}, retries: 0}}"
-               if allowed else f"fetcher: {{allow_private_networks: true, total_timeout: {timeout}, retries: 0}}")
+    fetcher = (f"fetcher: {{allow_private_networks: false, allowed_networks: ['{allowed}'], total_timeout: {timeout}, retries: 0, host_spacing: 0}}"
+               if allowed else f"fetcher: {{allow_private_networks: true, total_timeout: {timeout}, retries: 0, host_spacing: 0}}")
     lines = ["platform: {name: Teststadt}", f"store: {{url: 'sqlite:///{tmp_path}/hub.db'}}", fetcher, "merchants:"]
     for sid, url in sources.items():
         lines += [f"  - id: {sid}", f"    name: {sid}", "    sources:", f"      - {{connector: rss, id: {sid}, url: '{url}'}}"]

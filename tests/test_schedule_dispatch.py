@@ -148,7 +148,10 @@ async def test_two_schedulers_on_one_store_fetch_each_source_once_and_publish_ea
     async with town(path, clock, "a") as a, town(path, clock, "b") as b:
         clock.advance(1)
         started: dict[str, list[str]] = {"a": [], "b": []}
-        for _ in range(60):  # both tick at the same moments, as two processes would
+        # both tick at the same moments, as two processes would, until every source is started
+        # (a loaded machine takes more ticks: each tick starts what the fetch slots allow)
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(started["a"]) + len(started["b"]) < len(names) and asyncio.get_running_loop().time() < deadline:
             got_a, got_b = await asyncio.gather(a.dispatcher.tick(), b.dispatcher.tick())
             started["a"] += got_a
             started["b"] += got_b
