@@ -310,6 +310,7 @@ class Settings(Strict):
     facebook: FacebookConfig | None = None  # issue 12: the Facebook app, for Facebook and Instagram sources
     admin: AdminConfig = AdminConfig()  # issue 17: who may log in to /admin, the activity score
     mail: MailConfig | None = None  # issue 17: SMTP for reminders and the newsletter
+    runtime: Literal["inprocess", "procrastinate"] = "inprocess"  # issue 18 (hub.towns): who runs the tasks
     path: Path | None = None  # the file this came from; relative paths resolve against it
     # Not problems, but worth a look (`file:line: warning: ...`): `hub check` prints them.
     _warnings: tuple[str, ...] = PrivateAttr(())

@@ -12,6 +12,7 @@ returns, per source, the keys that were inserted, changed and deleted.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,12 +123,20 @@ class SourceStatus:
 
 class Store:
     def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True,
-                 autocheckpoint: bool = True) -> None:
+                 autocheckpoint: bool = True, schema: str | None = None) -> None:
         """`autocheckpoint=False` (SQLite): commits never copy the WAL into the database
         file; the owner calls `checkpoint` when it suits it (an ingest worker does so
-        after giving up its turn to write, so the other worker is not kept waiting)."""
+        after giving up its turn to write, so the other worker is not kept waiting).
+        `schema` (PostgreSQL, issue 18): a town's schema; every connection of this store
+        works in it (`search_path`), so the store's SQL needs no schema names."""
         self.url = _resolve_sqlite_path(url, base_dir)
-        self.engine = _make_engine(self.url, autocheckpoint)
+        self.schema = schema
+        if schema is not None and not self.url.startswith("postgresql"):
+            raise StoreError(f"a schema ({schema}) needs a PostgreSQL store, not {self.url!r}",
+                             hint="on SQLite each town has a database file of its own (hub.towns)")
+        if schema is not None and not _SCHEMA.match(schema):
+            raise StoreError(f"'{schema}' is not a usable schema name", hint="lowercase letters, digits and '_'")
+        self.engine = _make_engine(self.url, autocheckpoint, schema)
         # Canonical records, one per real thing, kept in step with the items (issue 4).
         self.records = Records(self.engine, lambda row: _from_row(row).item)
         if migrate:
@@ -144,8 +153,11 @@ class Store:
 
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["schema"] = self.schema  # alembic's version table lives in the town's schema
         try:
             with self.engine.begin() as conn:
+                if self.schema is not None:
+                    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "heads")  # parallel branches of migrations are fine
         except Exception as exc:
@@ -501,7 +513,10 @@ BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one
 POOL = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 60, "pool_use_lifo": True}
 
 
-def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _make_engine(url: str, autocheckpoint: bool = True, schema: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         _bind_nulls_and_flags_directly()
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
@@ -529,7 +544,10 @@ def _make_engine(url: str, autocheckpoint: bool = True) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, **POOL)
+    # A town's schema first; `public` after it keeps shared tables (procrastinate's, the towns
+    # registry) reachable. Set at connect, so it costs no round trip per checkout.
+    connect_args = {"options": f"-c search_path={schema},public"} if schema else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **POOL)
 
 
 def _bind_nulls_and_flags_directly() -> None:
