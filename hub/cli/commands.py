@@ -27,6 +27,7 @@ from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, se
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
 from hub.cli.newsletter import newsletter_app, publish_newsletters
+from hub.cli.towns import serve_towns, towns_app
 from hub.cli.trysource import try_source
 from hub.config import Settings
 from hub.http import Fetcher
@@ -35,6 +36,7 @@ from hub.pipeline import Pipeline, SourceReport, Stop, select_sources
 from hub.refresh import refresh_expired_images
 from hub.store import Store
 from hub.store.scheduling import ScheduleStore, SourceSchedule
+from hub.towns import is_deployment_file
 from schedules.clock import SystemClock
 from schedules.policy import describe
 from schedules.publishing import ChannelPublisher, PublishReport, push_channels
@@ -250,6 +252,7 @@ app.add_typer(items_app, name="items")  # issue 4: canonical records (hub/cli/it
 app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token checks (hub/cli/facebook.py)
 app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase, export (hub/cli/newsletter.py)
 app.add_typer(channels_app, name="channels")  # issue 16: push channels' state, backlog, errors (hub/cli/channels.py)
+app.add_typer(towns_app, name="towns")  # issue 18: the towns of a deployment (hub/cli/towns.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
 
@@ -344,7 +347,9 @@ def _publish_table(reports: list[PublishReport]) -> Table:
 
 @app.command()
 def serve(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
-    """Run the web server alone (resident pages, feeds, health)."""
+    """Run the web server alone (resident pages, feeds, health); every town of a deployment file."""
+    if is_deployment_file(config):  # issue 18: many towns, picked by the Host header
+        return serve_towns(config, host, port)
     settings = settings_from(config)
     store = open_store(settings)
     asyncio.run(_serve(settings, store, host, port, with_loop=False))
@@ -353,6 +358,10 @@ def serve(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", 
 @app.command()
 def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """The main job: the web server plus the scheduler (fetching, publishing, WebSub, upkeep)."""
+    if is_deployment_file(config):
+        err.print(f"{config} is a deployment of many towns: run `hub serve -c {config}` for the web "
+                  "and `hub worker` for the work; `hub run` runs one town's config.", style="red")
+        raise typer.Exit(2)
     settings = settings_from(config)
     store = open_store(settings)
     asyncio.run(_serve(settings, store, host, port, with_loop=True))
