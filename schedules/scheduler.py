@@ -11,6 +11,8 @@
     newsletter   every schedule.publish_tick  make due newsletter editions, send what they have left
                                               (hub/newsletter/job.py)
 
+The jobs call the task functions of schedules/tasks.py, the same ones a procrastinate worker
+runs in the scaled tier (`runtime: procrastinate`, where `hub run` starts none of these jobs).
 Never one job per source: a source's schedule is its `next_fetch_at` row. The jobs live in
 APScheduler's memory store and are added again at each start; what must survive a restart
 or be shared with another `hub run` is in the database, under leases.
@@ -31,18 +33,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub.config import Settings
 from hub.http import Fetcher
-from hub.media import MediaStore, collect_media_garbage, ingest_media
-from hub.newsletter.job import NewsletterJob
 from hub.pipeline import Pipeline
-from hub.refresh import refresh_expired_images
 from hub.store import Store
-from hub.store.scheduling import ScheduleStore
-from hub.tokens import daily_check
+from hub.towns import DEFAULT_TOWN
+from schedules import tasks
 from schedules.clock import Clock, SystemClock
-from schedules.fetching import FetchDispatcher
-from schedules.maintenance import maintain
-from schedules.publishing import ChannelPublisher, prepare_channels
-from schedules.websub import Subscriber
 
 log = logging.getLogger("hub.schedule")
 WEBSUB_EVERY = timedelta(minutes=10)
@@ -64,34 +59,36 @@ class Scheduler:
         self.store = store
         self.clock = clock or SystemClock()
         self.owner = owner or process_owner()
-        self.plans = ScheduleStore(store)
-        self.subscriber = Subscriber(settings, self.plans, fetcher, clock=self.clock)
-        self.fetching = FetchDispatcher(settings, store, pipeline, clock=self.clock, owner=self.owner,
-                                        after_fetch=self.subscriber.after_fetch)
-        self.publishing = ChannelPublisher(settings, store, fetcher, clock=self.clock, owner=self.owner)
-        self.media = MediaStore(settings.data_dir, settings.base_dir, store.records.media, fetcher)  # issue 4
-        self.newsletters = NewsletterJob(settings, store, owner=self.owner, now=self.clock.now,  # issue 15
-                                         pictures=self.media.pictures)
+        # The same task functions and context as a procrastinate worker's (schedules/tasks.py)
+        self.ctx = tasks.TownContext.build(DEFAULT_TOWN, settings, store, pipeline, fetcher, clock=self.clock,
+                                           owner=self.owner)
+        self.plans = self.ctx.plans
+        self.subscriber = self.ctx.subscriber
+        self.fetching = self.ctx.fetching
+        self.publishing = self.ctx.publishing
+        self.media = self.ctx.media  # issue 4
+        self.newsletters = self.ctx.newsletters  # issue 15
         self.fetcher = fetcher
         self._aps = AsyncIOScheduler(timezone=timezone.utc)
 
     def start(self) -> None:
         """Schedule new sources and channels, then start the jobs (inside the running loop)."""
-        self.fetching.prepare()
-        prepare_channels(self.settings, self.store, self.clock.now())
-        self.newsletters.prepare()
+        tasks.prepare(self.ctx)
         cfg = self.settings.schedule
+        # The embedded dispatcher claims and fetches in this process; what a fetch does is
+        # tasks.fetch_sources' work (pipeline, plan_next, WebSub) without a queue between.
         self._add("fetch", self.fetching.tick, cfg.tick)
-        self._add("publish", self.publishing.tick, cfg.publish_tick)
-        self._add("websub", self.subscriber.renew, WEBSUB_EVERY)
-        self._add("maintenance", partial(maintain, self.settings, self.plans, self.clock), MAINTENANCE_EVERY)
-        # issue 4: new records' images are downloaded soon after ingest; unused ones collected daily
-        self._add("media", self._media, MEDIA_EVERY)
-        self._add("media-gc", partial(collect_media_garbage, self.media), MEDIA_GC_EVERY)
+        self._add("publish", partial(tasks.publish, self.ctx), cfg.publish_tick)
+        self._add("websub", partial(tasks.websub, self.ctx), WEBSUB_EVERY)
+        self._add("maintenance", partial(tasks.maintenance, self.ctx), MAINTENANCE_EVERY)
+        # issue 4: new records' images are downloaded soon after ingest; unused ones collected daily;
+        # issue 12: Facebook's and Instagram's image URLs that expired before the download are re-read once
+        self._add("media", partial(tasks.media, self.ctx), MEDIA_EVERY)
+        self._add("media-gc", partial(tasks.media_gc, self.ctx), MEDIA_GC_EVERY)
         # issue 12: a Facebook token running out, or lacking a permission, warns in time
-        self._add("tokens", partial(daily_check, self.settings, self.store, self.fetcher), TOKENS_EVERY)
+        self._add("tokens", partial(tasks.tokens, self.ctx), TOKENS_EVERY)
         # issue 15: a newsletter's edition per cron slot, sent once to every subscriber (its own ledger)
-        self._add("newsletter", self.newsletters.tick, cfg.publish_tick)
+        self._add("newsletter", partial(tasks.newsletter, self.ctx), cfg.publish_tick)
         # The fetch tick runs every second; APScheduler's two INFO lines per run would drown the log.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._aps.start()
@@ -106,12 +103,6 @@ class Scheduler:
         await self.publishing.close(grace)
         await self.newsletters.close(grace)
         log.info("scheduler %s stopped", self.owner)
-
-    async def _media(self) -> None:
-        await ingest_media(self.media)
-        # issue 12: Facebook's and Instagram's image URLs expire; one that did before its
-        # download gets its entry read again, once, for a fresh URL
-        await refresh_expired_images(self.settings, self.store, self.media, self.fetcher)
 
     def _add(self, name: str, job: Callable[[], Awaitable[object]], every: timedelta) -> None:
         # max_instances=1 + coalesce: a slow run is never doubled nor caught up N times;

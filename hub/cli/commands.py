@@ -29,6 +29,7 @@ from hub.cli.items import items_app
 from hub.cli.newsletter import newsletter_app, publish_newsletters
 from hub.cli.towns import serve_towns, towns_app
 from hub.cli.trysource import try_source
+from hub.cli.worker import migrate, worker
 from hub.config import Settings
 from hub.http import Fetcher
 from hub.media import INGEST_BATCH, INGEST_ROUNDS, IngestReport, MediaStore, ingest_media
@@ -253,6 +254,8 @@ app.add_typer(facebook_app, name="facebook")  # issue 12: page tokens, token che
 app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase, export (hub/cli/newsletter.py)
 app.add_typer(channels_app, name="channels")  # issue 16: push channels' state, backlog, errors (hub/cli/channels.py)
 app.add_typer(towns_app, name="towns")  # issue 18: the towns of a deployment (hub/cli/towns.py)
+app.command()(worker)  # issue 18: a procrastinate worker of the scaled tier (hub/cli/worker.py)
+app.command()(migrate)  # issue 18: the hub's schema in every town, procrastinate's tables (hub/cli/worker.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
 
@@ -364,7 +367,8 @@ def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", po
         raise typer.Exit(2)
     settings = settings_from(config)
     store = open_store(settings)
-    asyncio.run(_serve(settings, store, host, port, with_loop=True))
+    # issue 18: with `runtime: procrastinate` the workers (`hub worker`) do the work, not this process
+    asyncio.run(_serve(settings, store, host, port, with_loop=settings.runtime == "inprocess"))
 
 
 async def _serve(settings: Settings, store: Store, host: str, port: int, *, with_loop: bool) -> None:

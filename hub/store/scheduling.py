@@ -110,6 +110,16 @@ class ScheduleStore:
         with self.engine.begin() as conn:
             return list(conn.execute(statement).scalars())
 
+    def renew_leases(self, ids: Sequence[str], owner: str, until: datetime) -> list[str]:
+        """Extend the leases of those `ids` that `owner` still holds (passed or not: nobody
+        took them since); returns their ids. A retried job takes its own sources over so."""
+        if not ids:
+            return []
+        statement = (update(SOURCES).where(SOURCES.c.id.in_(list(ids)), SOURCES.c.lease_owner == owner)
+                     .values(lease_until=until).returning(SOURCES.c.id))
+        with self.engine.begin() as conn:
+            return list(conn.execute(statement).scalars())
+
     def postpone(self, due: Mapping[str, datetime], now: datetime) -> None:
         """Move unclaimed sources to a later due time (a busy host's overflow)."""
         if not due:

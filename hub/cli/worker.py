@@ -1,0 +1,103 @@
+"""`hub worker` and `hub migrate`: the scaled tier's processes (issue 18).
+
+    hub migrate -c deploy.yaml                  the hub's schema in every town, procrastinate's tables
+    hub worker  -c deploy.yaml --concurrency 8  one stateless worker; start as many as the load needs
+
+Both take a deployment file (`towns:`) or a single town config; `hub worker` needs
+`runtime: procrastinate` and a PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hub.cli.common import ConfigOpt, err, out
+from hub.errors import ConfigError, HubError
+from hub.towns import Deployment, load_deployment
+
+
+def deployment_from(path: Path) -> Deployment:
+    try:
+        return load_deployment(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(problem, markup=False, highlight=False)
+        err.print(f"{len(exc.problems)} problem(s) in {path}; nothing was started.", style="bold red")
+        raise typer.Exit(2) from None
+
+
+def migrate(config: ConfigOpt = Path("config.yaml")) -> None:
+    """Apply the hub's schema to every town's store and, on PostgreSQL, create procrastinate's
+    tables. Safe to run again: what is in place is left as it is."""
+    from schedules.procrastinate_app import apply_procrastinate_schema
+    from schedules.tasks import open_town_store
+
+    deployment = deployment_from(config)
+    for town in deployment.towns.values():
+        try:
+            store = open_town_store(town)  # migrates on open
+        except HubError as exc:
+            err.print(f"town {town.id}: {exc}", style="red", markup=False)
+            raise typer.Exit(2) from None
+        store.close()
+        out.print(f"town {town.id}: schema up to date ({len(town.settings.sources()):,} sources)")
+    if deployment.store_url.startswith("postgresql"):
+        created = apply_procrastinate_schema(deployment.store_url)
+        out.print("procrastinate: tables created" if created else "procrastinate: tables already in place")
+    elif deployment.runtime == "procrastinate":
+        err.print("runtime 'procrastinate' needs a PostgreSQL store", style="red")
+        raise typer.Exit(2)
+
+
+def worker(config: ConfigOpt = Path("config.yaml"),
+           concurrency: Annotated[int, typer.Option(min=1, help="Jobs this process runs at once.")] = 8,
+           stalled_after: Annotated[float, typer.Option(
+               min=1, help="Seconds without a worker's heartbeat before its jobs run again elsewhere.")] = 30.0,
+           ) -> None:
+    """Run one procrastinate worker for every town of the deployment: fetch, parse and store,
+    media, publish, newsletter and upkeep jobs, and the periodic ticks that defer them.
+    Workers keep no state: start as many as needed, on any machine that reaches the
+    database. SIGTERM or Ctrl-C stops it cleanly: running jobs finish (for at most the
+    towns' `schedule.shutdown_grace`), no new job starts."""
+    deployment = deployment_from(config)
+    if deployment.runtime != "procrastinate":
+        err.print(f"{config} runs the embedded tier (runtime: {deployment.runtime}); `hub run` does its work. "
+                  "For workers, set `runtime: procrastinate` and a PostgreSQL store.url, then `hub migrate`.",
+                  style="red")
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job would drown the log
+    try:
+        asyncio.run(_run_worker(deployment, concurrency, stalled_after))
+    except _SchemaMissing:
+        err.print(f"procrastinate's tables are missing: run `hub migrate -c {config}` first", style="red")
+        raise typer.Exit(2) from None
+
+
+class _SchemaMissing(Exception):
+    pass
+
+
+async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: float) -> None:
+    from schedules.procrastinate_app import build_app, has_procrastinate_schema
+    from schedules.scheduler import process_owner
+    from schedules.tasks import TownContexts
+
+    if not await asyncio.to_thread(has_procrastinate_schema, deployment.store_url):
+        raise _SchemaMissing
+    owner = process_owner()
+    contexts = TownContexts(deployment.towns, owner=owner)
+    app = build_app(deployment, contexts, stalled_after=stalled_after)
+    grace = max((t.settings.schedule.shutdown_grace for t in deployment.towns.values())).total_seconds()
+    try:
+        async with app.open_async():
+            await app.run_worker_async(
+                name=owner, concurrency=concurrency, delete_jobs="successful", shutdown_graceful_timeout=grace,
+                update_heartbeat_interval=max(0.5, stalled_after / 4), stalled_worker_timeout=stalled_after)
+    finally:
+        await contexts.close()
