@@ -18,7 +18,9 @@ The claiming itself (host grouping, politeness, leases) is the store's
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,17 +34,20 @@ from hub.store.dispatch import Batch, DispatchStore
 
 
 class FetchJob(NamedTuple):
-    """One job to defer: fetch these sources of one town, all of one host (or of none)."""
+    """One job to defer: fetch these sources of one town, all of one host (or of none),
+    leased under `owner` (the job hands it to the fetch, which plans under that name)."""
 
     town: str
     host: str | None
     source_ids: list[str]
+    owner: str = ""
 
 
 class TownClaimer(Protocol):
     """A town's due work, claimed on demand: up to `limit` sources, as batches per host."""
 
     town: str
+    owner: str
 
     def claim(self, limit: int) -> list[Batch]: ...
 
@@ -76,7 +81,7 @@ def plan_fetch_jobs(towns: Sequence[TownClaimer], capacity: int, now: datetime, 
                 continue
             batches = town.claim(want)
             got = sum(len(b.source_ids) for b in batches)
-            jobs += [FetchJob(town.town, b.host, list(b.source_ids)) for b in batches]
+            jobs += [FetchJob(town.town, b.host, list(b.source_ids), town.owner) for b in batches]
             left -= got
             if got >= want:  # it may have more
                 still.append(town)
@@ -95,18 +100,48 @@ class StoreClaimer:
     until: datetime
     per_host: int
     spacing: timedelta
+    hostless_batch: int | None = None
 
     def claim(self, limit: int) -> list[Batch]:
         return self.dispatch.claim(self.now, limit=limit, per_host=self.per_host, spacing=self.spacing,
-                                   owner=self.owner, until=self.until)
+                                   owner=self.owner, until=self.until, hostless_batch=self.hostless_batch)
 
 
-def town_claimer(town: str, settings: Settings, store: Store, now: datetime, owner: str) -> StoreClaimer:
+def town_claimer(town: str, settings: Settings, store: Store, now: datetime, owner: str, *,
+                 hostless_batch: int | None = None) -> StoreClaimer:
     """The claimer for a town at `now`: leases for `schedule.lease`, batches per host as big
     as the host's politeness allows per tick (as the in-process dispatcher does)."""
     spacing = settings.fetcher.host_spacing
     return StoreClaimer(town, DispatchStore(store), now, owner, now + settings.schedule.lease,
-                        per_host_batch(settings), timedelta(seconds=spacing))
+                        per_host_batch(settings), timedelta(seconds=spacing), hostless_batch)
+
+
+class FairPlanner:
+    """A dispatch tick's planner for the procrastinate runtime (`build_app(planner=...)`):
+    `await planner(contexts, deployment, capacity, now)` claims each town's due sources in
+    fair shares, host-grouped and polite, and returns the jobs to defer (`FetchJob`s carry
+    the fields the runtime's batches have: town, host, source_ids, owner). Each town's
+    source hosts are written to its store the first time the planner sees the town's config."""
+
+    def __init__(self, *, hostless_batch: int = 50) -> None:
+        self.hostless_batch = hostless_batch
+        self._synced: dict[str, int] = {}  # town -> id of the settings whose hosts were written
+        self._ticks = 0
+
+    async def __call__(self, contexts, deployment, capacity: int, now: datetime) -> list[FetchJob]:
+        if capacity <= 0 or not deployment.towns:
+            return []
+        owner = f"dispatch:{secrets.token_hex(6)}"
+        claimers = []
+        for town in deployment.towns:
+            ctx = await contexts.get(town)
+            if self._synced.get(town) != id(ctx.settings):
+                await asyncio.to_thread(DispatchStore(ctx.store).sync_hosts, source_hosts(ctx.settings))
+                self._synced[town] = id(ctx.settings)
+            claimers.append(town_claimer(town, ctx.settings, ctx.store, now, owner,
+                                         hostless_batch=self.hostless_batch))
+        self._ticks += 1
+        return await asyncio.to_thread(plan_fetch_jobs, claimers, capacity, now, start=self._ticks)
 
 
 def per_host_batch(settings: Settings) -> int:

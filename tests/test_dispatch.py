@@ -136,6 +136,8 @@ def test_two_claimers_at_once_never_get_the_same_source_nor_the_same_host(pg_url
 class FakeTown:
     """A town's due sources in memory, one host each, for the pure arithmetic."""
 
+    owner = "tick"
+
     def __init__(self, town: str, due: int) -> None:
         self.town = town
         self.due = [f"{town}-{i}" for i in range(due)]

@@ -97,10 +97,10 @@ class DispatchStore:
                 conn.execute(delete(HOSTS).where(HOSTS.c.host.in_(sorted(have - wanted))))
 
     def claim(self, now: datetime, *, limit: int, per_host: int, spacing: timedelta, owner: str,
-              until: datetime) -> list[Batch]:
+              until: datetime, hostless_batch: int | None = None) -> list[Batch]:
         """Claim up to `limit` due sources, at most `per_host` of one host, and lease them to
         `owner` until `until`; returns them as batches per host, oldest due first. Sources
-        without a host come in batches of `per_host` too (a job's size)."""
+        without a host come in batches of `hostless_batch` (default `per_host`): a job's size."""
         if limit <= 0:
             return []
         if per_host <= 0:
@@ -117,7 +117,7 @@ class DispatchStore:
                     return []
                 conn.execute(update(SOURCES).where(SOURCES.c.id.in_([r.id for r in taken]))
                              .values(lease_owner=owner, lease_until=until))
-                batches = _batches(taken, per_host)
+                batches = _batches(taken, hostless_batch or per_host)
                 spaced = [{"p_host": b.host, "p_next": now + spacing * len(b.source_ids), "p_now": now}
                           for b in batches if b.host is not None]
                 if spaced:
@@ -198,14 +198,14 @@ def _ready(now: datetime):
                 ~exists().where(in_flight.c.host == HOSTS.c.host, in_flight.c.lease_until >= now))
 
 
-def _batches(rows, per_host: int) -> list[Batch]:
+def _batches(rows, chunk: int) -> list[Batch]:
     """Group claimed rows (in due order) per host, the batch of the oldest due source first;
-    hostless ones go in chunks of `per_host`."""
+    hostless ones go in chunks of `chunk`."""
     groups: dict[object, list[str]] = {}
     hostless = 0
     for row in rows:
         if row.host is None:
-            key: object = (None, hostless // per_host)
+            key: object = (None, hostless // chunk)
             hostless += 1
         else:
             key = row.host
