@@ -43,7 +43,7 @@ from schedules.tasks import TownContext, TownContexts
 
 log = logging.getLogger("hub.worker")
 
-DISPATCH_EVERY = timedelta(seconds=2)
+DISPATCH_EVERY = timedelta(seconds=1)
 FETCH_BATCH = 50  # sources per fetch job: ~1 job/s per 50 fetches/s, light for the queue table
 QUEUE_TARGET = 32  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
 STALLED_CHECK_EVERY = timedelta(seconds=5)
