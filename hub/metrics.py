@@ -13,6 +13,8 @@ Metrics (all prefixed `hub_`):
     ingest_delay_seconds                         gauge histogram   publication -> first sight, last 7 days
     publish_delay_seconds{channel}               gauge histogram   first sight -> delivery, last 7 days
     stats_pending                                gauge     counts waiting in memory to be written
+    town_*{town}                                 gauge     dispatch: backlog, lag, in flight, recent fetches
+                                                           and deliveries (hub.fleet_metrics, issue 18)
 
 The delays are distributions of a recent window (Prometheus' gauge histogram), not counters
 since start: a restart loses nothing. The metrics have their own registry, never the global
@@ -28,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hub import health, stats
+from hub import fleet_metrics, health, stats
 from hub.store.ledger import LedgerStore
 from hub.store.stats import StatsStore
 
@@ -38,9 +40,10 @@ DELAY_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 
 
 
 class HubCollector(Collector):
-    def __init__(self, settings, store) -> None:
+    def __init__(self, settings, store, town: str = "default") -> None:
         self.settings = settings
         self.store = store
+        self.town = town  # the `town` label of the dispatch figures
         self.stats = StatsStore(store)
 
     def collect(self) -> Iterable:
@@ -59,6 +62,7 @@ class HubCollector(Collector):
                          {(c,): v for c, v in self.stats.publish_delays(now - WINDOW).items()}, ["channel"])
         yield GaugeMetricFamily("hub_stats_pending", "Counted events of this process waiting in memory to be "
                                 "written", value=stats.pending(self.store))
+        yield from fleet_metrics.families(fleet_metrics.fleet_status({self.town: self.store}, now))
 
     def _sources(self, now: datetime) -> GaugeMetricFamily:
         family = GaugeMetricFamily("hub_sources", "Configured sources by health state", labels=["state"])
@@ -97,10 +101,10 @@ def _histogram(name: str, documentation: str, values: dict[tuple, list[float]],
     return family
 
 
-def registry(settings, store) -> CollectorRegistry:
+def registry(settings, store, town: str = "default") -> CollectorRegistry:
     """A registry of its own with the hub's collector (never prometheus_client's global one)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(HubCollector(settings, store))
+    reg.register(HubCollector(settings, store, town))
     return reg
 
 

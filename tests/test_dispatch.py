@@ -186,3 +186,57 @@ def test_a_big_town_does_not_starve_a_small_one_on_real_stores(tmp_path: Path):
     finally:
         big.close()
         small.close()
+
+
+# --- what operators see --------------------------------------------------------------------
+
+def test_figures_count_backlog_lag_in_flight_and_recent_work(store):
+    ids = seed(store, 6, hosts=2, due=NOW - timedelta(minutes=10))  # due 10m6s .. 10m1s ago
+    claim(store, 2, per_host=1)  # two in flight (one per host)
+    with store.engine.begin() as conn:
+        conn.execute(update(SOURCES).where(SOURCES.c.id.in_(ids[4:])).values(
+            next_fetch_at=NOW + timedelta(hours=1), last_fetch_at=NOW - timedelta(minutes=1)))
+        conn.execute(update(SOURCES).where(SOURCES.c.id == ids[5]).values(status="failing"))
+    f = DispatchStore(store).figures(NOW, timedelta(minutes=5))
+    assert (f.sources, f.due, f.in_flight, f.fetched, f.failed) == (6, 2, 2, 2, 1)
+    assert f.lag_seconds == 604  # ids[2], the oldest not in flight: due 10m4s ago
+    assert (f.hosts, f.hosts_waiting) == (2, 2)
+    assert (f.published, f.publish_errors, f.publish_backlog) == (0, 0, 0)
+
+
+def test_metrics_carry_the_town_label(sqlite_store):
+    from hub.fleet_metrics import registry
+    from prometheus_client import generate_latest
+
+    seed(sqlite_store, 3, hosts=3)
+    text = generate_latest(registry({"musterstadt": sqlite_store}, lambda: NOW)).decode()
+    assert 'hub_town_due_sources{town="musterstadt"} 3.0' in text
+    assert 'hub_town_lag_seconds{town="musterstadt"} 63.0' in text  # the oldest: due 1m3s before NOW
+
+
+def test_hub_status_prints_each_towns_figures(tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hub.cli.commands import app
+    from hub.towns import load_deployment
+
+    (tmp_path / "towns").mkdir()
+    for town in ("a", "b"):
+        (tmp_path / "towns" / f"{town}.yaml").write_text(
+            f"platform: {{name: {town.upper()}, base_url: https://{town}.example}}\n")
+    (tmp_path / "deploy.yaml").write_text("store: {url: sqlite:///hub.db}\n"
+                                          "towns: {a: towns/a.yaml, b: towns/b.yaml}\n")
+    now = datetime.now(timezone.utc)  # hub status reads the real clock: dates relative to it
+    for town, n in (("a", 5), ("b", 2)):
+        store = load_deployment(tmp_path / "deploy.yaml").towns[town].open_store()
+        seed(store, n, hosts=1, due=now - timedelta(minutes=10))
+        store.close()
+    result = CliRunner().invoke(app, ["status", "-c", str(tmp_path / "deploy.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["town"]: row for row in json.loads(result.output)}
+    assert (rows["a"]["due"], rows["b"]["due"]) == (5, 2)
+    assert 600 < rows["a"]["lag_seconds"] < 900
+    table = CliRunner().invoke(app, ["status", "-c", str(tmp_path / "deploy.yaml")])
+    assert table.exit_code == 0 and "Dispatch by town" in table.output and "10m" in table.output

@@ -27,6 +27,7 @@ from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, se
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
 from hub.cli.newsletter import newsletter_app, publish_newsletters
+from hub.cli.status import status
 from hub.cli.towns import serve_towns, towns_app
 from hub.cli.trysource import try_source
 from hub.cli.worker import migrate, worker
@@ -255,6 +256,7 @@ app.add_typer(newsletter_app, name="newsletter")  # issue 15: subscribers, erase
 app.add_typer(channels_app, name="channels")  # issue 16: push channels' state, backlog, errors (hub/cli/channels.py)
 app.add_typer(towns_app, name="towns")  # issue 18: the towns of a deployment (hub/cli/towns.py)
 app.command()(worker)  # issue 18: a procrastinate worker of the scaled tier (hub/cli/worker.py)
+app.command()(status)  # issue 18: dispatch and delivery figures per town (hub/cli/status.py)
 app.command()(migrate)  # issue 18: the hub's schema in every town, procrastinate's tables (hub/cli/worker.py)
 app.command("try-source")(try_source)  # issue 13: what a source would give, nothing stored (hub/cli/trysource.py)
 
