@@ -93,7 +93,7 @@ PAGES = ["/", "/feed.atom", "/feed.rss", "/feed.json", "/search?q=Stollen", "/se
          "/items/2", "/embed"]
 
 
-def test_two_towns_on_one_database_never_see_each_others_records(deployment_path: Path) -> None:
+def test_two_towns_on_one_database_never_see_each_others_records_and_unknown_hosts_get_404(deployment_path: Path) -> None:
     app, client = serve(deployment_path)
     with client:
         for town_id, name in TOWNS.items():
@@ -109,11 +109,7 @@ def test_two_towns_on_one_database_never_see_each_others_records(deployment_path
                 for other in others:
                     assert other not in answer.text, f"{host}{page} shows {other}'s content"
                     assert f"{other.lower()}.example" not in answer.text.lower(), f"{host}{page} links to {other}"
-
-
-def test_an_unknown_host_gets_a_plain_404_and_no_towns_content(deployment_path: Path) -> None:
-    app, client = serve(deployment_path)
-    with client:
+        # an unknown host gets a plain 404 and no town's content
         for host in ("elsewhere.example", "127.0.0.1:8000", "musterstadt.example.evil", ""):
             answer = get(client, host, "/api/v1/items")
             assert answer.status_code == 404
@@ -145,6 +141,7 @@ def test_reload_adds_changes_and_removes_towns_while_the_app_runs(deployment_pat
         assert gone.status_code == 404 and "Musterstadt" not in gone.text
 
 
+@pytest.mark.parametrize("store_url", ["sqlite:///data/deployment.db"])  # the same on PostgreSQL
 def test_a_failed_reload_changes_nothing(deployment_path: Path, tmp_path: Path) -> None:
     registry = TownRegistry(load_deployment(deployment_path).store_url)
     app, client = serve(deployment_path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -104,7 +104,9 @@ class TownsApp:
     async def start(self) -> None:
         deployment = self._first or await asyncio.to_thread(load_deployment, self.path)
         self._first = None
-        await self._apply(deployment, await self._registered())
+        generation, registered = await self._registered()
+        await self._apply(deployment, registered)
+        self.generation = generation
         if self.registry is not None:
             self._poller = asyncio.create_task(self._poll(), name="towns-registry-poll")
 
@@ -112,8 +114,9 @@ class TownsApp:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        for town_id in list(self.towns):
-            await self._drop(town_id)
+        running, self.towns = list(self.towns.values()), {}
+        for town in running:
+            await _close(town)
 
     async def refresh(self) -> bool:
         """Check the registry's generation; if it moved, re-read the deployment and apply
@@ -130,7 +133,9 @@ class TownsApp:
                       self.path, "\n".join(exc.problems))
             self.generation = generation  # once per generation, not every two seconds
             return True
-        await self._apply(deployment, await self._registered(generation))
+        generation, registered = await self._registered()
+        await self._apply(deployment, registered)
+        self.generation = generation
         return True
 
     async def _poll(self) -> None:
@@ -141,19 +146,24 @@ class TownsApp:
             except Exception:  # noqa: BLE001 - a database hiccup must not end the polling
                 log.exception("towns: cannot read the towns registry; trying again")
 
-    async def _registered(self, generation: int | None = None) -> dict[str, str] | None:
-        """id -> digest the registry recorded (None without a registry: serve the file)."""
+    async def _registered(self) -> tuple[int | None, dict[str, str] | None]:
+        """The registry's generation and its towns (id -> digest); (None, None) without a
+        registry: then the app serves the file as it is."""
         if self.registry is None:
-            return None
-        towns = await asyncio.to_thread(self.registry.towns)
-        self.generation = generation if generation is not None else await asyncio.to_thread(self.registry.generation)
-        return {t.id: t.digest for t in towns.values()}
+            return None, None
+
+        def read() -> tuple[int, dict[str, str]]:
+            generation = self.registry.generation()  # first: a reload in between shows next time
+            return generation, {t.id: t.digest for t in self.registry.towns().values()}
+
+        return await asyncio.to_thread(read)
 
     async def _apply(self, deployment: Deployment, registered: dict[str, str] | None) -> None:
+        """Swap in the new set of towns at once (a changed town is never missing in between),
+        then shut down the towns that went and the old apps of the towns that changed."""
         wanted = set(deployment.towns) if registered is None else set(registered)
-        for town_id in sorted(set(self.towns) - wanted):
-            log.info("towns: %s is no longer served (its data stays)", town_id)
-            await self._drop(town_id)
+        towns = {i: r for i, r in self.towns.items() if i in wanted}
+        retired = [r for i, r in self.towns.items() if i not in wanted]
         for town_id in sorted(wanted):
             town = deployment.towns.get(town_id)
             digest = town.digest if town is not None else None
@@ -161,15 +171,20 @@ class TownsApp:
                 log.warning("towns: %s's config differs from the one `hub towns reload` checked; "
                             "it keeps running as it was (run `hub towns reload` again)", town_id)
                 continue
-            running = self.towns.get(town_id)
+            running = towns.get(town_id)
             if running is not None and running.digest == digest:
                 continue
             if running is not None:
                 log.info("towns: %s changed; it is rebuilt", town_id)
-                await self._drop(town_id)
+                retired.append(running)
             else:
                 log.info("towns: serving %s at %s", town_id, town.settings.platform.base_url)
-            self.towns[town_id] = _Running(town, digest)
+            towns[town_id] = _Running(town, digest)
+        self.towns = towns
+        for running in retired:
+            if running.town.id not in towns:
+                log.info("towns: %s is no longer served (its data stays)", running.town.id)
+            await _close(running)
 
     async def _app_of(self, running: _Running) -> Any:
         if running.app is not None:
@@ -179,7 +194,7 @@ class TownsApp:
                 running.store = await asyncio.to_thread(self.open_store, running.town)
                 app = self._factory()(running.town.settings, running.store)
                 stack = AsyncExitStack()
-                await stack.enter_async_context(app.router.lifespan_context(app))
+                await stack.enter_async_context(_lifespan_of(app))
                 running.stack, running.app = stack, app
         return running.app
 
@@ -189,20 +204,52 @@ class TownsApp:
             self.create_app = create_app
         return self.create_app
 
-    async def _drop(self, town_id: str) -> None:
-        running = self.towns.pop(town_id, None)
-        if running is None:
-            return
-        async with running.lock:
-            try:
-                if running.stack is not None:
-                    await running.stack.aclose()
-            except Exception:  # noqa: BLE001 - the town goes either way
-                log.exception("towns: %s did not shut down cleanly", town_id)
-            finally:
-                if running.store is not None:
-                    running.store.close()
-                running.app = running.store = running.stack = None
+
+async def _close(running: _Running) -> None:
+    """End a town's app (its lifespan: counts written) and its store's connections; requests
+    already inside it finish on their own."""
+    async with running.lock:
+        try:
+            if running.stack is not None:
+                await running.stack.aclose()
+        except Exception:  # noqa: BLE001 - the town goes either way
+            log.exception("towns: %s did not shut down cleanly", running.town.id)
+        finally:
+            if running.store is not None:
+                running.store.close()
+            running.app = running.store = running.stack = None
+
+
+@asynccontextmanager
+async def _lifespan_of(app: Any):
+    """Run `app`'s ASGI lifespan as a server would: startup now, shutdown on exit. Through
+    the protocol rather than the router's context, so the middleware hears it too (the
+    counting middleware writes its counts at shutdown)."""
+    inbox: asyncio.Queue = asyncio.Queue()
+    outbox: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                   inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    answer = await _answer(outbox, task)
+    if answer["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"a town's app did not start: {answer.get('message', answer['type'])}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await _answer(outbox, task)
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _answer(outbox: asyncio.Queue, task: asyncio.Task) -> dict:
+    """The app's next lifespan message, or its failure if it ended without one."""
+    getting = asyncio.ensure_future(outbox.get())
+    await asyncio.wait({getting, task}, return_when=asyncio.FIRST_COMPLETED)
+    if getting.done():
+        return getting.result()
+    getting.cancel()
+    task.result()  # raises what ended the app's lifespan
+    return {"type": "lifespan.ended"}
 
 
 def _request_host(scope: dict) -> tuple[str, int | None]:
