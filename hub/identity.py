@@ -159,22 +159,21 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
     if not (full or event):
         return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=None,
                         full=False)
-    text = f"{item.title} {item.content_text[:TEXT_CHARS]}"
+    start = item.content_text[:TEXT_CHARS]
     title_words = words(item.title, _TITLE_TOKEN)
     title_key = " ".join(title_words)
-    content_words = words(item.content_text[:TEXT_CHARS])  # the title's and the text's: words(text)
+    content_words = words(start)  # the title's and the text's: words(f"{title} {start}")
     tokens = list(dict.fromkeys([*filterfalse(_SHORT.__contains__, title_words), *content_words]))[:MAX_TOKENS]
     summary = item.summary
-    if summary and not item.content_text.startswith(summary.removesuffix(" …")[:80]):
-        text_and_summary = f"{text} {summary}"
-    else:  # a feed without a description: the summary is the start of the text
-        text_and_summary = text
-    found_prices = frozenset(prices(text_and_summary))
+    extra = summary if summary and not item.content_text.startswith(summary.removesuffix(" …")[:80]) else ""
+    # (else a feed without a description: the summary is the start of the text)
+    found_prices = frozenset(prices(f"{item.title} {start} {extra}")) if _may_have_price(item.title, start, extra) \
+        else frozenset()
     own_url = url_key(item.url)
     return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=own_url,
                     event_start=event_start, event_day=event_day, all_day=bool(event and event.all_day),
                     title_key=title_key, place_key=" ".join(words(event.location or "")) if event else "",
-                    simhash=simhash(tokens), text_words=len(tokens), prices=found_prices,
+                    simhash=_simhash_distinct(tokens), text_words=len(tokens), prices=found_prices,
                     link_keys=frozenset(link_keys(item.content_html, own_url)),
                     event_keys=event_keys(event_day, title_key),
                     terms=post_terms(item.title, title_words, content_words, found_prices) if full else ())
@@ -203,10 +202,13 @@ def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str]
     never count: they say nothing about a post."""
     named = [w for w in title_words if len(w) > 2 and w not in _FILLER and not w.isdigit()]
     opening = [w for w in text_words[:4 * OPENING_WORDS] if len(w) > 2 and w not in _FILLER and not w.isdigit()]
-    terms = [term_hash(f"title {' '.join(named)}")] if len(named) > 1 and not title.endswith(("…", "...")) else []
-    terms += map(term_hash, sorted(set(named), key=lambda w: (-len(w), w))[:MAX_TITLE_TERMS])
+    # A title as a whole is one of a kind: hashed, not cached (the word cache is for words).
+    terms = [key_of(f"title {' '.join(named)}")] if len(named) > 1 and not title.endswith(("…", "...")) else []
+    # The longest words first, alphabetically among equals (a stable sort of a sorted list).
+    terms += map(term_hash, sorted(sorted(set(named)), key=len, reverse=True)[:MAX_TITLE_TERMS])
     terms += map(term_hash, opening[:OPENING_WORDS])
-    terms += (term_hash(f"€{p}") for p in sorted(found_prices)[:MAX_PRICE_TERMS])
+    if found_prices:
+        terms += (term_hash(f"€{p}") for p in sorted(found_prices)[:MAX_PRICE_TERMS])
     return tuple(dict.fromkeys(terms))
 
 
@@ -347,6 +349,12 @@ _STOP_OR_SHORT = _STOP | _SHORT  # _TOKEN's words have 2+ letters
 _NON_ASCII_LETTER = re.compile(r"[^\x00-\x7f€–—„“”‚‘’•·«»\u200b-\u200d\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
 
 
+def _may_have_price(*texts: str) -> bool:
+    """Whether any of these texts has a € sign or "eur" in any case: most posts name no
+    price, and this costs less than joining the texts to look."""
+    return any("€" in t or "eur" in t.lower() for t in texts if t)  # `in` is faster than _EUR's search
+
+
 def prices(text: str) -> list[str]:
     """Amounts followed by € or EUR, as "6.90" (found from each digit run: an expression
     that starts with a word boundary would be tried at every character)."""
@@ -392,7 +400,11 @@ def simhash(tokens: Iterable[str]) -> int:
     Counting bits per position is done with big-integer lanes instead of 64 Python
     additions per token, frequent words are cached, and the majority vote per bit is one
     bytes.translate; about 15 µs for a post."""
-    distinct = list(dict.fromkeys(tokens))[:MAX_TOKENS]
+    return _simhash_distinct(list(dict.fromkeys(tokens))[:MAX_TOKENS])
+
+
+def _simhash_distinct(distinct: list[str]) -> int:
+    """`simhash` of tokens that are distinct already, at most `MAX_TOKENS` (`features`)."""
     if not distinct:
         return 0
     if len(_spread_cache) + len(distinct) > _CACHE_LIMIT:  # never in the middle of a text
