@@ -63,20 +63,40 @@ def _pg_available() -> bool:
 PG_AVAILABLE = _pg_available()
 
 
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+@pytest.fixture(scope="session")
+def pg_template():
+    """A database migrated once per test process: each test's database is a copy of it
+    (CREATE DATABASE ... TEMPLATE), a tenth of a second instead of a second of migrations
+    and the checkpoint their writes cost when the database is dropped."""
     if not PG_AVAILABLE:
         pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN}")
     import psycopg
 
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    name = f"hub_template_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://")
+    Store(_url_of(name)).close()  # no connection may stay open to a template
+    yield name
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template):
+    """A fresh PostgreSQL database for one test, at the newest schema, dropped afterwards."""
+    import psycopg
+
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield _url_of(name)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _url_of(database: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return f"{base}/{database}".replace("postgresql://", "postgresql+psycopg://")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
