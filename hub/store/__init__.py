@@ -280,6 +280,12 @@ class Store:
             self._record_sources(conn, plan.outcomes)
         return results
 
+    @property
+    def _ingest_lock(self) -> str:
+        """The advisory lock ingest writers take turns on: one per town (its schema), so
+        the towns of one database write side by side (the schema name is checked)."""
+        return str(_INGEST_LOCK) if self.schema is None else f"hashtextextended('hub-ingest:{self.schema}', 0)"
+
     @contextmanager
     def _ingest_transaction(self) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its start, so ingest
@@ -301,7 +307,7 @@ class Store:
             try:
                 with conn.begin():
                     if not sqlite:
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._ingest_lock})")
                     yield conn
             finally:
                 if sqlite:
