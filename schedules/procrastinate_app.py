@@ -9,7 +9,8 @@ as procrastinate tasks, and the periodic ticks that defer them, for every town o
                       maintenance            every hour
                       media_gc, tokens       every day
                       -> one `hub.<kind>` job per town
-    hub.retry_stalled every 5 seconds        a killed worker's jobs run again (heartbeats)
+    hub.retry_stalled every 5 seconds        a killed worker's jobs run again (heartbeats; more
+                                             often when `hub worker --stalled-after` is shorter)
 
 Periodic ticks are procrastinate periodic tasks: every worker tries to defer them and the
 database keeps one per period, so they go on while one worker lives. Jobs carry ids only:
@@ -26,45 +27,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from procrastinate import App, PsycopgConnector, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
+from procrastinate.jobs import Job, Status
 from sqlalchemy.engine import make_url
 
-from hub.politeness import host_of
 from hub.towns import Deployment
 from schedules import tasks
+from schedules.dispatch import FairPlanner, FetchJob
 from schedules.tasks import TownContext, TownContexts
 
 log = logging.getLogger("hub.worker")
 
 DISPATCH_EVERY = timedelta(seconds=1)
-FETCH_BATCH = 50  # sources per fetch job: ~1 job/s per 50 fetches/s, light for the queue table
+FETCH_BATCH = 50  # sources per fetch job without a host (a host's batch is as big as its politeness allows)
 QUEUE_TARGET = 32  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
 STALLED_CHECK_EVERY = timedelta(seconds=5)
 STALLED_AFTER = 30.0  # seconds without a worker's heartbeat before its jobs run again
 FETCH_TASK = "hub.fetch_sources"
 
 TownTask = Callable[[TownContext], Awaitable[None]]
+# (contexts, deployment, capacity in sources, now) -> the fetch jobs to defer, their sources claimed
+Planner = Callable[[TownContexts, Deployment, int, datetime], Awaitable[list[FetchJob]]]
 TOWN_TASKS: dict[str, TownTask] = {
     "publish": tasks.publish, "newsletter": tasks.newsletter, "media": tasks.media, "media_gc": tasks.media_gc,
     "maintenance": tasks.maintenance, "tokens": tasks.tokens, "websub": tasks.websub,
 }
-
-
-@dataclass(frozen=True)
-class FetchBatch:
-    """One fetch job to defer: sources of one town and host, claimed under `owner`."""
-
-    town: str
-    host: str | None
-    source_ids: list[str]
-    owner: str
 
 
 def conninfo(store_url: str) -> str:
@@ -106,12 +98,13 @@ def _divisor_at_least(n: int, whole: int) -> int:
 
 
 def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: float = STALLED_AFTER,
-              planner: Callable[..., Awaitable[list[FetchBatch]]] | None = None) -> App:
+              planner: Planner | None = None) -> App:
     """The procrastinate App of a deployment, its tasks bound to `contexts` (this process's
-    towns). `planner` picks the fetch batches of a dispatch tick (default `claim_batches`)."""
+    towns). `planner` claims the fetch jobs of a dispatch tick: by default schedules/dispatch.py's
+    FairPlanner (fair shares between towns, host-grouped polite claims, FOR UPDATE SKIP LOCKED)."""
     app = App(connector=PsycopgConnector(conninfo=conninfo(deployment.store_url)),
               periodic_defaults={"max_delay": 60})
-    plan = planner or claim_batches
+    plan = planner or FairPlanner(hostless_batch=FETCH_BATCH)
 
     @app.task(name=FETCH_TASK, queue="fetch", retry=RetryStrategy(max_attempts=3, wait=5))
     async def fetch_sources(town: str, source_ids: list[str], owner: str) -> int:
@@ -147,12 +140,29 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
         """Jobs of a worker that stopped sending heartbeats (killed, or its machine gone) run again."""
         stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after))
         for job in stalled:
-            log.warning("job %s (%s) of a vanished worker runs again", job.id, job.task_name)
-            await app.job_manager.retry_job(job)
+            try:
+                await app.job_manager.retry_job(job)
+                log.warning("job %s (%s) of a vanished worker runs again", job.id, job.task_name)
+            except UniqueViolation:  # a successor with its queueing lock waits already
+                await _supersede(app, contexts, job)
         return len(stalled)
 
-    app.periodic(cron=cron_every(STALLED_CHECK_EVERY), periodic_id="retry_stalled")(retry_stalled)
+    check_every = min(STALLED_CHECK_EVERY, timedelta(seconds=stalled_after / 2))
+    app.periodic(cron=cron_every(check_every), periodic_id="retry_stalled")(retry_stalled)
     return app
+
+
+async def _supersede(app: App, contexts: TownContexts, job: Job) -> None:
+    """End a vanished worker's job that cannot run again because a job with its queueing
+    lock waits already (that one does the same work). A fetch job gives its sources' leases
+    back first, so the next dispatch tick hands them out at once instead of after the lease."""
+    if job.task_name == FETCH_TASK:
+        args = job.task_kwargs
+        ctx = await contexts.get(str(args["town"]))
+        await asyncio.to_thread(ctx.plans.release_sources, list(args["source_ids"]), str(args["owner"]))
+    await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+    log.warning("job %s (%s) of a vanished worker ended: a newer one with its queueing lock waits", job.id,
+                job.task_name)
 
 
 def _town_task(contexts: TownContexts, fn: TownTask) -> Callable[[str], Awaitable[None]]:
@@ -162,31 +172,7 @@ def _town_task(contexts: TownContexts, fn: TownTask) -> Callable[[str], Awaitabl
     return run
 
 
-async def claim_batches(contexts: TownContexts, deployment: Deployment, capacity: int,
-                        now: datetime) -> list[FetchBatch]:
-    """The simple dispatch: each town's due sources (an equal share of `capacity` each),
-    claimed with the ScheduleStore's compare-and-set lease under one name per tick, cut into
-    batches of FETCH_BATCH per host."""
-    if capacity <= 0 or not deployment.towns:
-        return []
-    share = max(1, capacity // len(deployment.towns))
-    owner = f"dispatch:{secrets.token_hex(6)}"
-    batches: list[FetchBatch] = []
-    for town in deployment.towns:
-        ctx = await contexts.get(town)
-        due = await asyncio.to_thread(ctx.plans.due_sources, now, share)
-        until = now + ctx.settings.schedule.lease
-        claimed = await asyncio.to_thread(ctx.plans.claim_sources, due, now, owner, until)
-        by_host: dict[str | None, list[str]] = defaultdict(list)
-        for sid in claimed:
-            pair = ctx.source(sid)
-            by_host[host_of(getattr(pair[1].options, "url", None)) if pair else None].append(sid)
-        for host, ids in by_host.items():
-            batches += [FetchBatch(town, host, ids[i:i + FETCH_BATCH], owner) for i in range(0, len(ids), FETCH_BATCH)]
-    return batches
-
-
-async def _defer_fetches(fetch_task, contexts: TownContexts, batches: list[FetchBatch]) -> int:
+async def _defer_fetches(fetch_task, contexts: TownContexts, batches: list[FetchJob]) -> int:
     """Defer one job per batch. A (town, host) whose last job still waits gets no second
     one: that batch's leases are given back, and the sources are due again next tick."""
     deferred = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.schedtown import feed
 
-SCHEDULE = "first_fetches_per_second: 1000, publish_tick: 1s, lease: 2m, shutdown_grace: 2s"
+SCHEDULE = "first_fetches_per_second: 1000, publish_tick: 1s, shutdown_grace: 2s"
 
 
 def feeds(town: str, n: int, posts: int = 2) -> dict[str, bytes]:
@@ -18,7 +18,7 @@ def feeds(town: str, n: int, posts: int = 2) -> dict[str, bytes]:
 
 
 def town_config(path: Path, town: str, base_url: str, urls: dict[str, str], *, store_url: str | None = None,
-                runtime: str | None = None, channel_file: Path | None = None) -> Path:
+                runtime: str | None = None, channel_file: Path | None = None, lease: str = "2m") -> Path:
     """A town config; the store only for a single town config (a deployment sets it)."""
     lines = [f"platform: {{name: {town}, base_url: '{base_url}'}}"]
     if store_url:
@@ -26,7 +26,7 @@ def town_config(path: Path, town: str, base_url: str, urls: dict[str, str], *, s
     if runtime:
         lines.append(f"runtime: {runtime}")
     lines += ["fetcher: {allow_private_networks: true, retries: 0, total_timeout: 10, host_spacing: 0}",
-              f"schedule: {{{SCHEDULE}}}", "merchants:"]
+              f"schedule: {{{SCHEDULE}, lease: {lease}}}", "merchants:"]
     for sid, url in urls.items():
         lines += [f"  - id: {sid}", f"    name: {sid}", "    sources:",
                   f"      - {{connector: rss, id: {sid}, url: '{url}'}}"]

@@ -79,6 +79,9 @@ def worker(config: ConfigOpt = Path("config.yaml"),
         raise typer.Exit(2) from None
 
 
+POLL_EVERY = 1.0  # seconds between a worker's looks for jobs that no notification announces
+
+
 class _SchemaMissing(Exception):
     pass
 
@@ -98,6 +101,9 @@ async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: f
         async with app.open_async():
             await app.run_worker_async(
                 name=owner, concurrency=concurrency, delete_jobs="successful", shutdown_graceful_timeout=grace,
+                # New jobs arrive by LISTEN/NOTIFY, but a retried job (stalled or failed) or one
+                # whose lock came free is only seen by polling: 1 s instead of 5 keeps that short.
+                fetch_job_polling_interval=POLL_EVERY,
                 update_heartbeat_interval=max(0.5, stalled_after / 4), stalled_worker_timeout=stalled_after)
     finally:
         await contexts.close()
