@@ -150,3 +150,27 @@ async def test_both_runtimes_keep_the_contract(runtime_kind: str, request, tmp_p
             await runtime.run_now("maintenance")
             await until(lambda: scalar(store, "SELECT count(*) FROM items") == N_SOURCES * POSTS - 1,
                         "maintenance forgot the old tombstone")
+
+
+
+@pytest.mark.parametrize(("every", "cron"), [
+    (timedelta(seconds=1), "* * * * * */1"), (timedelta(seconds=7), "* * * * * */10"),
+    (timedelta(seconds=30), "* * * * * */30"), (timedelta(minutes=10), "*/10 * * * * 0"),
+    (timedelta(minutes=7), "*/10 * * * * 0"), (timedelta(hours=1), "0 */1 * * * 0"), (timedelta(days=1), "0 3 * * * 0"),
+])
+def test_ticks_become_cron_expressions_no_more_often_than_asked(every: timedelta, cron: str) -> None:
+    from schedules.procrastinate_app import cron_every
+
+    assert cron_every(every) == cron
+
+
+def test_hub_worker_refuses_the_embedded_tier(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli.commands import app
+
+    config = town_config(tmp_path / "town.yaml", TOWN, "http://musterstadt.test", {"q0": "http://127.0.0.1:9/feed"},
+                         store_url=f"sqlite:///{tmp_path / 'hub.db'}")
+    result = CliRunner().invoke(app, ["worker", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "runtime: inprocess" in result.output and "hub run" in result.output

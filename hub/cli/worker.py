@@ -70,12 +70,21 @@ def worker(config: ConfigOpt = Path("config.yaml"),
                   "For workers, set `runtime: procrastinate` and a PostgreSQL store.url, then `hub migrate`.",
                   style="red")
         raise typer.Exit(2)
+    if not deployment.store_url.startswith("postgresql"):
+        err.print(f"{config}: runtime 'procrastinate' needs a PostgreSQL store, not {deployment.store_url} "
+                  "(hint: store.url: postgresql+psycopg://user@host/db)", style="red", markup=False)
+        raise typer.Exit(2)
+    import psycopg  # here, not at the top: every other `hub` command starts without it
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job would drown the log
     try:
         asyncio.run(_run_worker(deployment, concurrency, stalled_after))
     except _SchemaMissing:
         err.print(f"procrastinate's tables are missing: run `hub migrate -c {config}` first", style="red")
+        raise typer.Exit(2) from None
+    except psycopg.OperationalError as exc:  # the database is not there (yet)
+        err.print(f"cannot reach the database of {config}: {exc}".strip(), style="red", markup=False)
         raise typer.Exit(2) from None
 
 
