@@ -29,6 +29,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from procrastinate import App, PsycopgConnector, RetryStrategy
@@ -108,6 +109,8 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
 
     @app.task(name=FETCH_TASK, queue="fetch", retry=RetryStrategy(max_attempts=3, wait=5))
     async def fetch_sources(town: str, source_ids: list[str], owner: str) -> int:
+        if _removed(contexts, town):
+            return 0
         reports = await tasks.fetch_sources(await contexts.get(town), source_ids, owner)
         return len(reports)
 
@@ -118,14 +121,14 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     async def dispatch(timestamp: int) -> int:
         waiting = await _waiting_fetch_jobs(app)
         capacity = max(0, QUEUE_TARGET - waiting) * FETCH_BATCH
-        batches = await plan(contexts, deployment, capacity, datetime.now(timezone.utc))
+        batches = await plan(contexts, _Served(contexts.towns), capacity, datetime.now(timezone.utc))
         return await _defer_fetches(fetch_sources, contexts, batches)
 
     app.periodic(cron=cron_every(DISPATCH_EVERY), periodic_id="dispatch")(dispatch)
 
     @app.task(name="hub.tick", queue="tick")
     async def tick(timestamp: int, kind: str) -> None:
-        for town in deployment.towns:
+        for town in list(contexts.towns):  # the towns served now (they follow `hub towns reload`)
             try:
                 await town_tasks[kind].configure(lock=f"{kind}:{town}", queueing_lock=f"{kind}:{town}").defer_async(
                     town=town)
@@ -152,6 +155,48 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     return app
 
 
+@dataclass(frozen=True)
+class _Served:
+    """What a planner reads of a deployment: the towns served right now."""
+
+    towns: dict
+
+
+async def follow_reloads(deployment: Deployment, contexts: TownContexts, every: float = 5.0) -> None:
+    """Keep this worker's towns in step with `hub towns reload`: poll the towns registry's
+    generation and, when it moves, read the deployment file again. Runs until cancelled."""
+    from hub.store.townregistry import TownRegistry
+    from hub.towns import load_deployment
+
+    registry = TownRegistry(deployment.store_url)
+    try:
+        seen = await asyncio.to_thread(registry.generation)
+        while True:
+            await asyncio.sleep(every)
+            generation = await asyncio.to_thread(registry.generation)
+            if generation == seen:
+                continue
+            try:
+                fresh = await asyncio.to_thread(load_deployment, deployment.path)
+            except Exception as exc:  # noqa: BLE001 - a broken file: keep serving what runs now
+                log.error("towns reload %d not followed, the deployment file has problems: %s", generation, exc)
+            else:
+                changed = contexts.follow(fresh.towns)
+                log.info("towns reload %d: now %d towns; rebuilt or removed: %s", generation, len(fresh.towns),
+                         ", ".join(changed) or "none")
+            seen = generation
+    finally:
+        registry.close()
+
+
+def _removed(contexts: TownContexts, town: str) -> bool:
+    """A job for a town no longer served (removed by `hub towns reload`) has nothing to do."""
+    if town in contexts.towns:
+        return False
+    log.info("a job for town %s, which is no longer served, ends without work", town)
+    return True
+
+
 async def _supersede(app: App, contexts: TownContexts, job: Job) -> None:
     """End a vanished worker's job that cannot run again because a job with its queueing
     lock waits already (that one does the same work). A fetch job gives its sources' leases
@@ -167,7 +212,8 @@ async def _supersede(app: App, contexts: TownContexts, job: Job) -> None:
 
 def _town_task(contexts: TownContexts, fn: TownTask) -> Callable[[str], Awaitable[None]]:
     async def run(town: str) -> None:
-        await fn(await contexts.get(town))
+        if not _removed(contexts, town):
+            await fn(await contexts.get(town))
     run.__name__ = run.__qualname__ = fn.__name__
     return run
 

@@ -168,12 +168,24 @@ class TownContexts:
     rather than a process pool inside each."""
 
     def __init__(self, towns: dict[str, TownLike], *, owner: str, clock: Clock | None = None) -> None:
-        self.towns = towns
+        self.towns = dict(towns)
         self.owner = owner
         self.clock = clock or SystemClock()
         self._contexts: dict[str, TownContext] = {}
         self._building = asyncio.Lock()
         self._stack = AsyncExitStack()
+
+    def follow(self, towns: dict[str, TownLike]) -> list[str]:
+        """Serve this set of towns from now on (`hub towns reload`): a town added is built on
+        first use, one changed is built again from its new config, one removed gets no more
+        jobs. Returns the ids that changed. A dropped context's store stays open until the
+        process ends: a job may still be using it."""
+        changed = sorted({t for t in set(self.towns) | set(towns)
+                          if t not in towns or t not in self.towns or _digest(towns[t]) != _digest(self.towns[t])})
+        for town in changed:
+            self._contexts.pop(town, None)
+        self.towns = dict(towns)
+        return changed
 
     async def get(self, town: str) -> TownContext:
         if (ctx := self._contexts.get(town)) is not None:
@@ -201,6 +213,10 @@ class TownContexts:
     async def close(self) -> None:
         self._contexts.clear()
         await self._stack.aclose()
+
+
+def _digest(town: TownLike) -> object:
+    return getattr(town, "digest", None) or id(town.settings)
 
 
 def open_town_store(town: TownLike) -> Store:

@@ -174,3 +174,28 @@ def test_hub_worker_refuses_the_embedded_tier(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["worker", "-c", str(config)])
     assert result.exit_code == 2
     assert "runtime: inprocess" in result.output and "hub run" in result.output
+
+
+@pytest.mark.postgres
+async def test_a_running_worker_follows_towns_reload(tmp_path: Path, pg_url: str) -> None:
+    """`hub towns reload` reaches a running worker: a town added to the deployment file gets
+    its sources fetched without a restart."""
+    from hub.cli.towns import register
+    from schedules.procrastinate_app import follow_reloads
+
+    with FeedServer(files={**feeds(TOWN, 2), **feeds("beispielheim", 2)}) as server:
+        urls = {f"q{i}": server.url(f"/files/{TOWN}-{i}.xml") for i in range(2)}
+        async with Procrastinate(tmp_path, urls, tmp_path / "archiv.jsonl", pg_url) as runtime:
+            register(runtime.deployment)
+            following = asyncio.create_task(follow_reloads(runtime.deployment, runtime.contexts, every=0.2))
+            try:
+                await until(lambda: len(fetches(server)) == 2, "the first town's sources were fetched")
+                other = town_config(tmp_path / "beispielheim.yaml", "beispielheim", "http://beispielheim.test",
+                                    {f"b{i}": server.url(f"/files/beispielheim-{i}.xml") for i in range(2)})
+                deployment(runtime.config, pg_url, {TOWN: tmp_path / f"{TOWN}.yaml", "beispielheim": other})
+                register(load_deployment(runtime.config))
+                await until(lambda: len(fetches(server)) == 4, "the new town's sources were fetched")
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+        assert set(fetches(server).values()) == {1}

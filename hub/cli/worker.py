@@ -63,7 +63,8 @@ def worker(config: ConfigOpt = Path("config.yaml"),
     media, publish, newsletter and upkeep jobs, and the periodic ticks that defer them.
     Workers keep no state: start as many as needed, on any machine that reaches the
     database. SIGTERM or Ctrl-C stops it cleanly: running jobs finish (for at most the
-    towns' `schedule.shutdown_grace`), no new job starts."""
+    towns' `schedule.shutdown_grace`), no new job starts. `hub towns reload` reaches running
+    workers within seconds: new towns get jobs, changed ones run on their new config."""
     deployment = deployment_from(config)
     if deployment.runtime != "procrastinate":
         err.print(f"{config} runs the embedded tier (runtime: {deployment.runtime}); `hub run` does its work. "
@@ -96,7 +97,7 @@ class _SchemaMissing(Exception):
 
 
 async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: float) -> None:
-    from schedules.procrastinate_app import build_app, has_procrastinate_schema
+    from schedules.procrastinate_app import build_app, follow_reloads, has_procrastinate_schema
     from schedules.scheduler import process_owner
     from schedules.tasks import TownContexts
 
@@ -106,6 +107,7 @@ async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: f
     contexts = TownContexts(deployment.towns, owner=owner)
     app = build_app(deployment, contexts, stalled_after=stalled_after)
     grace = max((t.settings.schedule.shutdown_grace for t in deployment.towns.values())).total_seconds()
+    following = asyncio.create_task(follow_reloads(deployment, contexts)) if not deployment.is_single_town else None
     try:
         async with app.open_async():
             await app.run_worker_async(
@@ -115,4 +117,7 @@ async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: f
                 fetch_job_polling_interval=POLL_EVERY,
                 update_heartbeat_interval=max(0.5, stalled_after / 4), stalled_worker_timeout=stalled_after)
     finally:
+        if following:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         await contexts.close()
