@@ -552,8 +552,12 @@ def _make_engine(url: str, autocheckpoint: bool = True, schema: str | None = Non
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # A town's schema first; `public` after it keeps shared tables (procrastinate's, the towns
     # registry) reachable. Set at connect, so it costs no round trip per checkout.
-    connect_args = {"options": f"-c search_path={schema},public"} if schema else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **POOL)
+    if schema is None:
+        return create_engine(url, pool_pre_ping=True, **POOL)
+    # A process of a deployment may serve hundreds of towns, each with its own pool: it
+    # keeps two idle connections per town, not ten (bursts still get theirs).
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c search_path={schema},public"},
+                         **{**POOL, "pool_size": 2, "max_overflow": 18})
 
 
 def _bind_nulls_and_flags_directly() -> None:
