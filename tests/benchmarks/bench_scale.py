@@ -1,0 +1,426 @@
+"""Load simulation of the scaled tier (issue 18): many towns on PostgreSQL, `hub worker`
+processes and one `hub serve`, fetching 100,000 sources from thousands of loopback hosts.
+
+    .venv/bin/python tests/benchmarks/bench_scale.py [--sources 100000] [--workers 2 | --compare]
+        [--seconds 180] [--interval 15m] [--hosts 2000] [--concurrency 16]
+
+Each run: a fresh PostgreSQL database (HUB_TEST_PG, default postgres@127.0.0.1:5432; dropped
+at the end), four towns holding 55/25/15/5 % of the sources (fair shares), one merchant per
+source, the sources spread over `--hosts` loopback hosts (127.1.x.y) served by ONE separate
+feed-server process (tests/benchmarks/scalefeeds.py: small feeds, ETag/304, a new item per
+feed every `--change-every`). `hub migrate`, then W `hub worker` and one `hub serve`; every
+`--sample` seconds it reads each town's dispatch figures (the functions behind `hub status
+--json`), the feed server's request counts, the processes' CPU and RSS, and times a town page
+and `/metrics` on the web process. `--compare` runs 1 and then 2 workers, each on a fresh
+database, and prints the throughput ratio.
+
+The schedule: every source is polled every `--interval` (schedule.min_interval =
+max_interval), and the first fetches are spread evenly over the first interval, so the
+demand is sources / interval fetches per second from the first second on. The first pass is
+the heavy one (every answer a 200 with three new items to parse and store; later polls are
+mostly 304), so a run that keeps up during the first interval keeps up after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
+
+from hub import config as config_mod  # noqa: E402
+from hub.fleet_metrics import fleet_status  # noqa: E402
+from hub.towns import load_deployment  # noqa: E402
+from tests.benchmarks.scalefeeds import host  # noqa: E402
+
+ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+HUB = [sys.executable, "-m", "hub"]
+SHARES = (55, 25, 15, 5)  # per cent of the sources per town: one big town, some small ones
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the deployment ---------------------------------------------------------------------------
+
+def split(n: int, shares: tuple[int, ...] = SHARES) -> list[int]:
+    """n sources in the given per-cent shares (the last town gets the rounding)."""
+    counts = [n * s // sum(shares) for s in shares[:-1]]
+    return counts + [n - sum(counts)]
+
+
+def write_deployment(folder: Path, store_url: str, n: int, hosts: int, feed_port: int, web_port: int,
+                     interval: int) -> Path:
+    """Town configs (one merchant per source, one line each: the YAML is written, not dumped)
+    and the deployment file naming them."""
+    towns, first = {}, 0
+    for t, count in enumerate(split(n)):
+        town = f"town{t}"
+        lines = [f"platform: {{name: Stadt {t}, base_url: 'http://{town}.bench:{web_port}'}}",
+                 "fetcher: {allow_private_networks: true, retries: 0}",
+                 f"schedule: {{min_interval: {interval}s, max_interval: {interval}s, "
+                 "first_fetches_per_second: 100000, lease: 2m, publish_tick: 30s}", "merchants:"]
+        lines += [f"  - {{id: m{i}, name: Händler {i}, sources: [{{connector: rss, id: s{i}, "
+                  f"url: 'http://{host(i % hosts)}:{feed_port}/f/s{i}.xml'}}]}}" for i in range(first, first + count)]
+        (folder / f"{town}.yaml").write_text("\n".join(lines) + "\n")
+        towns[town] = f"{town}.yaml"
+        first += count
+    path = folder / "deploy.yaml"
+    path.write_text("\n".join([f"store: {{url: '{store_url}'}}", "runtime: procrastinate", "towns:"]
+                              + [f"  {town}: {file}" for town, file in towns.items()]) + "\n")
+    return path
+
+
+def time_config_load(folder: Path) -> tuple[int, float]:
+    """Seconds `hub.config.load` takes for the biggest town (every process does it at start)."""
+    biggest = folder / "town0.yaml"
+    started = time.perf_counter()
+    settings = config_mod.load(biggest)
+    return len(settings.sources()), time.perf_counter() - started
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_feeds(hosts: int, change_every: float) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.scalefeeds", str(hosts), str(change_every)],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def start_hub(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([*HUB, *args], cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in processes:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of all PostgreSQL server processes (every database's: the machine is shared)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def feed_stats(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as answer:
+        stats = json.load(answer)
+    return stats["ok"] + stats["not_modified"]
+
+
+def timed_get(port: int, path: str, host_header: str) -> float | None:
+    """Milliseconds for one GET on the web process, None when it failed."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host_header})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+    except OSError:
+        return None
+    return (time.perf_counter() - started) * 1000
+
+
+def wait_for_web(port: int, host_header: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while timed_get(port, "/healthz", host_header) is None and timed_get(port, "/", host_header) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"hub serve did not answer on port {port} within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+# --- one run --------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    at: float  # seconds since the workers started
+    requests: int  # feed-server requests so far
+    due: int
+    in_flight: int
+    lag: float  # the worst town's lag behind schedule, seconds
+    fetched: dict[str, int]  # per town: sources fetched within the figures' window
+    jobs_todo: int
+    page_ms: float | None
+    metrics_ms: float | None
+
+
+@dataclass
+class Run:
+    workers: int
+    sources: int
+    interval: int
+    samples: list[Sample] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
+    rss: dict[str, float] = field(default_factory=dict)  # role -> peak RSS MiB
+    db_bytes_migrated: int = 0
+    db_bytes: int = 0
+    items: int = 0
+    warmup: float = 30.0
+
+    def rate(self) -> float:
+        """Feed requests per second after the warm-up."""
+        steady = [s for s in self.samples if s.at >= self.warmup]
+        if len(steady) < 2:
+            return 0.0
+        return (steady[-1].requests - steady[0].requests) / (steady[-1].at - steady[0].at)
+
+    @property
+    def demand(self) -> float:
+        return self.sources / self.interval
+
+
+def create_database() -> tuple[str, str]:
+    name = f"hub_scale_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = ADMIN.rsplit("/", 1)[0]
+    return name, base.replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_size(conn) -> int:
+    return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def count_items(conn, towns: list[str]) -> int:
+    return sum(conn.execute(f"SELECT count(*) FROM town_{t}.items").fetchone()[0] for t in towns)
+
+
+def run(args, workers: int, feed_port: int, feed_pid: int, folder: Path) -> Run:
+    name, store_url = create_database()
+    result = Run(workers, args.sources, args.interval, warmup=args.warmup)
+    log = folder / f"run-{workers}w.log"
+    try:
+        web_port = free_port()
+        deploy = write_deployment(folder, store_url, args.sources, args.hosts, feed_port, web_port, args.interval)
+        started = time.perf_counter()
+        subprocess.run([*HUB, "migrate", "-c", str(deploy)], cwd=ROOT, check=True, stdout=log.open("a"),
+                       stderr=subprocess.STDOUT)
+        print(f"[{workers} worker(s)] hub migrate: {time.perf_counter() - started:.1f} s")
+        with psycopg.connect(store_url.replace("+psycopg", ""), autocommit=True) as conn:
+            result.db_bytes_migrated = database_size(conn)
+        measure(args, result, deploy, store_url, web_port, feed_port, feed_pid, log)
+        with psycopg.connect(store_url.replace("+psycopg", ""), autocommit=True) as conn:
+            result.db_bytes = database_size(conn)
+            result.items = count_items(conn, [f"town{t}" for t in range(len(SHARES))])
+    finally:
+        if not args.keep:
+            drop_database(name)
+        else:
+            print(f"kept database {name}")
+    return result
+
+
+def measure(args, result: Run, deploy: Path, store_url: str, web_port: int, feed_port: int, feed_pid: int,
+            log: Path) -> None:
+    deployment = load_deployment(deploy)
+    town_host = f"town0.bench:{web_port}"
+    with ExitStack() as stack:
+        stores = {t: town.open_store(migrate=False) for t, town in deployment.towns.items()}
+        for store in stores.values():
+            stack.callback(store.close)
+        jobs_engine = create_engine(store_url)
+        stack.callback(jobs_engine.dispose)
+        web = start_hub(["serve", "-c", str(deploy), "--port", str(web_port)], log)
+        stack.callback(stop, [web])
+        wait_for_web(web_port, town_host)
+        pool = [start_hub(["worker", "-c", str(deploy), "--concurrency", str(args.concurrency)], log)
+                for _ in range(workers_of(result))]
+        stack.callback(stop, pool)
+        roles = {"workers": [p.pid for p in pool], "web": [web.pid], "feed server": [feed_pid]}
+        cpu0 = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
+        cpu0["postgres (all)"] = postgres_cpu()
+        t0 = time.monotonic()
+        print(f"{'t s':>5} {'fetch/s':>8} {'due':>7} {'flight':>6} {'lag s':>6} {'jobs':>5} "
+              f"{'page ms':>8} {'metrics ms':>10}  fetched per town (5 min window)")
+        last = None
+        while (elapsed := time.monotonic() - t0) < args.seconds:
+            sample = take_sample(elapsed, stores, jobs_engine, feed_port, web_port, town_host)
+            result.samples.append(sample)
+            for role, pids in roles.items():
+                result.rss[role] = max(result.rss.get(role, 0.0), sum(map(rss_mib, pids)))
+            rate = ((sample.requests - last.requests) / (sample.at - last.at)) if last else 0.0
+            print(f"{sample.at:5.0f} {rate:8.1f} {sample.due:7d} {sample.in_flight:6d} {sample.lag:6.1f} "
+                  f"{sample.jobs_todo:5d} {_ms(sample.page_ms):>8} {_ms(sample.metrics_ms):>10}  "
+                  + " ".join(f"{n}" for n in sample.fetched.values()), flush=True)
+            last = sample
+            if any(p.poll() is not None for p in pool + [web]):
+                raise SystemExit(f"a hub process ended early; see {log}")
+            time.sleep(max(0.0, args.sample - (time.monotonic() - t0 - sample.at)))
+        result.cpu = {role: sum(map(cpu_seconds, pids)) - cpu0[role] for role, pids in roles.items()}
+        result.cpu["postgres (all)"] = postgres_cpu() - cpu0["postgres (all)"]
+        result.cpu["wall"] = time.monotonic() - t0
+
+
+def workers_of(result: Run) -> int:
+    return result.workers
+
+
+def take_sample(elapsed: float, stores, jobs_engine, feed_port: int, web_port: int, town_host: str) -> Sample:
+    requests = feed_stats(feed_port)
+    statuses = fleet_status(stores, datetime.now(timezone.utc), jobs_engine=jobs_engine)
+    todo = sum(n for s in statuses for (queue, status), n in s.jobs.items() if queue == "fetch" and status == "todo")
+    return Sample(at=elapsed, requests=requests, due=sum(s.figures.due for s in statuses),
+                  in_flight=sum(s.figures.in_flight for s in statuses),
+                  lag=max((s.figures.lag_seconds for s in statuses), default=0.0),
+                  fetched={s.town: s.figures.fetched for s in statuses}, jobs_todo=todo,
+                  page_ms=timed_get(web_port, "/", town_host), metrics_ms=timed_get(web_port, "/metrics", town_host))
+
+
+def _ms(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.0f}"
+
+
+# --- the report --------------------------------------------------------------------------------
+
+def report(result: Run) -> None:
+    steady = [s for s in result.samples if s.at >= result.warmup] or result.samples
+    lags = sorted(s.lag for s in steady)
+    pages = sorted(s.page_ms for s in steady if s.page_ms is not None)
+    metrics = sorted(s.metrics_ms for s in steady if s.metrics_ms is not None)
+    wall = result.cpu.get("wall", 1.0)
+    print(f"\n== {result.workers} worker(s), {result.sources:,} sources every {result.interval} s: "
+          f"demand {result.demand:.1f} fetches/s")
+    print(f"sustained fetches/s after {result.warmup:.0f} s warm-up: {result.rate():.1f} "
+          f"({result.rate() / result.demand:.0%} of demand)")
+    print(f"lag behind schedule after warm-up: median {_pct(lags, 0.5):.1f} s, max {lags[-1] if lags else 0:.1f} s "
+          f"(interval {result.interval} s: {'under' if lags and lags[-1] < result.interval else 'NOT under'} one interval)")
+    print(f"due at the end: {steady[-1].due if steady else 0:,}; fetch jobs waiting at most: "
+          f"{max((s.jobs_todo for s in steady), default=0)}")
+    print("CPU during the run (share of one core): " + ", ".join(
+        f"{role} {sec:.0f} s ({sec / wall:.0%})" for role, sec in result.cpu.items() if role != "wall"))
+    print("peak RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, mib in result.rss.items()))
+    print(f"web: town page p50 {_pct(pages, 0.5):.0f} ms / max {pages[-1] if pages else 0:.0f} ms; "
+          f"/metrics p50 {_pct(metrics, 0.5):.0f} ms / max {metrics[-1] if metrics else 0:.0f} ms "
+          f"({len(pages)} + {len(metrics)} requests)")
+    grown = result.db_bytes - result.db_bytes_migrated
+    print(f"database: {result.db_bytes / 2**20:.0f} MiB ({result.db_bytes / result.sources:,.0f} bytes per source); "
+          f"after migrate {result.db_bytes_migrated / 2**20:.0f} MiB "
+          f"({result.db_bytes_migrated / result.sources:,.0f} bytes per source); "
+          f"{result.items:,} items stored, {grown / max(1, result.items):,.0f} bytes per item of growth")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+
+def estimate(result: Run, target: int = 1_000_000, interval: int = 15 * 60, items_per_day: float = 2.0,
+             retention_days: int = 90) -> None:
+    """Workers and database size for `target` sources, from one run's figures."""
+    per_worker = result.rate() / result.workers
+    cpu_per_fetch = result.cpu.get("workers", 0.0) / max(1, result.samples[-1].requests - result.samples[0].requests)
+    need = target / interval
+    per_source = result.db_bytes_migrated / result.sources
+    per_item = (result.db_bytes - result.db_bytes_migrated) / max(1, result.items)
+    items = target * items_per_day * retention_days
+    size = target * per_source + items * per_item
+    print(f"\n== estimate for {target:,} sources polled every {interval // 60} min: {need:,.0f} fetches/s")
+    print(f"measured: {per_worker:.1f} fetches/s per worker process here, {cpu_per_fetch * 1000:.1f} ms of "
+          f"worker CPU per fetch (first fetches: 200 + parse + store)")
+    print(f"worker processes at that pace: {need / max(per_worker, 1e-9):,.0f}; by CPU alone "
+          f"({cpu_per_fetch * 1000:.1f} ms per fetch): {need * cpu_per_fetch:,.1f} cores of workers")
+    print(f"database: {per_source:,.0f} bytes per source x {target:,} = {target * per_source / 2**30:.1f} GiB, "
+          f"plus {items_per_day:g} items per source per day kept {retention_days} days = {items / 1e6:,.0f} M items "
+          f"x {per_item:,.0f} bytes = {items * per_item / 2**30:,.0f} GiB: about {size / 2**30:,.0f} GiB")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sources", type=int, default=100_000)
+    parser.add_argument("--hosts", type=int, default=2_000, help="loopback hosts the sources are spread over")
+    parser.add_argument("--workers", type=int, default=2, help="hub worker processes")
+    parser.add_argument("--compare", action="store_true", help="run 1 worker, then 2, and print the ratio")
+    parser.add_argument("--seconds", type=float, default=180, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=30, help="seconds left out of the sustained rate")
+    parser.add_argument("--interval", type=int, default=900, help="seconds between two polls of a source")
+    parser.add_argument("--change-every", type=float, default=3600, help="seconds between a feed's new items")
+    parser.add_argument("--concurrency", type=int, default=32, help="jobs per worker process at once")
+    parser.add_argument("--sample", type=float, default=10, help="seconds between samples")
+    parser.add_argument("--keep", action="store_true", help="keep the databases (for a look afterwards)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} cores, shared)")
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        write_deployment(folder, "postgresql+psycopg://x@127.0.0.1/x", args.sources, args.hosts, 1, 1, args.interval)
+        print(f"town configs for {args.sources:,} sources written in {time.perf_counter() - started:.2f} s")
+        n, seconds = time_config_load(folder)
+        print(f"hub.config.load of the biggest town ({n:,} sources): {seconds:.2f} s")
+        feeds, feed_port = start_feeds(args.hosts, args.change_every)
+        try:
+            results = [run(args, w, feed_port, feeds.pid, folder) for w in ((1, 2) if args.compare else (args.workers,))]
+        finally:
+            feeds.stdin.close()
+            feeds.wait(timeout=30)
+    for result in results:
+        report(result)
+    if len(results) == 2 and results[0].rate() > 0:
+        print(f"\nthroughput 2 workers / 1 worker: {results[1].rate() / results[0].rate():.2f}x")
+    estimate(results[-1])
+
+
+if __name__ == "__main__":
+    main()
