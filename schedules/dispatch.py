@@ -22,7 +22,7 @@ import asyncio
 import math
 import secrets
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
@@ -30,7 +30,7 @@ from typing import NamedTuple, Protocol
 from hub.config import Settings
 from hub.politeness import host_of
 from hub.store import Store
-from hub.store.dispatch import Batch, DispatchStore
+from hub.store.dispatch import Batch, DispatchStore, Enqueue
 
 
 class FetchJob(NamedTuple):
@@ -101,19 +101,21 @@ class StoreClaimer:
     per_host: int
     spacing: timedelta
     hostless_batch: int | None = None
+    enqueue: Enqueue | None = None  # queues each batch's job in the claim's transaction (the outbox)
 
     def claim(self, limit: int) -> list[Batch]:
         return self.dispatch.claim(self.now, limit=limit, per_host=self.per_host, spacing=self.spacing,
-                                   owner=self.owner, until=self.until, hostless_batch=self.hostless_batch)
+                                   owner=self.owner, until=self.until, hostless_batch=self.hostless_batch,
+                                   enqueue=self.enqueue)
 
 
 def town_claimer(town: str, settings: Settings, store: Store, now: datetime, owner: str, *,
-                 hostless_batch: int | None = None) -> StoreClaimer:
+                 hostless_batch: int | None = None, enqueue: Enqueue | None = None) -> StoreClaimer:
     """The claimer for a town at `now`: leases for `schedule.lease`, batches per host as big
     as the host's politeness allows per tick (as the in-process dispatcher does)."""
     spacing = settings.fetcher.host_spacing
     return StoreClaimer(town, DispatchStore(store), now, owner, now + settings.schedule.lease,
-                        per_host_batch(settings), timedelta(seconds=spacing), hostless_batch)
+                        per_host_batch(settings), timedelta(seconds=spacing), hostless_batch, enqueue)
 
 
 class FairPlanner:
@@ -121,10 +123,12 @@ class FairPlanner:
     `await planner(contexts, deployment, capacity, now)` claims each town's due sources in
     fair shares, host-grouped and polite, and returns the jobs to defer (`FetchJob`s carry
     the fields the runtime's batches have: town, host, source_ids, owner). Each town's
-    source hosts are written to its store the first time the planner sees the town's config."""
+    source hosts are written to its store the first time the planner sees the town's config.
+    `outbox(town, owner)`: the hook that queues a town's batches in their claim's transaction."""
 
-    def __init__(self, *, hostless_batch: int = 50) -> None:
+    def __init__(self, *, hostless_batch: int = 50, outbox: Callable[[str, str], Enqueue] | None = None) -> None:
         self.hostless_batch = hostless_batch
+        self.outbox = outbox
         self._synced: dict[str, int] = {}  # town -> id of the settings whose hosts were written
         self._ticks = 0
 
@@ -138,8 +142,8 @@ class FairPlanner:
             if self._synced.get(town) != id(ctx.settings):
                 await asyncio.to_thread(DispatchStore(ctx.store).sync_hosts, source_hosts(ctx.settings))
                 self._synced[town] = id(ctx.settings)
-            claimers.append(town_claimer(town, ctx.settings, ctx.store, now, owner,
-                                         hostless_batch=self.hostless_batch))
+            claimers.append(town_claimer(town, ctx.settings, ctx.store, now, owner, hostless_batch=self.hostless_batch,
+                                         enqueue=self.outbox(town, owner) if self.outbox else None))
         self._ticks += 1
         return await asyncio.to_thread(plan_fetch_jobs, claimers, capacity, now, start=self._ticks)
 

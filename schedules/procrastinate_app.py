@@ -1,8 +1,12 @@
 """The scaled tier's runtime (`runtime: procrastinate`): the task functions of schedules/tasks.py
 as procrastinate tasks, and the periodic ticks that defer them, for every town of a deployment.
 
-    hub.dispatch      every DISPATCH_EVERY   claim due sources of every town, defer one
-                                             `hub.fetch_sources` job per host batch
+    hub.dispatch      every DISPATCH_EVERY   claim due sources of every town and queue one
+                                             `hub.fetch_sources` job per host batch, both in
+                                             the claim's transaction (the outbox, below)
+    hub.publish_channel(town, channel)       queued with the delivery ledger rows that call
+                                             for it, in their transaction: new records reach
+                                             push channels at once, not at the next tick
     hub.tick(kind)    publish, newsletter    every schedule.publish_tick (the smallest of the towns')
                       media                  every 30 seconds
                       websub                 every 10 minutes
@@ -11,6 +15,14 @@ as procrastinate tasks, and the periodic ticks that defer them, for every town o
                       -> one `hub.<kind>` job per town
     hub.retry_stalled every 5 seconds        a killed worker's jobs run again (heartbeats; more
                                              often when `hub worker --stalled-after` is shorter)
+
+The outbox: a job is queued on the very connection that writes the rows calling for it
+(procrastinate defers on an external connection; its tables are in `public`, which every
+town's `search_path` reaches), so both commit or neither does. A dispatcher that dies
+between claim and queue leaves neither leases nor jobs; an ingest that rolls back leaves no
+publish job. A batch whose (town, host) job still waits is rolled back to its savepoint and
+stays unclaimed; a channel whose publish job still waits needs no second one. The periodic
+publish tick stays as the safety net (pacing, retries, a run that found the channel busy).
 
 Periodic ticks are procrastinate periodic tasks: every worker tries to defer them and the
 database keeps one per period, so they go on while one worker lives. Jobs carry ids only:
@@ -25,18 +37,21 @@ due sources stay in the database, oldest first, instead of piling up in the queu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from procrastinate import App, PsycopgConnector, RetryStrategy
+from procrastinate import App, PsycopgConnector, RetryStrategy, SyncPsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from procrastinate.jobs import Job, Status
-from sqlalchemy.engine import make_url
+from procrastinate.manager import JobManager
+from sqlalchemy.engine import Connection, make_url
 
+from hub.store.dispatch import AlreadyQueued, Batch, Enqueue
+from hub.store.ledger import LedgerOutbox, attach_outbox
 from hub.towns import Deployment
 from schedules import tasks
 from schedules.dispatch import FairPlanner, FetchJob
@@ -50,9 +65,10 @@ QUEUE_TARGET = 32  # fetch jobs waiting at most; the dispatch tick tops the queu
 STALLED_CHECK_EVERY = timedelta(seconds=5)
 STALLED_AFTER = 30.0  # seconds without a worker's heartbeat before its jobs run again
 FETCH_TASK = "hub.fetch_sources"
+PUBLISH_CHANNEL_TASK = "hub.publish_channel"
 
 TownTask = Callable[[TownContext], Awaitable[None]]
-# (contexts, deployment, capacity in sources, now) -> the fetch jobs to defer, their sources claimed
+# (contexts, deployment, capacity in sources, now) -> the fetch jobs claimed and queued (the outbox)
 Planner = Callable[[TownContexts, Deployment, int, datetime], Awaitable[list[FetchJob]]]
 TOWN_TASKS: dict[str, TownTask] = {
     "publish": tasks.publish, "newsletter": tasks.newsletter, "media": tasks.media, "media_gc": tasks.media_gc,
@@ -101,11 +117,14 @@ def _divisor_at_least(n: int, whole: int) -> int:
 def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: float = STALLED_AFTER,
               planner: Planner | None = None) -> App:
     """The procrastinate App of a deployment, its tasks bound to `contexts` (this process's
-    towns). `planner` claims the fetch jobs of a dispatch tick: by default schedules/dispatch.py's
-    FairPlanner (fair shares between towns, host-grouped polite claims, FOR UPDATE SKIP LOCKED)."""
+    towns). `planner` claims and queues the fetch jobs of a dispatch tick: by default
+    schedules/dispatch.py's FairPlanner (fair shares between towns, host-grouped polite claims,
+    FOR UPDATE SKIP LOCKED) with this app's outbox. Each town's store gets the ledger outbox."""
     app = App(connector=PsycopgConnector(conninfo=conninfo(deployment.store_url)),
               periodic_defaults={"max_delay": 60})
-    plan = planner or FairPlanner(hostless_batch=FETCH_BATCH)
+    outbox = Outbox(app)
+    plan = planner or FairPlanner(hostless_batch=FETCH_BATCH, outbox=outbox.fetch_batches)
+    contexts.on_open(lambda town, store: attach_outbox(store.engine, outbox.publish_channels(town)))
 
     @app.task(name=FETCH_TASK, queue="fetch", retry=RetryStrategy(max_attempts=3, wait=5))
     async def fetch_sources(town: str, source_ids: list[str], owner: str) -> int:
@@ -114,6 +133,11 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
         reports = await tasks.fetch_sources(await contexts.get(town), source_ids, owner)
         return len(reports)
 
+    @app.task(name=PUBLISH_CHANNEL_TASK, queue="town")
+    async def publish_channel(town: str, channel: str) -> None:
+        if not _removed(contexts, town):
+            await tasks.publish_channel(await contexts.get(town), channel)
+
     town_tasks = {kind: app.task(name=f"hub.{kind}", queue="town")(_town_task(contexts, fn))
                   for kind, fn in TOWN_TASKS.items()}
 
@@ -121,8 +145,8 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     async def dispatch(timestamp: int) -> int:
         waiting = await _waiting_fetch_jobs(app)
         capacity = max(0, QUEUE_TARGET - waiting) * FETCH_BATCH
-        batches = await plan(contexts, _Served(contexts.towns), capacity, datetime.now(timezone.utc))
-        return await _defer_fetches(fetch_sources, contexts, batches)
+        queued = await plan(contexts, _Served(contexts.towns), capacity, datetime.now(timezone.utc))
+        return len(queued)
 
     app.periodic(cron=cron_every(DISPATCH_EVERY), periodic_id="dispatch")(dispatch)
 
@@ -153,6 +177,61 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     check_every = min(STALLED_CHECK_EVERY, timedelta(seconds=stalled_after / 2))
     app.periodic(cron=cron_every(check_every), periodic_id="retry_stalled")(retry_stalled)
     return app
+
+
+class Outbox:
+    """Jobs queued on the caller's own connection, inside its transaction, so the rows that
+    call for a job and the job commit together or not at all. procrastinate defers on an
+    external connection through a sync connector that is never opened (no pool of its own)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._jobs = JobManager(SyncPsycopgConnector())
+
+    def defer(self, conn: Connection, task: str, *, queueing_lock: str, lock: str | None, **kwargs: object) -> None:
+        """Queue a job of `task` (ids only in `kwargs`) in `conn`'s transaction. Raises
+        AlreadyEnqueued when a job with `queueing_lock` waits: the caller's transaction is
+        then aborted unless the call ran under a savepoint (`conn.begin_nested()`)."""
+        job = self.app.tasks[task].configure(queueing_lock=queueing_lock, lock=lock).make_new_job(**kwargs)
+        self._jobs.defer_job(job, connection=conn.connection.driver_connection)
+
+    def fetch_batches(self, town: str, owner: str) -> Enqueue:
+        """A town's claim hook for one dispatch tick (hub.store.dispatch): one `hub.fetch_sources`
+        job per batch, leased under `owner`. At most one job per (town, host) waits
+        (`queueing_lock`) and one host's jobs run one at a time across workers (`lock`);
+        batches without a host only need keys of their own, counted per tick."""
+        hostless = itertools.count(1)
+
+        def enqueue(conn: Connection, batch: Batch) -> None:
+            key, lock = fetch_locks(town, batch.host, hostless)
+            try:
+                self.defer(conn, FETCH_TASK, queueing_lock=key, lock=lock, town=town,
+                           source_ids=list(batch.source_ids), owner=owner)
+            except AlreadyEnqueued as exc:  # the claim rolls this batch back: due again next tick
+                raise AlreadyQueued(key) from exc
+        return enqueue
+
+    def publish_channels(self, town: str) -> LedgerOutbox:
+        """A town store's ledger hook (hub.store.ledger.attach_outbox): a `hub.publish_channel`
+        job for each channel that got rows. One waits per (town, channel) at most: a burst of
+        rows gives one job, which claims all of them."""
+        def queue(conn: Connection, channels: Sequence[str]) -> None:
+            for channel in channels:
+                key = f"publish_channel:{town}:{channel}"
+                try:
+                    with conn.begin_nested():  # a refusal must not abort the rows' transaction
+                        self.defer(conn, PUBLISH_CHANNEL_TASK, queueing_lock=key, lock=key, town=town,
+                                   channel=channel)
+                except AlreadyEnqueued:
+                    pass  # the waiting job claims these rows too
+        return queue
+
+
+def fetch_locks(town: str, host: str | None, hostless: Iterator[int]) -> tuple[str, str | None]:
+    """(queueing lock, lock) of a fetch job: per (town, host); a hostless batch takes the next key."""
+    if host:
+        return f"fetch:{town}:{host}", f"host:{host}"
+    return f"fetch:{town}:-:{next(hostless)}", None
 
 
 @dataclass(frozen=True)
@@ -216,27 +295,6 @@ def _town_task(contexts: TownContexts, fn: TownTask) -> Callable[[str], Awaitabl
             await fn(await contexts.get(town))
     run.__name__ = run.__qualname__ = fn.__name__
     return run
-
-
-async def _defer_fetches(fetch_task, contexts: TownContexts, batches: list[FetchJob]) -> int:
-    """Defer one job per batch. A (town, host) whose last job still waits gets no second
-    one: that batch's leases are given back, and the sources are due again next tick."""
-    deferred = 0
-    hostless: dict[str, int] = defaultdict(int)
-    for batch in batches:
-        if batch.host:
-            key, lock = f"fetch:{batch.town}:{batch.host}", f"host:{batch.host}"
-        else:  # no host to be polite to (e.g. the Graph API): batches only need their own keys
-            hostless[batch.town] += 1
-            key, lock = f"fetch:{batch.town}:-:{hostless[batch.town]}", None
-        try:
-            await fetch_task.configure(queueing_lock=key, lock=lock).defer_async(
-                town=batch.town, source_ids=batch.source_ids, owner=batch.owner)
-            deferred += 1
-        except AlreadyEnqueued:
-            ctx = await contexts.get(batch.town)
-            await asyncio.to_thread(ctx.plans.release_sources, batch.source_ids, batch.owner)
-    return deferred
 
 
 async def _waiting_fetch_jobs(app: App) -> int:

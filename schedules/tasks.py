@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,7 +34,7 @@ from hub.tokens import daily_check
 from schedules.clock import Clock, SystemClock
 from schedules.fetching import FetchDispatcher
 from schedules.maintenance import maintain
-from schedules.publishing import ChannelPublisher, prepare_channels
+from schedules.publishing import ChannelPublisher, prepare_channels, push_channels
 from schedules.websub import Subscriber
 
 log = logging.getLogger("hub.tasks")
@@ -114,6 +114,18 @@ async def publish(ctx: TownContext) -> None:
     await ctx.publishing.tick()
 
 
+async def publish_channel(ctx: TownContext, channel_id: str) -> None:
+    """Run one push channel now: new ledger rows wait for it (the scaled tier queues this job
+    with the rows). A channel with a `schedule:` keeps its cron times and one no longer in
+    the config has nothing to do; pace, quiet hours and retries hold as in the tick."""
+    channel = next((c for c in push_channels(ctx.settings) if c.id == channel_id), None)
+    if channel is None or channel.schedule:
+        return
+    for report in await ctx.publishing.publish([channel_id]):
+        if report.status == "busy":  # another run holds the channel; rows it missed go at the next tick
+            log.info("channel %s of town %s is busy; the publish tick takes what is left", channel_id, ctx.town)
+
+
 async def newsletter(ctx: TownContext) -> None:
     """Make due newsletter editions and send what they have left (a per-recipient ledger)."""
     await ctx.newsletters.tick()
@@ -174,6 +186,14 @@ class TownContexts:
         self._contexts: dict[str, TownContext] = {}
         self._building = asyncio.Lock()
         self._stack = AsyncExitStack()
+        self._on_open: list[Callable[[str, Store], None]] = []
+
+    def on_open(self, hook: Callable[[str, Store], None]) -> None:
+        """Call `hook(town, store)` for every town store this cache opens (and has opened):
+        how the runtime attaches its ledger outbox to each town's store."""
+        self._on_open.append(hook)
+        for town, ctx in self._contexts.items():
+            hook(town, ctx.store)
 
     def follow(self, towns: dict[str, TownLike]) -> list[str]:
         """Serve this set of towns from now on (`hub towns reload`): a town added is built on
@@ -203,6 +223,8 @@ class TownContexts:
         settings = town.settings
         store = await asyncio.to_thread(open_town_store, town)
         self._stack.callback(store.close)
+        for hook in self._on_open:
+            hook(town_id, store)
         fetcher = await self._stack.enter_async_context(Fetcher(settings.fetcher, base_dir=settings.base_dir))
         pipeline = Pipeline(settings, store, fetcher, parse_workers=0)
         self._stack.callback(pipeline.close)

@@ -11,8 +11,12 @@ A claim is one short transaction:
 2. Lock the picked hosts' rows of `dispatch_hosts` (again SKIP LOCKED) and check they are
    still ready. A host whose row another claimer holds is left to that claimer, so two
    claimers never both start one host, even when each picked different sources of it.
-3. Set the sources' lease and each host's `next_allowed_at` (now + `spacing` x the batch's
-   size: a polite worker needs that long to fetch the batch), then commit.
+3. Queue each batch's job on the claim's own connection (the `enqueue` hook, the scaled tier's
+   outbox: procrastinate's job rows commit with the leases or not at all). A batch whose job
+   cannot be queued now (`AlreadyQueued`: one for its host still waits) is rolled back to its
+   savepoint and left unclaimed; the other batches go on.
+4. Set the kept sources' lease and each host's `next_allowed_at` (now + `spacing` x the
+   batch's size: a polite worker needs that long to fetch the batch), then commit.
 
 So across all workers a host has at most one batch in flight, and batch starts are spaced.
 Sources without a host (Facebook via the Graph API) are not host-limited. In-flight counts
@@ -25,12 +29,14 @@ towns that read the same host each keep their own spacing towards it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, NamedTuple
 
 from sqlalchemy import Column, MetaData, String, Table, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from hub.store import Store, _p
 from hub.store.holds import HOLDS
@@ -53,6 +59,15 @@ class Batch(NamedTuple):
 
     host: str | None
     source_ids: list[str]
+
+
+class AlreadyQueued(Exception):
+    """Raised by a claim's `enqueue` hook when a batch's job cannot be queued now (a job with
+    its queueing lock still waits): the claim leaves that batch's sources unclaimed."""
+
+
+# Queues a claimed batch's job on the claim's connection, inside the claim's transaction.
+Enqueue = Callable[[Connection, Batch], None]
 
 
 @dataclass(frozen=True)
@@ -97,10 +112,12 @@ class DispatchStore:
                 conn.execute(delete(HOSTS).where(HOSTS.c.host.in_(sorted(have - wanted))))
 
     def claim(self, now: datetime, *, limit: int, per_host: int, spacing: timedelta, owner: str,
-              until: datetime, hostless_batch: int | None = None) -> list[Batch]:
+              until: datetime, hostless_batch: int | None = None, enqueue: Enqueue | None = None) -> list[Batch]:
         """Claim up to `limit` due sources, at most `per_host` of one host, and lease them to
         `owner` until `until`; returns them as batches per host, oldest due first. Sources
-        without a host come in batches of `hostless_batch` (default `per_host`): a job's size."""
+        without a host come in batches of `hostless_batch` (default `per_host`): a job's size.
+        `enqueue`: queue each batch's job in the claim's transaction (see the module's doc);
+        batches it refuses with `AlreadyQueued` are neither leased nor returned."""
         if limit <= 0:
             return []
         if per_host <= 0:
@@ -113,11 +130,13 @@ class DispatchStore:
                 hosts = sorted({r.host for r in picked if r.host is not None})
                 ready = set(conn.execute(_lock_ready_hosts(hosts, now, lock=pg)).scalars()) if hosts else set()
                 taken = [r for r in picked if r.host is None or r.host in ready]
-                if not taken:
-                    return []
-                conn.execute(update(SOURCES).where(SOURCES.c.id.in_([r.id for r in taken]))
-                             .values(lease_owner=owner, lease_until=until))
                 batches = _batches(taken, hostless_batch or per_host)
+                if enqueue is not None:
+                    batches = [b for b in batches if _enqueued(conn, enqueue, b)]
+                if not batches:
+                    return []
+                conn.execute(update(SOURCES).where(SOURCES.c.id.in_([i for b in batches for i in b.source_ids]))
+                             .values(lease_owner=owner, lease_until=until))
                 spaced = [{"p_host": b.host, "p_next": now + spacing * len(b.source_ids), "p_now": now}
                           for b in batches if b.host is not None]
                 if spaced:
@@ -196,6 +215,17 @@ def _ready(now: datetime):
     in_flight = SOURCES.alias("in_flight")
     return and_(or_(HOSTS.c.next_allowed_at.is_(None), HOSTS.c.next_allowed_at <= now),
                 ~exists().where(in_flight.c.host == HOSTS.c.host, in_flight.c.lease_until >= now))
+
+
+def _enqueued(conn: Connection, enqueue: Enqueue, batch: Batch) -> bool:
+    """Queue `batch`'s job under a savepoint: a refusal undoes only this batch's job row (a
+    failed statement would otherwise abort the whole claim's transaction)."""
+    try:
+        with conn.begin_nested():
+            enqueue(conn, batch)
+    except AlreadyQueued:
+        return False
+    return True
 
 
 def _batches(rows, chunk: int) -> list[Batch]:

@@ -11,7 +11,9 @@
   where it writes revisions), for every channel whose rules want the record ("publish"), or
   that had it and no longer may show it ("withdraw"): no change can be lost between the
   record and its deliveries. A newer version supersedes an older one not yet sent; an
-  older one that may have reached the channel is sent (or resolved) first.
+  older one that may have reached the channel is sent (or resolved) first. A store with a
+  ledger outbox (`attach_outbox`: the scaled tier's workers) also queues a publish job per
+  channel that got rows, in that same transaction (rows and job commit together or not at all).
 - `ledger_copies`: what each channel holds of a record, once it confirmed it: its own id
   for the copy (a status, a message, a post), its address, what the publisher keeps about
   it (media ids, the kind of message) and the hash of the content it shows. An update edits
@@ -27,11 +29,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from sqlalchemy import (BigInteger, Index, Text, UniqueConstraint, and_, bindparam, case, delete, exists, func, or_,
                         select, update)
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Column, Field, SQLModel
 
 from hub.ledger import ChannelRules
@@ -119,6 +121,18 @@ COPIES = LedgerCopyRow.__table__
 
 # --- at ingest: in the record's own transaction -----------------------------------------------
 
+# Queues a "publish these channels" job on the connection, in the rows' transaction (the
+# scaled tier's outbox). The store core knows no job queue: the runtime attaches it.
+LedgerOutbox = Callable[[Connection, Sequence[str]], None]
+_OUTBOX = "hub_ledger_outbox"  # the engine's execution option that carries it
+
+
+def attach_outbox(engine: Engine, outbox: LedgerOutbox | None) -> None:
+    """Let every transaction of `engine` that writes ledger rows call `outbox` with the
+    channels that got rows (None: detach). Connections opened after this see it."""
+    engine.update_execution_options(**{_OUTBOX: outbox})
+
+
 def announce(conn: Connection, now: datetime, touched: Collection[int], revised: Collection[int] = ()) -> int:
     """Write a ledger row for every channel that wants (or wanted, and must now withdraw)
     one of the `touched` records, in the caller's transaction. `revised`: the records that
@@ -155,6 +169,9 @@ def announce(conn: Connection, now: datetime, touched: Collection[int], revised:
             if (channel_id, record_id) in known:
                 stale.append((channel_id, record_id, version))
     _insert(conn, rows, now)
+    outbox = conn.get_execution_options().get(_OUTBOX)
+    if outbox is not None and rows:
+        outbox(conn, sorted({channel_id for channel_id, *_ in rows}))
     if stale:  # what was not sent yet (and cannot have been) is replaced by the newer version
         conn.exec_driver_sql(
             "UPDATE ledger SET status = 'superseded' WHERE channel_id = {0} AND record_id = {0} AND version < {0} "

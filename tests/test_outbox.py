@@ -1,0 +1,174 @@
+"""The scaled tier's outbox (issue 18): jobs are queued in the transaction of the rows that
+call for them, on PostgreSQL with procrastinate's own defer on that connection.
+
+- A dispatch claim and its fetch jobs commit together: a claim that dies before its commit
+  leaves neither leases nor jobs; one that commits has exactly one job per batch, carrying
+  the batch's source ids and lease name.
+- A (town, host) whose fetch job still waits (queueing lock) costs only that batch: its
+  sources stay unclaimed, the other batches go on.
+- Delivery ledger rows and their `hub.publish_channel` job appear together (one job per
+  channel however many rows), and neither survives a transaction that fails at its commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from hub.models import Item, Parsed
+from hub.store import FetchOutcome, FetchState
+from hub.store.dispatch import DispatchStore
+from hub.towns import load_deployment
+from schedules.dispatch import FairPlanner, source_hosts
+from tests.runtimetown import deployment, town_config
+
+pytestmark = pytest.mark.postgres
+
+TOWN = "musterstadt"
+# two sources on each of two hosts, one on a third
+URLS = {"a0": "http://a.test/0.xml", "a1": "http://a.test/1.xml", "b0": "http://b.test/0.xml",
+        "b1": "http://b.test/1.xml", "c0": "http://c.test/0.xml"}
+
+
+class Town:
+    """A deployment of one town on PostgreSQL with procrastinate's tables, its app built (its
+    tasks and outbox), no worker running: the jobs queued stay in the table to be looked at."""
+
+    def __init__(self, tmp_path: Path, pg_url: str) -> None:
+        config = town_config(tmp_path / f"{TOWN}.yaml", TOWN, "http://musterstadt.test", URLS,
+                             channel_file=tmp_path / "archiv.jsonl")
+        self.config = deployment(tmp_path / "deploy.yaml", pg_url, {TOWN: config})
+
+    async def __aenter__(self) -> Town:
+        from hub.cli.worker import migrate
+        from schedules.procrastinate_app import Outbox, build_app
+        from schedules.tasks import TownContexts
+
+        migrate(self.config)
+        self.deployment = load_deployment(self.config)
+        self.contexts = TownContexts(self.deployment.towns, owner="test-worker")
+        self.app = build_app(self.deployment, self.contexts)
+        self.outbox = Outbox(self.app)
+        self.ctx = await self.contexts.get(TOWN)
+        self.store = self.ctx.store
+        self.now = datetime.now(timezone.utc)
+        DispatchStore(self.store).sync_hosts(source_hosts(self.ctx.settings))
+        self.sql("UPDATE sources SET next_fetch_at = :due", due=self.now - timedelta(minutes=1))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.contexts.close()
+
+    def sql(self, statement: str, **params: object) -> list[tuple]:
+        with self.store.engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+
+    def claim(self, enqueue, owner: str = "tick-1"):
+        return DispatchStore(self.store).claim(self.now, limit=100, per_host=10, spacing=timedelta(0), owner=owner,
+                                               until=self.now + timedelta(minutes=5), enqueue=enqueue)
+
+    def leased(self) -> dict[str, str]:
+        return dict(self.sql("SELECT id, lease_owner FROM sources WHERE lease_owner IS NOT NULL"))
+
+    def jobs(self, task: str) -> list[tuple]:
+        """(queueing lock, lock, args) of the waiting jobs of `task`, by queueing lock."""
+        return self.sql("SELECT queueing_lock, lock, args FROM procrastinate_jobs "
+                        "WHERE task_name = :task AND status = 'todo' ORDER BY queueing_lock", task=task)
+
+
+@pytest.fixture
+async def town(tmp_path: Path, pg_url: str):
+    async with Town(tmp_path, pg_url) as t:
+        yield t
+
+
+async def test_a_claim_that_dies_before_its_commit_leaves_neither_leases_nor_jobs(town: Town) -> None:
+    queue = town.outbox.fetch_batches(TOWN, "tick-1")
+    queued = []
+
+    def dies_after_the_first_batch(conn, batch) -> None:
+        if queued:
+            raise RuntimeError("the dispatcher died")
+        queue(conn, batch)
+        queued.append(batch)
+
+    with pytest.raises(RuntimeError, match="died"):
+        town.claim(dies_after_the_first_batch)
+    assert queued, "the first batch's job was queued before the claim died"
+    assert town.leased() == {}
+    assert town.jobs("hub.fetch_sources") == []
+    # nothing is lost: the next claim hands every source out
+    assert sorted(i for b in town.claim(town.outbox.fetch_batches(TOWN, "tick-2")) for i in b.source_ids) == \
+        sorted(URLS)
+
+
+async def test_a_committed_claim_has_one_job_per_batch_with_its_sources(town: Town) -> None:
+    from schedules.procrastinate_app import FETCH_TASK
+
+    planner = FairPlanner(outbox=town.outbox.fetch_batches)
+    planned = await planner(town.contexts, town.deployment, 100, town.now)
+
+    assert sorted((j.host, sorted(j.source_ids)) for j in planned) == [
+        ("a.test", ["a0", "a1"]), ("b.test", ["b0", "b1"]), ("c.test", ["c0"])]
+    owner = planned[0].owner
+    assert town.leased() == {sid: owner for sid in URLS}
+    assert town.jobs(FETCH_TASK) == [
+        (f"fetch:{TOWN}:{job.host}", f"host:{job.host}", {"town": TOWN, "source_ids": job.source_ids, "owner": owner})
+        for job in sorted(planned, key=lambda j: j.host)]
+
+
+async def test_a_waiting_job_for_a_host_skips_only_that_batch(town: Town) -> None:
+    from schedules.procrastinate_app import FETCH_TASK
+
+    with town.store.engine.begin() as conn:  # a job for a.test from an earlier tick still waits
+        town.outbox.defer(conn, FETCH_TASK, queueing_lock=f"fetch:{TOWN}:a.test", lock="host:a.test", town=TOWN,
+                          source_ids=["a0"], owner="tick-0")
+
+    batches = town.claim(town.outbox.fetch_batches(TOWN, "tick-1"))
+
+    assert sorted(b.host for b in batches) == ["b.test", "c.test"]
+    assert town.leased() == {"b0": "tick-1", "b1": "tick-1", "c0": "tick-1"}  # a0, a1 stay due
+    assert [(key, args["owner"]) for key, _, args in town.jobs(FETCH_TASK)] == [
+        (f"fetch:{TOWN}:a.test", "tick-0"), (f"fetch:{TOWN}:b.test", "tick-1"), (f"fetch:{TOWN}:c.test", "tick-1")]
+
+
+def post(source: str, n: int, now: datetime) -> FetchOutcome:
+    item = Item(source_id=source, external_id=f"{source}-{n}", merchant_id=source, title=f"Beitrag {n} von {source}",
+                summary=f"Text {n}", content_html=f"<p>Text {n}</p>", content_text=f"Text {n}",
+                url=f"https://{source}.example/{n}", published=now - timedelta(hours=1))
+    return FetchOutcome(source, now, "ok", parsed=Parsed((item,), complete=False), state=FetchState('"v1"', None))
+
+
+def ledger_rows(town: Town) -> int:
+    return town.sql("SELECT count(*) FROM ledger")[0][0]
+
+
+async def test_ledger_rows_and_their_publish_job_appear_together(town: Town) -> None:
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
+
+    town.store.apply([post("a0", 1, town.now)])
+    assert ledger_rows(town) == 1
+    key = f"publish_channel:{TOWN}:archiv"
+    assert town.jobs(PUBLISH_CHANNEL_TASK) == [(key, key, {"town": TOWN, "channel": "archiv"})]
+
+    town.store.apply([post("b0", 1, town.now), post("c0", 1, town.now)])  # a burst: still one waiting job
+    assert ledger_rows(town) == 3
+    assert len(town.jobs(PUBLISH_CHANNEL_TASK)) == 1
+
+
+async def test_rows_whose_transaction_fails_at_commit_leave_no_publish_job(town: Town) -> None:
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
+
+    # a check that fails only at COMMIT, after the rows and the job were written
+    town.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
+    town.sql("CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED "
+             "FOR EACH ROW EXECUTE FUNCTION refuse()")
+    with pytest.raises(Exception, match="disk is full"):
+        town.store.apply([post("a0", 1, town.now)])
+    assert ledger_rows(town) == 0
+    assert town.jobs(PUBLISH_CHANNEL_TASK) == []
