@@ -28,7 +28,7 @@ from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
 from hub.cli.newsletter import newsletter_app, publish_newsletters
 from hub.cli.status import status
-from hub.cli.towns import serve_towns, towns_app
+from hub.cli.towns import run_towns, serve_towns, towns_app
 from hub.cli.trysource import try_source
 from hub.cli.worker import migrate, worker
 from hub.config import Settings
@@ -363,10 +363,8 @@ def serve(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", 
 @app.command()
 def run(config: ConfigOpt = Path("config.yaml"), host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """The main job: the web server plus the scheduler (fetching, publishing, WebSub, upkeep)."""
-    if is_deployment_file(config):
-        err.print(f"{config} is a deployment of many towns: run `hub serve -c {config}` for the web "
-                  "and `hub worker` for the work; `hub run` runs one town's config.", style="red")
-        raise typer.Exit(2)
+    if is_deployment_file(config):  # issue 18: every town's pages and, in-process, its scheduler
+        return run_towns(config, host, port, absorb_stop_signals=_absorb_stop_signals)
     settings = settings_from(config)
     store = open_store(settings)
     # issue 18: with `runtime: procrastinate` the workers (`hub worker`) do the work, not this process

@@ -1,12 +1,13 @@
 """`hub towns ...` (issue 18): the towns of a deployment. `reload` checks every town's config,
 prepares new towns' schemas and records the set in the towns registry, which running web
 processes watch; `list` shows what is registered. `serve_towns` is `hub serve` for a
-deployment file."""
+deployment file, `run_towns` is `hub run` for one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -112,15 +113,57 @@ def prepared_store(town: Town) -> Store:
 def serve_towns(path: Path, host: str, port: int) -> None:
     """`hub serve` for a deployment file: every town, picked by the Host header; the set
     follows `hub towns reload`. Starting counts as a reload (the file as it is now)."""
-    from hub.web.towns import TownsApp
+    deployment = _started(path)
+    asyncio.run(_serve(_towns_app(deployment), host, port))
 
+
+def run_towns(path: Path, host: str, port: int, *, absorb_stop_signals: Callable[[], None]) -> None:
+    """`hub run` for a deployment file: every town's web pages (as `hub serve`) and, with
+    `runtime: inprocess`, every town's embedded scheduler in this process, following
+    `hub towns reload` (schedules/townsrunner.py). With `runtime: procrastinate` the
+    workers (`hub worker`) do the work, and this process serves only.
+
+    `absorb_stop_signals`: called before the web server starts, so that the SIGTERM or
+    SIGINT which ends it (uvicorn raises it again once it has stopped) leaves time to stop
+    every scheduler cleanly (hub.cli.commands' `_absorb_stop_signals`)."""
+    deployment = _started(path)
+    if deployment.runtime != "inprocess":
+        logging.getLogger("hub.towns.run").info(
+            "runtime %s: this process serves the towns' pages only; `hub worker -c %s` processes fetch and "
+            "publish", deployment.runtime, path)
+        asyncio.run(_serve(_towns_app(deployment), host, port))
+        return
+    asyncio.run(_run(deployment, host, port, absorb_stop_signals))
+
+
+async def _run(deployment: Deployment, host: str, port: int, absorb_stop_signals: Callable[[], None]) -> None:
+    from schedules.townsrunner import TownsRunner
+
+    runner = TownsRunner(deployment, registry=_registry(deployment))
+    await runner.start(background=True)  # the pages are served while the towns' schedulers start
+    absorb_stop_signals()
+    try:
+        await _serve(_towns_app(deployment), host, port)
+    finally:
+        await runner.stop()
+        runner.registry.close()
+
+
+def _started(path: Path) -> Deployment:
+    """The deployment, checked and recorded in the registry (starting counts as a reload),
+    with the log set up and each town's address shown."""
     deployment = deployment_from(path)
     register(deployment)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = TownsApp(path, registry=_registry(deployment), open_store=prepared_store, deployment=deployment)
     for town in deployment.towns.values():
         out.print(f"{town.id}: {town.settings.platform.base_url}")
-    asyncio.run(_serve(app, host, port))
+    return deployment
+
+
+def _towns_app(deployment: Deployment):
+    from hub.web.towns import TownsApp
+
+    return TownsApp(deployment.path, registry=_registry(deployment), open_store=prepared_store, deployment=deployment)
 
 
 async def _serve(app, host: str, port: int) -> None:
