@@ -12,10 +12,13 @@ call for them, on PostgreSQL with procrastinate's own defer on that connection.
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 
 from hub.models import Item, Parsed
@@ -25,7 +28,7 @@ from hub.towns import load_deployment
 from schedules.dispatch import FairPlanner, source_hosts
 from tests.runtimetown import deployment, town_config
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
 
 TOWN = "musterstadt"
 # two sources on each of two hosts, one on a third
@@ -33,14 +36,19 @@ URLS = {"a0": "http://a.test/0.xml", "a1": "http://a.test/1.xml", "b0": "http://
         "b1": "http://b.test/1.xml", "c0": "http://c.test/0.xml"}
 
 
+def deployment_file(folder: Path, store_url: str) -> Path:
+    config = town_config(folder / f"{TOWN}.yaml", TOWN, "http://musterstadt.test", URLS,
+                         channel_file=folder / "archiv.jsonl")
+    return deployment(folder / "deploy.yaml", store_url, {TOWN: config})
+
+
 class Town:
     """A deployment of one town on PostgreSQL with procrastinate's tables, its app built (its
-    tasks and outbox), no worker running: the jobs queued stay in the table to be looked at."""
+    tasks and outbox), no worker running: the jobs queued stay in the table to be looked at.
+    One per module (a database costs seconds on a busy machine); `reset` between tests."""
 
-    def __init__(self, tmp_path: Path, pg_url: str) -> None:
-        config = town_config(tmp_path / f"{TOWN}.yaml", TOWN, "http://musterstadt.test", URLS,
-                             channel_file=tmp_path / "archiv.jsonl")
-        self.config = deployment(tmp_path / "deploy.yaml", pg_url, {TOWN: config})
+    def __init__(self, tmp_path: Path, store_url: str) -> None:
+        self.config = deployment_file(tmp_path, store_url)
 
     async def __aenter__(self) -> Town:
         from hub.cli.worker import migrate
@@ -54,13 +62,19 @@ class Town:
         self.outbox = Outbox(self.app)
         self.ctx = await self.contexts.get(TOWN)
         self.store = self.ctx.store
-        self.now = datetime.now(timezone.utc)
         DispatchStore(self.store).sync_hosts(source_hosts(self.ctx.settings))
-        self.sql("UPDATE sources SET next_fetch_at = :due", due=self.now - timedelta(minutes=1))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.contexts.close()
+
+    def reset(self) -> None:
+        """No jobs, no leases, no host waiting, every source due a minute ago."""
+        self.now = datetime.now(timezone.utc)
+        self.sql("DELETE FROM procrastinate_jobs")
+        self.sql("UPDATE sources SET lease_owner = NULL, lease_until = NULL, next_fetch_at = :due",
+                 due=self.now - timedelta(minutes=1))
+        self.sql("UPDATE dispatch_hosts SET next_allowed_at = NULL, last_claim_at = NULL")
 
     def sql(self, statement: str, **params: object) -> list[tuple]:
         with self.store.engine.begin() as conn:
@@ -80,10 +94,27 @@ class Town:
                         "WHERE task_name = :task AND status = 'todo' ORDER BY queueing_lock", task=task)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_town(tmp_path_factory, pg_template):
+    import psycopg
+
+    from tests.conftest import PG_ADMIN, _url_of
+
+    name = f"hub_outbox_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    try:
+        async with Town(tmp_path_factory.mktemp("outbox"), _url_of(name)) as town:
+            yield town
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-async def town(tmp_path: Path, pg_url: str):
-    async with Town(tmp_path, pg_url) as t:
-        yield t
+def town(module_town: Town) -> Town:
+    module_town.reset()
+    return module_town
 
 
 async def test_a_claim_that_dies_before_its_commit_leaves_neither_leases_nor_jobs(town: Town) -> None:
@@ -136,7 +167,12 @@ async def test_a_waiting_job_for_a_host_skips_only_that_batch(town: Town) -> Non
         (f"fetch:{TOWN}:a.test", "tick-0"), (f"fetch:{TOWN}:b.test", "tick-1"), (f"fetch:{TOWN}:c.test", "tick-1")]
 
 
-def post(source: str, n: int, now: datetime) -> FetchOutcome:
+_posts = itertools.count(1)
+
+
+def post(source: str, now: datetime) -> FetchOutcome:
+    """A new post (each call another) of `source`."""
+    n = next(_posts)
     item = Item(source_id=source, external_id=f"{source}-{n}", merchant_id=source, title=f"Beitrag {n} von {source}",
                 summary=f"Text {n}", content_html=f"<p>Text {n}</p>", content_text=f"Text {n}",
                 url=f"https://{source}.example/{n}", published=now - timedelta(hours=1))
@@ -150,25 +186,31 @@ def ledger_rows(town: Town) -> int:
 async def test_ledger_rows_and_their_publish_job_appear_together(town: Town) -> None:
     from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
 
-    town.store.apply([post("a0", 1, town.now)])
-    assert ledger_rows(town) == 1
+    before = ledger_rows(town)
+    town.store.apply([post("a0", town.now)])
+    assert ledger_rows(town) == before + 1
     key = f"publish_channel:{TOWN}:archiv"
     assert town.jobs(PUBLISH_CHANNEL_TASK) == [(key, key, {"town": TOWN, "channel": "archiv"})]
 
-    town.store.apply([post("b0", 1, town.now), post("c0", 1, town.now)])  # a burst: still one waiting job
-    assert ledger_rows(town) == 3
+    town.store.apply([post("b0", town.now), post("c0", town.now)])  # a burst: still one waiting job
+    assert ledger_rows(town) == before + 3
     assert len(town.jobs(PUBLISH_CHANNEL_TASK)) == 1
 
 
 async def test_rows_whose_transaction_fails_at_commit_leave_no_publish_job(town: Town) -> None:
     from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
 
+    before = ledger_rows(town)
     # a check that fails only at COMMIT, after the rows and the job were written
     town.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
              "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
     town.sql("CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED "
              "FOR EACH ROW EXECUTE FUNCTION refuse()")
-    with pytest.raises(Exception, match="disk is full"):
-        town.store.apply([post("a0", 1, town.now)])
-    assert ledger_rows(town) == 0
+    try:
+        with pytest.raises(Exception, match="disk is full"):
+            town.store.apply([post("a0", town.now)])
+    finally:
+        town.sql("DROP TRIGGER refuse_at_commit ON ledger")
+        town.sql("DROP FUNCTION refuse()")
+    assert ledger_rows(town) == before
     assert town.jobs(PUBLISH_CHANNEL_TASK) == []
