@@ -51,8 +51,9 @@ def held_leases(folder: Path, town: str) -> list[tuple]:
         return conn.execute("SELECT id, last_fetch_at FROM sources WHERE lease_owner IS NOT NULL").fetchall()
 
 
-def write_deployment(folder: Path, towns: list[str], runtime: str | None = None) -> Path:
-    lines = ["store: {url: 'sqlite:///data/deployment.db'}"] + ([f"runtime: {runtime}"] if runtime else [])
+def write_deployment(folder: Path, towns: list[str], runtime: str | None = None,
+                     store_url: str = "sqlite:///data/deployment.db") -> Path:
+    lines = [f"store: {{url: '{store_url}'}}"] + ([f"runtime: {runtime}"] if runtime else [])
     lines += ["towns:"] + [f"  {town}: {town}.yaml" for town in towns]
     path = folder / "deploy.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -132,6 +133,32 @@ def test_hub_run_of_a_deployment_fetches_and_serves_every_town_and_follows_towns
     for town in TOWNS:  # every town's scheduler stopped cleanly
         assert re.search(rf"scheduler \S+/{town} stopped", text), text
     assert run.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_hub_run_of_a_procrastinate_deployment_serves_only_and_says_so(tmp_path: Path, pg_url: str) -> None:
+    """With `runtime: procrastinate` the workers fetch (`hub worker`); `hub run` serves."""
+    with FeedServer(files=feeds("musterstadt", 2)) as server:
+        write_town(tmp_path, "musterstadt", server)
+        path = write_deployment(tmp_path, ["musterstadt"], runtime="procrastinate", store_url=pg_url)
+        port = free_port()
+        log_path = tmp_path / "run.log"
+        with log_path.open("w") as log:
+            run = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(path), "--port", str(port)],
+                                   cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: page(port, "musterstadt.test")[0] == 200, "the town's page")
+                time.sleep(1.5)  # the embedded tier would have fetched by now (its fetch tick: every second)
+                assert fetches(server) == Counter()
+            finally:
+                run.send_signal(signal.SIGINT)
+                run.wait(timeout=30)
+    text = log_path.read_text()
+    assert "runtime procrastinate: this process serves the towns' pages only" in text, text
+    assert "Traceback" not in text and "scheduler" not in text, text
+    assert run.returncode in (0, 130)  # as `hub serve`, which ends a Ctrl-C with 130
 
 
 async def until(condition, what: str, seconds: float = 15) -> None:
