@@ -19,10 +19,11 @@ as procrastinate tasks, and the periodic ticks that defer them, for every town o
 The outbox: a job is queued on the very connection that writes the rows calling for it
 (procrastinate defers on an external connection; its tables are in `public`, which every
 town's `search_path` reaches), so both commit or neither does. A dispatcher that dies
-between claim and queue leaves neither leases nor jobs; an ingest that rolls back leaves no
-publish job. A batch whose (town, host) job still waits is rolled back to its savepoint and
-stays unclaimed; a channel whose publish job still waits needs no second one. The periodic
-publish tick stays as the safety net (pacing, retries, a run that found the channel busy).
+mid-claim leaves neither leases nor jobs; an ingest that rolls back leaves no publish job.
+A batch whose (town, host) job still waits is rolled back to its savepoint and stays
+unclaimed; a channel whose publish job still waits needs no second one. The periodic
+publish tick stays as the safety net: pacing, retries, and rows a publish job missed (it
+found the channel busy, or a worker took the waiting job just before the rows committed).
 
 Periodic ticks are procrastinate periodic tasks: every worker tries to defer them and the
 database keeps one per period, so they go on while one worker lives. Jobs carry ids only:
