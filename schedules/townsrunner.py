@@ -23,6 +23,7 @@ scaled tier's `hub worker` processes anyway.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -41,6 +42,24 @@ from schedules.tasks import open_town_store
 log = logging.getLogger("hub.towns.run")
 POLL_SECONDS = 3.0
 PARSE_WORKERS = 0  # see the module's docstring
+# The town whose scheduler does the work at hand. Each town's APScheduler starts in a context
+# of its own, so its jobs (and the threads they hand work to) carry their town's id, and the
+# log can say which town a line is about (`town_in_log_records`).
+TOWN: contextvars.ContextVar[str | None] = contextvars.ContextVar("hub_town", default=None)
+
+
+def town_in_log_records() -> None:
+    """Give every log record a `town` attribute: " [<id>]" inside a town's scheduler work,
+    "" elsewhere (a format may then use `%(name)s%(town)s`)."""
+    make = logging.getLogRecordFactory()
+
+    def record(*args, **kwargs) -> logging.LogRecord:
+        result = make(*args, **kwargs)
+        town = TOWN.get()
+        result.town = f" [{town}]" if town else ""
+        return result
+
+    logging.setLogRecordFactory(record)
 
 
 @dataclass
@@ -168,7 +187,7 @@ class TownsRunner:
             stack.callback(pipeline.close)
             scheduler = Scheduler(town.settings, store, pipeline, fetcher, clock=self.clock,
                                   owner=f"{self.owner}/{town.id}")
-            scheduler.start()
+            contextvars.copy_context().run(_start_in_town, scheduler, town.id)
         except Exception:  # noqa: BLE001 - one town's trouble must not stop the others
             log.exception("towns: the scheduler of %s did not start; it is tried again at the next reload", town.id)
             await stack.aclose()
@@ -196,6 +215,13 @@ def _wanted(deployment: Deployment, registered: dict[str, str] | None,
         if town_id in running:
             wanted[town_id] = running[town_id].town
     return wanted
+
+
+def _start_in_town(scheduler: Scheduler, town_id: str) -> None:
+    """Start the scheduler inside a context whose TOWN is `town_id`: APScheduler's timers
+    and the job tasks they create keep the context they were started in."""
+    TOWN.set(town_id)
+    scheduler.start()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

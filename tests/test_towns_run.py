@@ -208,3 +208,18 @@ async def test_the_runner_starts_restarts_and_stops_town_schedulers_as_towns_rel
             await runner.stop()
             runner.registry.close()
         assert runner.towns == {}
+
+
+def test_towns_stores_opened_side_by_side_in_threads_all_migrate(tmp_path: Path) -> None:
+    """`hub run` opens a town's store for its scheduler while the web opens it for a first
+    request, in two threads; alembic keeps a migration in module globals, so the store
+    migrates one at a time (it failed with "table items already exists" or KeyError 'config')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hub.store import Store
+
+    def open_and_close(i: int) -> None:
+        Store(f"sqlite:///{tmp_path / f'town{i % 3}.db'}").close()  # two threads per file, three files
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(open_and_close, range(6)))

@@ -133,11 +133,16 @@ def run_towns(path: Path, host: str, port: int, *, absorb_stop_signals: Callable
             "publish", deployment.runtime, path)
         asyncio.run(_serve(_towns_app(deployment), host, port))
         return
+    from schedules.townsrunner import town_in_log_records
+
+    town_in_log_records()  # "hub.schedule [musterstadt]: fetched 3 sources ..."
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s%(town)s: %(message)s"))
     asyncio.run(_run(deployment, host, port, absorb_stop_signals))
 
 
 async def _run(deployment: Deployment, host: str, port: int, absorb_stop_signals: Callable[[], None]) -> None:
-    from schedules.townsrunner import TownsRunner
+    from schedules.townsrunner import TownsRunner  # the scheduler's libraries only where they run
 
     runner = TownsRunner(deployment, registry=_registry(deployment))
     await runner.start(background=True)  # the pages are served while the towns' schedulers start

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -155,7 +156,7 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["schema"] = self.schema  # alembic's version table lives in the town's schema
         try:
-            with self.engine.begin() as conn:
+            with _MIGRATING, self.engine.begin() as conn:
                 if self.schema is not None:
                     conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
                 cfg.attributes["connection"] = conn
@@ -490,6 +491,9 @@ def _source_values(o: FetchOutcome) -> dict[str, Any]:
             "p_fresh_until": o.fresh_until}
 
 
+# alembic keeps the migration under way in module globals: two threads of one process that
+# migrate at once (two towns' stores opened side by side) break each other's migration.
+_MIGRATING = threading.Lock()
 _INGEST_LOCK = 0x6875622D696E6774  # "hub-ingt": the advisory lock of ingest writes (PostgreSQL)
 
 
