@@ -97,7 +97,7 @@ class TownsRunner:
     async def start(self, *, background: bool = False) -> None:
         """Start every town's scheduler, then follow the registry (inside the running loop).
         `background`: return at once and start the towns behind (`hub run`: the web serves
-        meanwhile; a town takes ~0.25 s to open and schedule)."""
+        meanwhile; a town takes ~0.25-0.5 s to open and schedule)."""
         starting = asyncio.create_task(self._begin(), name="towns-runner-start")
         self._tasks.append(starting)
         if not background:
@@ -116,9 +116,12 @@ class TownsRunner:
         # to what hub.schedule says already, once per town: a deployment's log drowned in them.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
         deployment, self._first = self._first, None
-        generation, registered = await self._registered()
-        await self._apply(deployment, registered)
-        self.generation = generation
+        try:
+            generation, registered = await self._registered()
+            await self._apply(deployment, registered)
+            self.generation = generation
+        except Exception:  # noqa: BLE001 - e.g. the registry unreachable: the polling tries again
+            log.exception("towns: the schedulers did not start; trying again at the next look at the registry")
         if self.registry is not None and not self._stopping.is_set():
             self._tasks.append(asyncio.create_task(self._poll(), name="towns-runner-poll"))
 
