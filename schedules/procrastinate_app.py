@@ -23,7 +23,8 @@ mid-claim leaves neither leases nor jobs; an ingest that rolls back leaves no pu
 A batch whose (town, host) job still waits is rolled back to its savepoint and stays
 unclaimed; a channel whose publish job still waits needs no second one. The periodic
 publish tick stays as the safety net: pacing, retries, and rows a publish job missed (it
-found the channel busy, or a worker took the waiting job just before the rows committed).
+found the channel busy). A waiting publish job that new rows rely on is share-locked until
+they commit, so no worker starts it too early.
 
 Periodic ticks are procrastinate periodic tasks: every worker tries to defer them and the
 database keeps one per period, so they go on while one worker lives. Jobs carry ids only:
@@ -217,8 +218,11 @@ class Outbox:
         job for each channel that got rows. One waits per (town, channel) at most: a burst of
         rows gives one job, which claims all of them."""
         def queue(conn: Connection, channels: Sequence[str]) -> None:
-            for channel in channels:
-                key = f"publish_channel:{town}:{channel}"
+            keys = {channel: f"publish_channel:{town}:{channel}" for channel in channels}
+            waiting = _waiting_locks(conn, list(keys.values()))  # the usual case in a burst: one read
+            for channel, key in keys.items():
+                if key in waiting:
+                    continue
                 try:
                     with conn.begin_nested():  # a refusal must not abort the rows' transaction
                         self.defer(conn, PUBLISH_CHANNEL_TASK, queueing_lock=key, lock=key, town=town,
@@ -226,6 +230,16 @@ class Outbox:
                 except AlreadyEnqueued:
                     pass  # the waiting job claims these rows too
         return queue
+
+
+def _waiting_locks(conn: Connection, keys: list[str]) -> set[str]:
+    """Which of these queueing locks a waiting job holds (procrastinate's unique index on them).
+    Those jobs are share-locked until the caller commits: a worker fetches jobs with FOR
+    UPDATE SKIP LOCKED, so it cannot start one before the rows that rely on it are visible
+    (else it could run, find nothing, and leave the new rows to the next publish tick)."""
+    rows = conn.exec_driver_sql("SELECT queueing_lock FROM procrastinate_jobs "
+                                "WHERE status = 'todo' AND queueing_lock = ANY(%s) FOR SHARE", (keys,))
+    return {key for key, in rows}
 
 
 def fetch_locks(town: str, host: str | None, hostless: Iterator[int]) -> tuple[str, str | None]:

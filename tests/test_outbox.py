@@ -197,6 +197,27 @@ async def test_ledger_rows_and_their_publish_job_appear_together(town: Town) -> 
     assert len(town.jobs(PUBLISH_CHANNEL_TASK)) == 1
 
 
+async def test_a_waiting_publish_job_cannot_start_before_new_rows_commit(town: Town) -> None:
+    """A worker takes jobs with FOR UPDATE SKIP LOCKED; rows that rely on a waiting job hold
+    it until they commit, else the job could run before they are visible and miss them."""
+    import psycopg
+
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
+
+    town.store.apply([post("a0", town.now)])  # the job now waits
+    url = town.deployment.store_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def worker_takes() -> list[tuple]:
+        with psycopg.connect(url, autocommit=True) as worker:
+            return worker.execute("SELECT id FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo' "
+                                  "FOR UPDATE SKIP LOCKED", (PUBLISH_CHANNEL_TASK,)).fetchall()
+
+    with town.store.engine.begin() as conn:  # more rows for the channel, not committed yet
+        town.outbox.publish_channels(TOWN)(conn, ["archiv"])
+        assert worker_takes() == []
+    assert len(worker_takes()) == 1
+
+
 async def test_rows_whose_transaction_fails_at_commit_leave_no_publish_job(town: Town) -> None:
     from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
 
