@@ -7,12 +7,16 @@ call for them, on PostgreSQL with procrastinate's own defer on that connection.
 - A (town, host) whose fetch job still waits (queueing lock) costs only that batch: its
   sources stay unclaimed, the other batches go on.
 - Delivery ledger rows and their `hub.publish_channel` job appear together (one job per
-  channel however many rows), and neither survives a transaction that fails at its commit.
+  channel however many rows), and neither survives a transaction that fails at its commit;
+  a worker cannot start that job before the rows commit; with a worker running, new records
+  reach a push channel long before the (hourly) publish tick.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +30,8 @@ from hub.store import FetchOutcome, FetchState
 from hub.store.dispatch import DispatchStore
 from hub.towns import load_deployment
 from schedules.dispatch import FairPlanner, source_hosts
-from tests.runtimetown import deployment, town_config
+from tests.feedserver import FeedServer
+from tests.runtimetown import channel_lines, deployment, feeds, town_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
 
@@ -235,3 +240,41 @@ async def test_rows_whose_transaction_fails_at_commit_leave_no_publish_job(town:
         town.sql("DROP FUNCTION refuse()")
     assert ledger_rows(town) == before
     assert town.jobs(PUBLISH_CHANNEL_TASK) == []
+
+
+async def test_a_new_record_reaches_a_push_channel_without_waiting_for_the_publish_tick(
+        tmp_path: Path, pg_url: str) -> None:
+    """End to end with a worker: the town's publish tick is hourly, yet fetched records reach
+    the channel within seconds, delivered by the `hub.publish_channel` job their rows queued."""
+    import psycopg
+
+    from hub.cli.worker import migrate
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK, build_app
+    from schedules.tasks import TownContexts
+
+    channel = tmp_path / "archiv.jsonl"
+    with FeedServer(files=feeds(TOWN, 2)) as server:
+        urls = {f"q{i}": server.url(f"/files/{TOWN}-{i}.xml") for i in range(2)}
+        config = town_config(tmp_path / f"{TOWN}.yaml", TOWN, "http://musterstadt.test", urls, channel_file=channel)
+        config.write_text(config.read_text().replace("publish_tick: 1s", "publish_tick: 1h"))
+        migrate(deploy := deployment(tmp_path / "deploy.yaml", pg_url, {TOWN: config}))
+        contexts = TownContexts(load_deployment(deploy).towns, owner="test-worker")
+        app = build_app(load_deployment(deploy), contexts, stalled_after=5)
+        async with app.open_async():
+            worker = asyncio.create_task(app.run_worker_async(
+                concurrency=4, install_signal_handlers=False, delete_jobs="never", update_heartbeat_interval=1))
+            try:
+                deadline = time.monotonic() + 20
+                while len(channel_lines(channel)) < 4:
+                    assert time.monotonic() < deadline, f"the channel got {len(channel_lines(channel))} of 4 records"
+                    await asyncio.sleep(0.1)
+            finally:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+                await contexts.close()
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        done = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'succeeded'",
+                            (PUBLISH_CHANNEL_TASK,)).fetchone()[0]
+    assert done >= 1
+    records = [line["record"] for line in channel_lines(channel)]
+    assert len(records) == len(set(records)) == 4  # each record once
