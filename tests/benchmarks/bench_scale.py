@@ -36,7 +36,7 @@ import urllib.request
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +47,13 @@ from sqlalchemy import create_engine  # noqa: E402
 
 from hub import config as config_mod  # noqa: E402
 from hub.fleet_metrics import fleet_status  # noqa: E402
-from hub.towns import load_deployment  # noqa: E402
 from tests.benchmarks.scalefeeds import host  # noqa: E402
 
 ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HUB = [sys.executable, "-m", "hub"]
 SHARES = (55, 25, 15, 5)  # per cent of the sources per town: one big town, some small ones
 TICKS = os.sysconf("SC_CLK_TCK")
+PROFILER = str(Path(__file__).with_name("stackprof.py"))
 
 
 # --- the deployment ---------------------------------------------------------------------------
@@ -108,8 +108,9 @@ def start_feeds(hosts: int, change_every: float) -> tuple[subprocess.Popen, int]
     return proc, int(proc.stdout.readline())
 
 
-def start_hub(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([*HUB, *args], cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT,
+def start_hub(args: list[str], log: Path, *, plain: bool = True) -> subprocess.Popen:
+    """`hub ARGS`, or with plain=False `python ARGS` (a profiler wrapping `-m hub ...`)."""
+    return subprocess.Popen([*HUB, *args] if plain else [sys.executable, *args], cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -143,17 +144,22 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of all PostgreSQL server processes (every database's: the machine is shared)."""
-    total = 0.0
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process (every database's: the machine is shared)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
         if "(postgres)" in text:
-            total += cpu_seconds(int(stat.parent.name))
-    return total
+            found[int(stat.parent.name)] = cpu_seconds(int(stat.parent.name))
+    return found
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the processes took between two snapshots (those that ended meanwhile are missed)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def feed_stats(port: int) -> int:
@@ -195,6 +201,7 @@ class Sample:
     jobs_todo: int
     page_ms: float | None
     metrics_ms: float | None
+    turn_waits: int = 0  # backends waiting for a town's ingest turn (its advisory lock)
 
 
 @dataclass
@@ -222,17 +229,36 @@ class Run:
         return self.sources / self.interval
 
 
-def create_database() -> tuple[str, str]:
-    name = f"hub_scale_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN.rsplit("/", 1)[0]
-    return name, base.replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+class Databases:
+    """The bench's PostgreSQL databases: one migrated template, and a copy of it per run
+    (CREATE DATABASE ... TEMPLATE takes seconds; `hub migrate` of 100,000 sources minutes)."""
 
+    def __init__(self) -> None:
+        self.base = ADMIN.rsplit("/", 1)[0]
+        self.names: list[str] = []
 
-def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    def create(self, template: str | None = None) -> tuple[str, str]:
+        """(name, store URL) of a new database, empty or a copy of `template`."""
+        name = f"hub_scale_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.names.append(name)
+        return name, self.url(name)
+
+    def url(self, name: str) -> str:
+        return self.base.replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+
+    def connect(self, name: str):
+        return psycopg.connect(f"{self.base}/{name}", autocommit=True)
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.names.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(self.names):
+            self.drop(name)
 
 
 def database_size(conn) -> int:
@@ -243,74 +269,121 @@ def count_items(conn, towns: list[str]) -> int:
     return sum(conn.execute(f"SELECT count(*) FROM town_{t}.items").fetchone()[0] for t in towns)
 
 
-def run(args, workers: int, feed_port: int, feed_pid: int, folder: Path) -> Run:
-    name, store_url = create_database()
-    result = Run(workers, args.sources, args.interval, warmup=args.warmup)
-    log = folder / f"run-{workers}w.log"
+@dataclass
+class Setup:
+    """What every run shares: the folder of configs, the ports, the migrated template."""
+
+    folder: Path
+    feed_port: int
+    feed_pid: int
+    web_port: int
+    template: str
+    template_bytes: int
+
+
+def prepare_template(args, dbs: Databases, folder: Path, feed_port: int, feed_pid: int) -> Setup:
+    name, url = dbs.create()
+    web_port = free_port()
+    deploy = write_deployment(folder, url, args.sources, args.hosts, feed_port, web_port, args.runs[0][1])
+    started = time.perf_counter()
+    subprocess.run([*HUB, "migrate", "-c", str(deploy)], cwd=ROOT, check=True, stdout=(args.logs / "migrate.log").open("w"),
+                   stderr=subprocess.STDOUT)
+    print(f"hub migrate of {args.sources:,} sources in {len(SHARES)} towns: {time.perf_counter() - started:.0f} s")
+    with dbs.connect(name) as conn:
+        size = database_size(conn)
+    return Setup(folder, feed_port, feed_pid, web_port, name, size)
+
+
+def run(args, dbs: Databases, setup: Setup, workers: int, interval: int) -> Run:
+    name, store_url = dbs.create(template=setup.template)
+    result = Run(workers, args.sources, interval, warmup=args.warmup, db_bytes_migrated=setup.template_bytes)
+    log = args.logs / f"run-{workers}w-{interval}s.log"
     try:
-        web_port = free_port()
-        deploy = write_deployment(folder, store_url, args.sources, args.hosts, feed_port, web_port, args.interval)
-        started = time.perf_counter()
-        subprocess.run([*HUB, "migrate", "-c", str(deploy)], cwd=ROOT, check=True, stdout=log.open("a"),
-                       stderr=subprocess.STDOUT)
-        print(f"[{workers} worker(s)] hub migrate: {time.perf_counter() - started:.1f} s")
-        with psycopg.connect(store_url.replace("+psycopg", ""), autocommit=True) as conn:
-            result.db_bytes_migrated = database_size(conn)
-        measure(args, result, deploy, store_url, web_port, feed_port, feed_pid, log)
-        with psycopg.connect(store_url.replace("+psycopg", ""), autocommit=True) as conn:
+        deploy = write_deployment(setup.folder, store_url, args.sources, args.hosts, setup.feed_port, setup.web_port,
+                                  interval)
+        print(f"\n-- run: {workers} worker(s), every source every {interval} s "
+              f"({args.sources / interval:.0f} fetches/s wanted); log {log}", flush=True)
+        measure(args, result, deploy, name, store_url, setup, log)
+        with dbs.connect(name) as conn:
             result.db_bytes = database_size(conn)
             result.items = count_items(conn, [f"town{t}" for t in range(len(SHARES))])
     finally:
         if not args.keep:
-            drop_database(name)
+            dbs.drop(name)
         else:
             print(f"kept database {name}")
     return result
 
 
-def measure(args, result: Run, deploy: Path, store_url: str, web_port: int, feed_port: int, feed_pid: int,
-            log: Path) -> None:
-    deployment = load_deployment(deploy)
+def town_stores(store_url: str) -> dict:
+    """Each town's store, opened straight on its schema (loading 100,000 sources' configs
+    again would take the bench minutes; the figures need only the tables)."""
+    from hub.store import Store
+
+    return {f"town{t}": Store(store_url, schema=f"town_town{t}", migrate=False) for t in range(len(SHARES))}
+
+
+def ingest_turn_waits(conn) -> int:
+    """Connections of this database waiting for an advisory lock: ingest writers of one town
+    take turns on one (hub/store: _ingest_transaction), whatever the number of workers."""
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0]
+
+
+def registered_workers(conn) -> int:
+    return conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
+
+
+def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: Setup, log: Path) -> None:
+    web_port, feed_port = setup.web_port, setup.feed_port
     town_host = f"town0.bench:{web_port}"
     with ExitStack() as stack:
-        stores = {t: town.open_store(migrate=False) for t, town in deployment.towns.items()}
+        started = time.monotonic()
+        web = start_hub(["serve", "-c", str(deploy), "--port", str(web_port)], log)
+        stack.callback(stop, [web])
+        worker = ["worker", "-c", str(deploy), "--concurrency", str(args.concurrency)]
+        profiled = [PROFILER, str(args.profile), "-m", "hub"] if args.profile else []
+        pool = [start_hub([*profiled, *worker] if i == 0 and profiled else worker, log, plain=not (i == 0 and profiled))
+                for i in range(result.workers)]
+        stack.callback(stop, pool)
+        stores = town_stores(store_url)
         for store in stores.values():
             stack.callback(store.close)
         jobs_engine = create_engine(store_url)
         stack.callback(jobs_engine.dispose)
-        web = start_hub(["serve", "-c", str(deploy), "--port", str(web_port)], log)
-        stack.callback(stop, [web])
-        wait_for_web(web_port, town_host)
-        pool = [start_hub(["worker", "-c", str(deploy), "--concurrency", str(args.concurrency)], log)
-                for _ in range(workers_of(result))]
-        stack.callback(stop, pool)
-        roles = {"workers": [p.pid for p in pool], "web": [web.pid], "feed server": [feed_pid]}
+        # Every process reads all town configs at start (minutes for 100,000 sources): the
+        # clock starts when all workers are registered and the web answers.
+        db = stack.enter_context(Databases().connect(name))
+        while registered_workers(db) < result.workers:
+            if any(p.poll() is not None for p in pool + [web]):
+                raise SystemExit(f"a hub process ended early; see {log}")
+            time.sleep(1)
+        wait_for_web(web_port, town_host, timeout=600)
+        print(f"processes ready after {time.monotonic() - started:.0f} s (each reads every town's config)")
+        roles = {"workers": [p.pid for p in pool], "web": [web.pid], "feed server": [setup.feed_pid]}
         cpu0 = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
-        cpu0["postgres (all)"] = postgres_cpu()
+        pg0 = postgres_cpu()
         t0 = time.monotonic()
         print(f"{'t s':>5} {'fetch/s':>8} {'due':>7} {'flight':>6} {'lag s':>6} {'jobs':>5} "
-              f"{'page ms':>8} {'metrics ms':>10}  fetched per town (5 min window)")
+              f"{'page ms':>8} {'metrics ms':>10} {'turn':>4}  fetched per town (5 min window)")
         last = None
         while (elapsed := time.monotonic() - t0) < args.seconds:
             sample = take_sample(elapsed, stores, jobs_engine, feed_port, web_port, town_host)
+            sample.turn_waits = ingest_turn_waits(db)
             result.samples.append(sample)
             for role, pids in roles.items():
                 result.rss[role] = max(result.rss.get(role, 0.0), sum(map(rss_mib, pids)))
             rate = ((sample.requests - last.requests) / (sample.at - last.at)) if last else 0.0
             print(f"{sample.at:5.0f} {rate:8.1f} {sample.due:7d} {sample.in_flight:6d} {sample.lag:6.1f} "
-                  f"{sample.jobs_todo:5d} {_ms(sample.page_ms):>8} {_ms(sample.metrics_ms):>10}  "
+                  f"{sample.jobs_todo:5d} {_ms(sample.page_ms):>8} {_ms(sample.metrics_ms):>10} {sample.turn_waits:4d}  "
                   + " ".join(f"{n}" for n in sample.fetched.values()), flush=True)
             last = sample
             if any(p.poll() is not None for p in pool + [web]):
                 raise SystemExit(f"a hub process ended early; see {log}")
             time.sleep(max(0.0, args.sample - (time.monotonic() - t0 - sample.at)))
         result.cpu = {role: sum(map(cpu_seconds, pids)) - cpu0[role] for role, pids in roles.items()}
-        result.cpu["postgres (all)"] = postgres_cpu() - cpu0["postgres (all)"]
+        result.cpu["postgres (all)"] = cpu_since(pg0, postgres_cpu())
         result.cpu["wall"] = time.monotonic() - t0
-
-
-def workers_of(result: Run) -> int:
-    return result.workers
 
 
 def take_sample(elapsed: float, stores, jobs_engine, feed_port: int, web_port: int, town_host: str) -> Sample:
@@ -343,7 +416,8 @@ def report(result: Run) -> None:
     print(f"lag behind schedule after warm-up: median {_pct(lags, 0.5):.1f} s, max {lags[-1] if lags else 0:.1f} s "
           f"(interval {result.interval} s: {'under' if lags and lags[-1] < result.interval else 'NOT under'} one interval)")
     print(f"due at the end: {steady[-1].due if steady else 0:,}; fetch jobs waiting at most: "
-          f"{max((s.jobs_todo for s in steady), default=0)}")
+          f"{max((s.jobs_todo for s in steady), default=0)}; connections waiting for a town's ingest turn: "
+          f"mean {sum(s.turn_waits for s in steady) / max(1, len(steady)):.1f}")
     print("CPU during the run (share of one core): " + ", ".join(
         f"{role} {sec:.0f} s ({sec / wall:.0%})" for role, sec in result.cpu.items() if role != "wall"))
     print("peak RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, mib in result.rss.items()))
@@ -394,32 +468,64 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--change-every", type=float, default=3600, help="seconds between a feed's new items")
     parser.add_argument("--concurrency", type=int, default=32, help="jobs per worker process at once")
     parser.add_argument("--sample", type=float, default=10, help="seconds between samples")
+    parser.add_argument("--profile", type=Path, help="sample the first worker's stacks into this JSON file "
+                        "(tests/benchmarks/stackprof.py; print it with stackprof.py --summary FILE)")
+    parser.add_argument("--runs", type=parse_runs, help="runs as WORKERS:INTERVAL pairs, e.g. 1:300,2:300,2:1800 "
+                        "(default: --workers at --interval; --compare: 1 and 2 workers at --interval)")
+    parser.add_argument("--skip-config-timing", action="store_true", help="do not time hub.config.load")
+    parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "bench_scale_logs",
+                        help="folder for the hub processes' logs (kept)")
     parser.add_argument("--keep", action="store_true", help="keep the databases (for a look afterwards)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.runs is None:
+        args.runs = [(1, args.interval), (2, args.interval)] if args.compare else [(args.workers, args.interval)]
+    return args
 
 
 def main() -> None:
     args = parse_args()
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores, shared)")
+    dbs = Databases()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    print(f"logs of the hub processes: {args.logs}")
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        write_deployment(folder, "postgresql+psycopg://x@127.0.0.1/x", args.sources, args.hosts, 1, 1, args.interval)
+        write_deployment(folder, "postgresql+psycopg://x@127.0.0.1/x", args.sources, args.hosts, 1, 1, 900)
         print(f"town configs for {args.sources:,} sources written in {time.perf_counter() - started:.2f} s")
-        n, seconds = time_config_load(folder)
-        print(f"hub.config.load of the biggest town ({n:,} sources): {seconds:.2f} s")
+        if not args.skip_config_timing:
+            n, seconds = time_config_load(folder)
+            print(f"hub.config.load of the biggest town ({n:,} sources): {seconds:.1f} s "
+                  f"({seconds / n * 1000:.2f} ms per source; every hub process pays it at start)")
         feeds, feed_port = start_feeds(args.hosts, args.change_every)
         try:
-            results = [run(args, w, feed_port, feeds.pid, folder) for w in ((1, 2) if args.compare else (args.workers,))]
+            setup = prepare_template(args, dbs, folder, feed_port, feeds.pid)
+            results = [run(args, dbs, setup, workers, interval) for workers, interval in args.runs]
         finally:
             feeds.stdin.close()
             feeds.wait(timeout=30)
+            if not args.keep:
+                dbs.drop_all()
     for result in results:
         report(result)
-    if len(results) == 2 and results[0].rate() > 0:
-        print(f"\nthroughput 2 workers / 1 worker: {results[1].rate() / results[0].rate():.2f}x")
-    estimate(results[-1])
+    pairs = [(a, b) for a in results for b in results
+             if a.workers == 1 and b.workers == 2 and a.interval == b.interval and a.rate() > 0]
+    for one, two in pairs:
+        print(f"\nthroughput 2 workers / 1 worker (every {one.interval} s): {two.rate():.1f} / {one.rate():.1f} "
+              f"= {two.rate() / one.rate():.2f}x")
+    estimate(max(results, key=lambda r: r.rate() / r.workers))
+
+
+def parse_runs(text: str) -> list[tuple[int, int]]:
+    """"1:300,2:300,2:1800" -> [(1, 300), (2, 300), (2, 1800)]: worker processes, interval s."""
+    try:
+        runs = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        runs = []
+    if not runs or any(len(r) != 2 or min(r) < 1 for r in runs):
+        raise argparse.ArgumentTypeError(f"--runs {text!r}: expected WORKERS:SECONDS pairs, e.g. 1:300,2:300,2:1800")
+    return runs  # type: ignore[return-value]
 
 
 if __name__ == "__main__":
