@@ -134,7 +134,7 @@ def failed(source_id: str, at: datetime, message: str, code: str, retry_after: f
 # --- in a worker process ---------------------------------------------------------------------
 
 _turn: Any = None  # the pool's write lock (a multiprocessing lock), set by `start_worker`
-_stores: dict[str, Store] = {}
+_stores: dict[tuple[str, str | None], Store] = {}  # by (url, schema)
 # How often a worker looks whether its parent is still there: a worker outlives a killed
 # parent by at most this long.
 PARENT_CHECK_SECONDS = 0.25
@@ -164,13 +164,15 @@ def start_worker(turn: Any, parent: int | None = None) -> None:
     gc.freeze()  # what is imported lives as long as the worker: no need to scan it again
 
 
-def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome]) -> list[Stored]:
+def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutcome],
+                     schema: str | None = None) -> list[Stored]:
     """`ingest` in a pool worker: parse and plan without the lock (in parallel with the
-    other workers), write with it, then checkpoint the WAL without it."""
-    store = _stores.get(url)
+    other workers), write with it, then checkpoint the WAL without it. `schema`: the
+    town's PostgreSQL schema (issue 18), without which the rows would land outside it."""
+    store = _stores.get((url, schema))
     if store is None:
         # The main process migrated it. Checkpoints happen below, out of the other's way.
-        store = _stores[url] = Store(url, migrate=False, autocheckpoint=False)
+        store = _stores[(url, schema)] = Store(url, migrate=False, autocheckpoint=False, schema=schema)
     store.records.configure(rules)
     stored = ingest(store, work, _turn)
     store.checkpoint()

@@ -194,7 +194,7 @@ class Pipeline:
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self._pool, ingest_in_worker, self.store.url,
-                                                  self.store.records.rules, work)
+                                                  self.store.records.rules, work, self.store.schema)
             except BrokenProcessPool:
                 log.warning("the worker pool broke; parsing and storing in this process from now on")
                 self.close()

@@ -217,3 +217,36 @@ def test_a_connector_error_names_the_problem_and_a_crash_is_reported_as_a_bug():
     assert (crash.status, crash.error_code) == ("failed", "connector_crashed")
     assert crash.error.startswith("unexpected error in the rss connector: KeyError('title')")
     assert "this is a bug" in crash.error
+
+
+@pytest.mark.postgres
+async def test_worker_processes_store_a_towns_entries_in_its_own_schema(tmp_path, pg_url):
+    """Issue 18: a town of a deployment lives in its PostgreSQL schema; the parse workers
+    open its store again in their own process and must write there, not in `public`."""
+    n = POOL_FROM_SOURCES + 2
+    files = {f"f{i}.xml": rss([(f"s{i}-e1", f"Beitrag {i}", 1)]) for i in range(n)}
+    with FeedServer(files=files) as server:
+        lines = ["platform: {name: Teststadt}", "fetcher: {allow_private_networks: true, host_spacing: 0, max_per_host: 16, retries: 0}",
+                 "merchants:"]
+        for i in range(n):
+            lines += [f"  - {{id: m{i}, name: Händler {i}, sources: [{{connector: rss, id: s{i}, "
+                      f"url: '{server.url(f'/files/f{i}.xml')}'}}]}}"]
+        (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
+        settings = config.load(tmp_path / "config.yaml")
+        store = Store(pg_url, schema="town_teststadt")
+        store.sync_sources(source_specs(settings))
+        async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+            pipeline = Pipeline(settings, store, fetcher, parse_workers=2)
+            try:
+                reports = await pipeline.run(settings.sources())
+                assert pipeline._pool is not None  # the worker path
+            finally:
+                pipeline.close()
+        assert {r.status for r in reports} == {"ok"}
+        with store.engine.connect() as conn:
+            counts = conn.exec_driver_sql("SELECT table_schema, count(*) FROM information_schema.tables "
+                                          "WHERE table_name = 'items' GROUP BY table_schema").all()
+            in_town = conn.exec_driver_sql("SELECT count(*) FROM town_teststadt.items").scalar()
+            in_public = conn.exec_driver_sql("SELECT count(*) FROM public.items").scalar()
+        store.close()
+    assert in_town == n and in_public == 0, counts
