@@ -11,13 +11,15 @@ import random
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy.exc import IntegrityError
 
 from hub.ledger import (GIVE_UP_AFTER, RETRY_DELAYS, ChannelRules, Pace, delivery_id, parse_quiet, retry_at,
                         rules_for)
 from hub.models import Item, Parsed
 from hub.moderation import MerchantRules, Rules
-from hub.store import FetchOutcome, SourceSpec, Store
+from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store
 from hub.store.ledger import ChannelSpec, LedgerStore
 from tests.test_store import T0, entry, fetched
 
@@ -174,6 +176,10 @@ def test_migration_0015_carries_over_what_the_old_ledger_sent(tmp_path):
     store.sync_sources([SourceSpec("laden-rss", "laden", "rss")])
     store.apply([fetched([entry(1), entry(2)])])
     with store.engine.begin() as conn:  # the state of a hub before 0015, which sent e1 to "archiv"
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0015")  # 0016 (dispatch), which merges 0015 with the other heads
         item = conn.exec_driver_sql("SELECT id FROM items WHERE external_id = 'e1'").scalar_one()
         conn.exec_driver_sql("INSERT INTO deliveries (channel_id, item_id, status, attempts, created_at, sent_at) "
                              f"VALUES ('archiv', {item}, 'sent', 1, '2026-11-22 12:00:00', '2026-11-22 12:01:00')")
