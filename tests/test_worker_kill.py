@@ -133,7 +133,7 @@ def test_sigkill_mid_batch_loses_no_fetch_and_duplicates_no_item(tmp_path: Path,
         while kills < KILLS:
             # mid-batch: a worker is running a fetch job (its requests are under way); a moment more
             wait_for(lambda: _victim(fleet) is not None or _due_again(store), "a worker runs a fetch job",
-                     timeout=20)
+                     timeout=60)  # a loaded machine takes its time to start a worker
             time.sleep(rng.uniform(0.05, 0.3))
             victim = _victim(fleet)
             if victim is not None:  # (its job may have ended in the moment)
