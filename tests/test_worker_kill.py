@@ -118,9 +118,8 @@ def test_sigkill_mid_batch_loses_no_fetch_and_duplicates_no_item(tmp_path: Path,
     with FeedServer(host=HOSTS[0], aliases=HOSTS[1:], files=feeds(TOWN, n, POSTS)) as server:
         urls = {f"q{i}": server.url(f"/files/{TOWN}-{i}.xml?delay=0.3", host=HOSTS[i % len(HOSTS)])
                 for i in range(n)}
-        # A worker killed between a dispatch tick's claim and its defer leaves those sources
-        # leased to no job (the claim and the jobs are not yet one transaction): they come
-        # back when the lease passes, so the lease is short here.
+        # A claim and its jobs commit together (the outbox), and a killed worker's job runs
+        # again and takes its sources back; a short lease only bounds what a bug would delay.
         town = town_config(tmp_path / f"{TOWN}.yaml", TOWN, "http://musterstadt.test", urls, lease="15s")
         config = deployment(tmp_path / "deploy.yaml", pg_url, {TOWN: town})
         subprocess.run([*HUB, "migrate", "-c", str(config)], check=True, capture_output=True)
