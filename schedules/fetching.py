@@ -53,6 +53,9 @@ class FetchDispatcher:
         self._sources: dict[str, tuple[MerchantConfig, SourceConfig]] = {
             s.id: (m, s) for m, s in settings.sources()}  # type: ignore[misc]
         self._hosts = {sid: host_of(getattr(s.options, "url", None)) for sid, (_, s) in self._sources.items()}
+        # What fetches a claimed batch: schedules/tasks.py's fetch_sources when set (the embedded
+        # tier runs the same task function as a procrastinate worker), else the steps below.
+        self.fetch_task: Callable[[list[str], str], Awaitable[object]] | None = None
         self._in_flight: dict[str, str | None] = {}  # claimed source id -> its host
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -136,6 +139,9 @@ class FetchDispatcher:
 
     async def _fetch(self, ids: list[str]) -> None:
         try:
+            if self.fetch_task is not None:  # the task function both runtimes run (schedules/tasks.py)
+                await self.fetch_task(ids, self.owner)
+                return
             reports = await self.pipeline.run([self._sources[sid] for sid in ids])
             await self.plan_next(reports)
         except Exception:  # e.g. the database is gone; the leases pass and the work comes back

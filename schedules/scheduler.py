@@ -62,6 +62,7 @@ class Scheduler:
         # The same task functions and context as a procrastinate worker's (schedules/tasks.py)
         self.ctx = tasks.TownContext.build(DEFAULT_TOWN, settings, store, pipeline, fetcher, clock=self.clock,
                                            owner=self.owner)
+        self.ctx.fetching.fetch_task = partial(tasks.fetch_sources, self.ctx)
         self.plans = self.ctx.plans
         self.subscriber = self.ctx.subscriber
         self.fetching = self.ctx.fetching
@@ -75,8 +76,8 @@ class Scheduler:
         """Schedule new sources and channels, then start the jobs (inside the running loop)."""
         tasks.prepare(self.ctx)
         cfg = self.settings.schedule
-        # The embedded dispatcher claims and fetches in this process; what a fetch does is
-        # tasks.fetch_sources' work (pipeline, plan_next, WebSub) without a queue between.
+        # The embedded dispatcher claims in this process and runs tasks.fetch_sources on each
+        # batch, as a procrastinate worker does, without a queue between.
         self._add("fetch", self.fetching.tick, cfg.tick)
         self._add("publish", partial(tasks.publish, self.ctx), cfg.publish_tick)
         self._add("websub", partial(tasks.websub, self.ctx), WEBSUB_EVERY)
