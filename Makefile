@@ -38,12 +38,14 @@ run: setup
 
 # The suite runs twice: today, and with every test's clock a year ahead (--clock-ahead), so
 # nothing passes only because of the day it runs on. Four workers on two cores: many tests
-# wait on servers and processes. The second run leaves out what repeats the first on another
-# axis than the date: PostgreSQL (the same code as SQLite), the browser (the pages' dates are
-# checked without it) and the tests that start and kill processes.
+# wait on servers and processes; idle workers take tests from busy ones (worksteal), so one
+# long file does not hold up the end. The second run leaves out what repeats the first on
+# another axis than the date: PostgreSQL (the same code as SQLite), the browser (the pages'
+# dates are checked without it), the tests that start and kill processes, and those with no
+# dates in or out (marked `timeless`).
 test: setup chromium
-	$(BIN)/python -m pytest -n 4 --dist loadfile
-	$(BIN)/python -m pytest -n 4 --dist loadfile -q --clock-ahead 365 -m "not postgres and not browser and not slow"
+	$(BIN)/python -m pytest -n 4 --dist worksteal
+	$(BIN)/python -m pytest -n 4 --dist worksteal -q --clock-ahead 365 -m "not postgres and not browser and not slow and not timeless"
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 chromium:

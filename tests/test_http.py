@@ -23,7 +23,7 @@ from hub.http import Fetcher
 from hub.models import FetchState
 from tests.feedserver import FeedServer
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeless]  # timeless: the fetcher against loopback servers
 
 FEED = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Schmitz</title>'
         b"<item><guid>1</guid><title>Frische Br\xc3\xb6tchen</title></item></channel></rss>")

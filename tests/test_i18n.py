@@ -16,6 +16,9 @@ from babel.messages.pofile import read_po
 
 from hub.web import formatting, i18n
 
+# Not about the date (message catalogues): left out of make test's second run (--clock-ahead).
+pytestmark = pytest.mark.timeless
+
 WEB = Path(i18n.__file__).parent
 # Where resident-facing texts live: the web app's templates and modules, and the newsletter's
 # pages (hub.web.newsletter renders them in the site's look). The cockpit (/admin) is German only.

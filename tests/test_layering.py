@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Not about the date (the import graph): left out of make test's second run (--clock-ahead).
+pytestmark = pytest.mark.timeless
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("hub", "connectors", "renderers", "schedules")
 
