@@ -6,6 +6,8 @@ or sitemap, on SQLite (a file per town) and on PostgreSQL (a schema per town).""
 
 from __future__ import annotations
 
+import re
+
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -103,6 +105,8 @@ def test_two_towns_on_one_database_never_see_each_others_records_and_unknown_hos
             assert f"aus {name}" in get(client, host, "/search?q=Stollen").text  # the query word is marked
             api = get(client, host, "/api/v1/items").json()
             assert {i["title"] for i in api["items"]} >= {f"Stollen aus {name}", f"Brot aus {name}"}
+            towns_in_metrics = set(re.findall(r'town="([^"]+)"', get(client, host, "/metrics").text))
+            assert towns_in_metrics == {town_id}  # its own figures, under its own name
             for page in PAGES:
                 answer = get(client, host, page)
                 assert answer.status_code in (200, 404), (page, answer.status_code)

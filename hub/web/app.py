@@ -58,8 +58,9 @@ _IMAGE_TYPES = {".jpg": "image/jpeg", ".webp": "image/webp"}
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, store: Store) -> FastAPI:
-    """The web app for `settings`, reading from `store`."""
+def create_app(settings: Settings, store: Store, *, town: str = "default") -> FastAPI:
+    """The web app for `settings`, reading from `store`; `town`: its id in a deployment of many
+    (the `town` label of its dispatch figures in /metrics)."""
     _redact_access_log()
     media = MediaStore(settings.data_dir, settings.base_dir, store.records.media)
     platform = next((c for c in settings.channel_list() if c.renderer == "platform"), None)
@@ -92,7 +93,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.include_router(seo_router(settings, store))  # issue 14: /robots.txt, /sitemap.xml
     app.include_router(newsletter_router(settings, store, media=media, site_templates=templates))  # issue 15
     app.include_router(pages_router(site))  # issue 14: the resident pages
-    app.include_router(admin_router(settings, store, create_app))  # issue 17: /admin, /metrics, /go/{record}
+    app.include_router(admin_router(settings, store, create_app, town=town))  # issue 17: /admin, /metrics, /go/{record}
 
     @app.get("/healthz")
     def healthz():

@@ -192,7 +192,7 @@ class TownsApp:
         async with running.lock:
             if running.app is None:
                 running.store = await asyncio.to_thread(self.open_store, running.town)
-                app = self._factory()(running.town.settings, running.store)
+                app = self._factory()(running.town.settings, running.store, town=running.town.id)
                 stack = AsyncExitStack()
                 await stack.enter_async_context(_lifespan_of(app))
                 running.stack, running.app = stack, app

@@ -35,10 +35,10 @@ __all__ = ["admin_router", "CountingMiddleware"]
 _THROTTLES: "weakref.WeakKeyDictionary[object, auth.Throttle]" = weakref.WeakKeyDictionary()
 
 
-def admin_router(settings: Settings, store, factory: Callable | None = None) -> APIRouter:
+def admin_router(settings: Settings, store, factory: Callable | None = None, *, town: str = "default") -> APIRouter:
     from hub.web.admin import configpage, pages, public, session, statspage
 
-    cockpit = Cockpit(settings, store, _throttle(store))
+    cockpit = Cockpit(settings, store, _throttle(store), town=town)
     router = APIRouter(route_class=route_class(cockpit), include_in_schema=False)
     session.add(router, cockpit)
     pages.add(router, cockpit)

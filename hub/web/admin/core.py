@@ -135,8 +135,9 @@ def safe_next(value: str | None) -> str:
 class Cockpit:
     """The cockpit's state for one app: settings, the store's admin side, templates."""
 
-    def __init__(self, settings: Settings, store, throttle: auth.Throttle) -> None:
+    def __init__(self, settings: Settings, store, throttle: auth.Throttle, *, town: str = "default") -> None:
         self.settings = settings
+        self.town = town  # its id in a deployment of many towns
         self.store = store
         self.admin = AdminStore(store)
         self.throttle = throttle

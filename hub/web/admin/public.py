@@ -17,7 +17,7 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def add(router: APIRouter, cockpit: Cockpit) -> None:
-    registry = metrics.registry(cockpit.settings, cockpit.store)
+    registry = metrics.registry(cockpit.settings, cockpit.store, cockpit.town)
     tally = stats.tally_for(cockpit.store, cockpit.settings.platform.timezone)
 
     @router.get("/go/{record_id}")
