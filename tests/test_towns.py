@@ -7,7 +7,6 @@ or sitemap, on SQLite (a file per town) and on PostgreSQL (a schema per town).""
 from __future__ import annotations
 
 import re
-
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
