@@ -143,7 +143,10 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     town_tasks = {kind: app.task(name=f"hub.{kind}", queue="town")(_town_task(contexts, fn))
                   for kind, fn in TOWN_TASKS.items()}
 
-    @app.task(name="hub.dispatch", queue="tick", queueing_lock="hub.dispatch")
+    # One tick at a time across all workers (`lock`), one more waiting (`queueing_lock`): a tick
+    # reads the queue's depth before it claims, so two at once (the periodic deferrer adds one
+    # every second; a tick can take longer) would each fill the queue up to QUEUE_TARGET.
+    @app.task(name="hub.dispatch", queue="tick", queueing_lock="hub.dispatch", lock="hub.dispatch")
     async def dispatch(timestamp: int) -> int:
         waiting = await _waiting_fetch_jobs(app)
         capacity = max(0, QUEUE_TARGET - waiting) * FETCH_BATCH
