@@ -30,6 +30,19 @@ WAITS = {("selectors.py", "select"), ("threading.py", "wait"), ("queue.py", "get
          ("base_events.py", "_run_once"), ("connection.py", "wait"), ("connection_async.py", "wait")}
 
 
+OWN = ("hub/", "schedules/")
+
+
+def _innermost_own(frame) -> str:
+    """The innermost frame of the project's own code (hub/, schedules/) in a stack."""
+    while frame is not None:
+        key = _key(frame)
+        if key.startswith(OWN):
+            return key
+        frame = frame.f_back
+    return "(none)"
+
+
 def _key(frame) -> str:
     code = frame.f_code
     return f"{code.co_filename.rsplit('site-packages/', 1)[-1].replace(str(Path.cwd()) + '/', '')}:{code.co_name}"
@@ -40,6 +53,7 @@ class Sampler:
         self.self_counts: Counter[str] = Counter()
         self.inclusive: Counter[str] = Counter()
         self.waits: Counter[str] = Counter()
+        self.waits_under: Counter[str] = Counter()  # waiting stacks by the project's innermost function
         self.samples = 0
         self._stop = threading.Event()
 
@@ -52,6 +66,7 @@ class Sampler:
                 leaf = frame.f_code
                 if (Path(leaf.co_filename).name, leaf.co_name) in WAITS:
                     self.waits[_key(frame)] += 1
+                    self.waits_under[_innermost_own(frame)] += 1
                     continue
                 self.samples += 1
                 self.self_counts[_key(frame)] += 1
@@ -68,7 +83,8 @@ class Sampler:
         path.write_text(json.dumps({"interval": INTERVAL, "samples": self.samples,
                                     "self": self.self_counts.most_common(80),
                                     "inclusive": self.inclusive.most_common(150),
-                                    "waits": self.waits.most_common(20)}, indent=1))
+                                    "waits": self.waits.most_common(20),
+                                    "waits_under": self.waits_under.most_common(30)}, indent=1))
 
 
 def summarize(path: Path, top: int = 30) -> None:
@@ -81,6 +97,9 @@ def summarize(path: Path, top: int = 30) -> None:
             print(f"{n / total:6.1%}  {key}")
     print("-- waiting in")
     for key, n in data["waits"][:10]:
+        print(f"{n:6d}  {key}")
+    print("-- waiting, by the project's innermost function")
+    for key, n in data.get("waits_under", [])[:15]:
         print(f"{n:6d}  {key}")
 
 
