@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hub import config
 from tests.benchmarks.bench_scale import SHARES, parse_runs, split, write_deployment
 from tests.benchmarks.scalefeeds import FeedWeb, host, version
@@ -24,6 +26,7 @@ def test_written_town_configs_load_with_the_schedule_and_hosts(tmp_path: Path) -
     assert len(sources) == 10
     assert town.schedule.min_interval == town.schedule.max_interval
     assert town.schedule.min_interval.total_seconds() == 600
+    assert town.schedule.first_fetches_per_second * 600 == pytest.approx(10, rel=1e-3)  # first fetches over one interval
     assert town.platform.base_url.startswith("http://town3.bench:8000")
     _, first = sources[0]
     assert first.options.url.startswith(f"http://{host(190 % 30)}:8080/f/s190.xml")

@@ -73,8 +73,10 @@ def write_deployment(folder: Path, store_url: str, n: int, hosts: int, feed_port
         town = f"town{t}"
         lines = [f"platform: {{name: Stadt {t}, base_url: 'http://{town}.bench:{web_port}'}}",
                  "fetcher: {allow_private_networks: true, retries: 0}",
+                 # First fetches at the town's share of the demand: spread over one interval
+                 # (`prepare` spaces them 1 / first_fetches_per_second apart).
                  f"schedule: {{min_interval: {interval}s, max_interval: {interval}s, "
-                 "first_fetches_per_second: 100000, lease: 2m, publish_tick: 30s}", "merchants:"]
+                 f"first_fetches_per_second: {count / interval:.6f}, lease: 2m, publish_tick: 30s}}", "merchants:"]
         lines += [f"  - {{id: m{i}, name: Händler {i}, sources: [{{connector: rss, id: s{i}, "
                   f"url: 'http://{host(i % hosts)}:{feed_port}/f/s{i}.xml'}}]}}" for i in range(first, first + count)]
         (folder / f"{town}.yaml").write_text("\n".join(lines) + "\n")
