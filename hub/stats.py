@@ -106,9 +106,9 @@ class Tally:
             try:
                 counts = self._resolved(pending)
                 self.stats.add(counts)
-            except Exception:
-                log.warning("could not write %d counters; keeping them for the next try", len(pending),
-                            exc_info=True)
+            except Exception as exc:  # the database is away for a moment: say why, without a traceback
+                log.warning("could not write %d counters (%s); keeping them for the next try", len(pending),
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 with self._lock:
                     self._pending.update(pending)
                 return 0
