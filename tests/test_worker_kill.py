@@ -75,8 +75,15 @@ class Fleet:
         process.wait()
 
     def stop(self) -> list[int]:
-        """SIGTERM to the live workers; their exit codes."""
+        """SIGTERM to the live workers, once each has started (a process still importing has
+        no handler yet, and SIGTERM would end it like a kill); their exit codes."""
         alive = [p for p in self.processes if p.poll() is None]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._match()
+            if all(p in self.worker_ids.values() for p in alive):
+                break
+            time.sleep(0.2)
         for p in alive:
             p.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=20) for p in alive]
