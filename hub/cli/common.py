@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,7 @@ from hub.errors import ConfigError, HubError
 from hub.moderation import rules_from
 from hub.pipeline import source_specs
 from hub.store import Store
+from hub.towns import Deployment, load_deployment
 from schedules.publishing import prepare_channels
 
 # On a terminal, tables fit its width; into a pipe or a file (a script, a log, a test), they
@@ -30,13 +32,25 @@ HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
+T = TypeVar("T")
+
 def settings_from(path: Path) -> Settings:
+    return _loaded(config_mod.load, path, "nothing was started")
+
+
+def deployment_from(path: Path, consequence: str = "nothing was started") -> Deployment:
+    """A deployment file's towns, or a single town config as the town "default"."""
+    return _loaded(load_deployment, path, consequence)
+
+
+def _loaded(load: Callable[[Path], T], path: Path, consequence: str) -> T:
+    """What `load` makes of `path`; on config errors, every problem as file:line, then exit 2."""
     try:
-        return config_mod.load(path)
+        return load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(problem, markup=False, highlight=False)
-        err.print(f"{len(exc.problems)} problem(s) in {path}; nothing was started.", style="bold red")
+        err.print(f"{len(exc.problems)} problem(s) in {path}; {consequence}.", style="bold red")
         raise typer.Exit(2) from None
 
 

@@ -13,8 +13,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import create_engine
 
-from hub.cli.common import ConfigOpt, err, out
-from hub.cli.towns import deployment_from
+from hub.cli.common import ConfigOpt, deployment_from, err, out
 from hub.errors import HubError
 from hub.fleet_metrics import WINDOW, TownStatus, fleet_status
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hub.cli.common import ConfigOpt, err, out
-from hub.errors import ConfigError, HubError
+from hub.cli.common import ConfigOpt, deployment_from, err, out
+from hub.errors import HubError
 from hub.moderation import rules_from
 from hub.pipeline import source_specs
 from hub.store import Store
 from hub.store.townregistry import RegisteredTown, RegistryChange, TownRegistry
-from hub.towns import Deployment, Town, load_deployment
+from hub.towns import Deployment, Town
 from schedules.publishing import prepare_channels
 
 towns_app = typer.Typer(help="The towns of a deployment (a file with `towns:`): reload, list.",
@@ -30,7 +30,7 @@ towns_app = typer.Typer(help="The towns of a deployment (a file with `towns:`): 
 def reload(config: ConfigOpt = Path("deploy.yaml")) -> None:
     """Check every town's config, prepare new towns' databases and tell running web processes
     (within a few seconds) which towns to serve. Any problem: exit 2, nothing changes."""
-    deployment = deployment_from(config)
+    deployment = deployment_from(config, "nothing was changed")
     change = register(deployment)
     if not change.any:
         out.print(f"Nothing changed: {len(deployment.towns)} town(s), generation {change.generation}.")
@@ -68,16 +68,6 @@ def list_towns(config: ConfigOpt = Path("deploy.yaml")) -> None:
         path = str(town.settings.path) if town else known.config_path
         table.add_row(town_id, host, path, state)
     out.print(table)
-
-
-def deployment_from(path: Path) -> Deployment:
-    try:
-        return load_deployment(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False)
-        err.print(f"{len(exc.problems)} problem(s) in {path}; nothing was changed.", style="bold red")
-        raise typer.Exit(2) from None
 
 
 def register(deployment: Deployment) -> RegistryChange:

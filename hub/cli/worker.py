@@ -16,19 +16,9 @@ from typing import Annotated
 
 import typer
 
-from hub.cli.common import ConfigOpt, err, out
-from hub.errors import ConfigError, HubError
-from hub.towns import Deployment, load_deployment
-
-
-def deployment_from(path: Path) -> Deployment:
-    try:
-        return load_deployment(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False)
-        err.print(f"{len(exc.problems)} problem(s) in {path}; nothing was started.", style="bold red")
-        raise typer.Exit(2) from None
+from hub.cli.common import ConfigOpt, deployment_from, err, out
+from hub.errors import HubError
+from hub.towns import Deployment
 
 
 def migrate(config: ConfigOpt = Path("config.yaml")) -> None:
