@@ -21,6 +21,8 @@ A single town config is a deployment of one town, "default", exactly as before: 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from hub.config import Settings, StoreConfig, Strict
 from hub.errors import ConfigError
 from hub.store import Store
 
+log = logging.getLogger("hub.towns")
 Runtime = Literal["inprocess", "procrastinate"]
 DEFAULT_TOWN = "default"
 # A town id names a PostgreSQL schema (`town_<id>`, at most 63 bytes) and a folder, so it is
@@ -86,6 +89,52 @@ class Deployment:
 
     def town_for_host(self, host: str, port: int | None = None) -> Town | None:
         return next((t for t in self.towns.values() if host_matches(t.host, host, port)), None)
+
+
+class FollowsReloads:
+    """Something that follows `hub towns reload`: the web's TownsApp and `hub run`'s
+    TownsRunner. Each polls the registry's generation (`registry`: a
+    hub.store.townregistry.TownRegistry; None: the file as it is, no following) and, when
+    it moved, reads the deployment file again and applies it (`_apply`)."""
+
+    path: Path
+    registry: Any
+    generation: int | None = None
+    keeping = "keeping the towns as they are"  # what a broken file means, for the log
+
+    async def refresh(self) -> bool:
+        """Check the registry's generation; if it moved, read the deployment file again and
+        apply it. True if the towns were looked at again (tests call this to not wait)."""
+        if self.registry is None:
+            return False
+        generation = await asyncio.to_thread(self.registry.generation)
+        if generation == self.generation:
+            return False
+        try:
+            deployment = await asyncio.to_thread(load_deployment, self.path)
+        except ConfigError as exc:  # edited since the reload: keep what runs
+            log.error("towns: the deployment %s has problems now; %s:\n%s", self.path, self.keeping,
+                      "\n".join(exc.problems))
+            self.generation = generation  # once per generation, not at every poll
+            return True
+        generation, registered = await self._registered()
+        await self._apply(deployment, registered)
+        self.generation = generation
+        return True
+
+    async def _registered(self) -> tuple[int | None, dict[str, str] | None]:
+        """The registry's generation and towns (id -> digest); (None, None) without one."""
+        if self.registry is None:
+            return None, None
+
+        def read() -> tuple[int, dict[str, str]]:
+            generation = self.registry.generation()  # first: a reload in between shows next time
+            return generation, {t.id: t.digest for t in self.registry.towns().values()}
+
+        return await asyncio.to_thread(read)
+
+    async def _apply(self, deployment: Deployment, registered: dict[str, str] | None) -> None:
+        raise NotImplementedError
 
 
 class DeploymentConfig(Strict):

@@ -29,12 +29,11 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from hub.errors import ConfigError
 from hub.http import Fetcher
 from hub.pipeline import Pipeline
 from hub.store import Store
 from hub.store.townregistry import TownRegistry
-from hub.towns import Deployment, Town, load_deployment
+from hub.towns import Deployment, FollowsReloads, Town
 from schedules.clock import Clock
 from schedules.scheduler import Scheduler, process_owner
 from schedules.tasks import open_town_store
@@ -72,12 +71,14 @@ class _RunningTown:
     stack: AsyncExitStack
 
 
-class TownsRunner:
+class TownsRunner(FollowsReloads):
     """Runs one embedded Scheduler per town of the deployment at `deployment.path`.
 
     `registry`: the towns registry to follow (None: run the file's towns as they are, no
     polling); `open_store(town)`: the town's store with its sources known (schedules.tasks'
     by default)."""
+
+    keeping = "the schedulers keep running as they are"
 
     def __init__(self, deployment: Deployment, *, registry: TownRegistry | None = None,
                  poll_seconds: float = POLL_SECONDS, open_store: Callable[[Town], Store] = open_town_store,
@@ -125,43 +126,12 @@ class TownsRunner:
         if self.registry is not None and not self._stopping.is_set():
             self._tasks.append(asyncio.create_task(self._poll(), name="towns-runner-poll"))
 
-    async def refresh(self) -> bool:
-        """Check the registry's generation; if it moved, read the deployment file again and
-        apply it. True if the towns were looked at again (tests call this to not wait)."""
-        if self.registry is None:
-            return False
-        generation = await asyncio.to_thread(self.registry.generation)
-        if generation == self.generation:
-            return False
-        try:
-            deployment = await asyncio.to_thread(load_deployment, self.path)
-        except ConfigError as exc:  # edited since the reload: keep running what runs
-            log.error("towns: the deployment %s has problems now; the schedulers keep running as they are:\n%s",
-                      self.path, "\n".join(exc.problems))
-            self.generation = generation  # once per generation, not at every poll
-            return True
-        generation, registered = await self._registered()
-        await self._apply(deployment, registered)
-        self.generation = generation
-        return True
-
     async def _poll(self) -> None:
         while not await _wait(self._stopping, self.poll_seconds):
             try:
                 await self.refresh()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the following
                 log.exception("towns: cannot follow the towns registry; trying again")
-
-    async def _registered(self) -> tuple[int | None, dict[str, str] | None]:
-        """The registry's generation and towns (id -> digest); (None, None) without one."""
-        if self.registry is None:
-            return None, None
-
-        def read() -> tuple[int, dict[str, str]]:
-            generation = self.registry.generation()  # first: a reload in between shows next time
-            return generation, {t.id: t.digest for t in self.registry.towns().values()}
-
-        return await asyncio.to_thread(read)
 
     async def _apply(self, deployment: Deployment, registered: dict[str, str] | None) -> None:
         """Stop the towns that went or changed, then start the new and changed ones."""

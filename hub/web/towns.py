@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hub.errors import ConfigError
 from hub.store import Store
 from hub.store.townregistry import TownRegistry
-from hub.towns import Deployment, Town, host_matches, load_deployment
+from hub.towns import Deployment, FollowsReloads, Town, host_matches, load_deployment
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -47,7 +46,7 @@ class _Running:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class TownsApp:
+class TownsApp(FollowsReloads):
     """An ASGI app serving every town of the deployment at `path`.
 
     `open_store(town)`: the town's store, ready to serve (the CLI also syncs its sources and
@@ -118,26 +117,6 @@ class TownsApp:
         for town in running:
             await _close(town)
 
-    async def refresh(self) -> bool:
-        """Check the registry's generation; if it moved, re-read the deployment and apply
-        it. True if the towns were looked at again (tests call this instead of waiting)."""
-        if self.registry is None:
-            return False
-        generation = await asyncio.to_thread(self.registry.generation)
-        if generation == self.generation:
-            return False
-        try:
-            deployment = await asyncio.to_thread(load_deployment, self.path)
-        except ConfigError as exc:  # edited since the reload: keep serving what runs
-            log.error("towns: the deployment %s has problems now; keeping the towns as they are:\n%s",
-                      self.path, "\n".join(exc.problems))
-            self.generation = generation  # once per generation, not every two seconds
-            return True
-        generation, registered = await self._registered()
-        await self._apply(deployment, registered)
-        self.generation = generation
-        return True
-
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
@@ -145,18 +124,6 @@ class TownsApp:
                 await self.refresh()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the polling
                 log.exception("towns: cannot read the towns registry; trying again")
-
-    async def _registered(self) -> tuple[int | None, dict[str, str] | None]:
-        """The registry's generation and its towns (id -> digest); (None, None) without a
-        registry: then the app serves the file as it is."""
-        if self.registry is None:
-            return None, None
-
-        def read() -> tuple[int, dict[str, str]]:
-            generation = self.registry.generation()  # first: a reload in between shows next time
-            return generation, {t.id: t.digest for t in self.registry.towns().values()}
-
-        return await asyncio.to_thread(read)
 
     async def _apply(self, deployment: Deployment, registered: dict[str, str] | None) -> None:
         """Swap in the new set of towns at once (a changed town is never missing in between),
