@@ -235,3 +235,20 @@ def test_two_towns_on_one_host_and_a_town_store_url_are_refused(tmp_path: Path) 
     (tmp_path / "towns" / "beispielheim.yaml").write_text(
         town_config("Beispielheim", "beispielheim.example") + "store: {url: 'sqlite:///own.db'}\n")
     assert "town 'beispielheim': the deployment sets the store" in problems_of(path)
+
+
+def test_hub_check_checks_a_deployment_and_every_towns_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    path = write_deployment(tmp_path, "sqlite:///data/hub.db", TOWNS)
+    done = CliRunner().invoke(app, ["check", "-c", str(path)], env={"COLUMNS": "300"})
+    assert done.exit_code == 0, done.output
+    assert f"{path}: OK — 2 towns, runtime inprocess" in done.output
+    assert all(f"  {town_id} ({tmp_path / 'towns' / f'{town_id}.yaml'}): OK" in done.output for town_id in TOWNS)
+
+    (tmp_path / "towns" / "beispielheim.yaml").write_text("platform: {name: B}\nmerchants: [{id: x}]\n")
+    done = CliRunner().invoke(app, ["check", "-c", str(path)], env={"COLUMNS": "300"})
+    assert done.exit_code == 2
+    assert f"{tmp_path / 'towns' / 'beispielheim.yaml'}:2: missing required key 'merchants.0.name'" in done.output

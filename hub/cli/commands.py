@@ -23,7 +23,7 @@ from rich.text import Text
 
 from hub.cli.admin import admin_app
 from hub.cli.channels import channels_app, print_previews
-from hub.cli.common import ConfigOpt, HostOpt, PortOpt, err, open_store, out, settings_from, when
+from hub.cli.common import ConfigOpt, HostOpt, PortOpt, deployment_from, err, open_store, out, settings_from, when
 from hub.cli.facebook import facebook_app
 from hub.cli.items import items_app
 from hub.cli.newsletter import newsletter_app, publish_newsletters
@@ -68,12 +68,21 @@ async def _pipeline(settings: Settings, store: Store) -> AsyncIterator[Pipeline]
 
 @app.command()
 def check(config: ConfigOpt = Path("config.yaml")) -> None:
-    """Validate the config; print every problem as file:line: message (exit 2 if any)."""
-    settings = settings_from(config)
+    """Validate the config (or a deployment file and every town's config); print every
+    problem as file:line: message (exit 2 if any)."""
+    if is_deployment_file(config):  # issue 18: a deployment of many towns
+        deployment = deployment_from(config)
+        out.print(f"{config}: OK — {len(deployment.towns)} towns, runtime {deployment.runtime}")
+        for town in deployment.towns.values():
+            _check_summary(f"  {town.id} ({town.settings.path})", town.settings)
+        return
+    _check_summary(str(config), settings_from(config))
+
+
+def _check_summary(label: str, settings: Settings) -> None:
     for warning in settings.warnings:  # worth a look, not a problem: the exit code stays 0
         err.print(warning, markup=False, highlight=False, style="yellow")
-    n_sources = len(settings.sources())
-    out.print(f"{config}: OK — {len(settings.merchants)} merchants, {n_sources} sources, "
+    out.print(f"{label}: OK — {len(settings.merchants)} merchants, {len(settings.sources())} sources, "
               f"{len(settings.channels)} channels")
 
 
