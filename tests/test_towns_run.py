@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
@@ -103,31 +105,24 @@ def test_hub_run_of_a_deployment_fetches_and_serves_every_town_and_follows_towns
         path = write_deployment(tmp_path, list(TOWNS[:2]))
         port = free_port()
         log_path = tmp_path / "run.log"
-        with log_path.open("w") as log:
-            run = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(path), "--port", str(port)],
-                                   cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
-                                   stderr=subprocess.STDOUT)
-            try:
-                for town in TOWNS[:2]:
-                    wait_for(lambda: shows(port, town), f"{town}'s records on its page")
-                for town in TOWNS[:2]:  # each town's pages show its own records only
-                    for other in TOWNS:
-                        if other != town:
-                            assert other not in page(port, f"{town}.test")[1], f"{town}'s page shows {other}"
-                assert page(port, "neustadt.test")[0] == 404
-                assert set(fetches(server)) == set(TOWNS[:2])
+        with hub_run(path, port, log_path) as run:
+            for town in TOWNS[:2]:
+                wait_for(lambda: shows(port, town), f"{town}'s records on its page")
+            for town in TOWNS[:2]:  # each town's pages show its own records only
+                for other in TOWNS:
+                    if other != town:
+                        assert other not in page(port, f"{town}.test")[1], f"{town}'s page shows {other}"
+            assert page(port, "neustadt.test")[0] == 404
+            assert set(fetches(server)) == set(TOWNS[:2])
 
-                write_town(tmp_path, "neustadt", server)
-                write_deployment(tmp_path, list(TOWNS))
-                result = CliRunner().invoke(cli, ["towns", "reload", "-c", str(path)])
-                assert result.exit_code == 0, result.output
-                wait_for(lambda: shows(port, "neustadt"), "the added town's records on its page")
-                assert fetches(server)["neustadt"] == 2
-                assert "musterstadt" not in page(port, "neustadt.test")[1]
-                assert run.poll() is None
-            finally:
-                run.send_signal(signal.SIGINT)  # Ctrl-C
-                run.wait(timeout=30)
+            write_town(tmp_path, "neustadt", server)
+            write_deployment(tmp_path, list(TOWNS))
+            result = CliRunner().invoke(cli, ["towns", "reload", "-c", str(path)])
+            assert result.exit_code == 0, result.output
+            wait_for(lambda: shows(port, "neustadt"), "the added town's records on its page")
+            assert fetches(server)["neustadt"] == 2
+            assert "musterstadt" not in page(port, "neustadt.test")[1]
+            assert run.poll() is None
     text = log_path.read_text()
     assert "Traceback" not in text, text
     for town in TOWNS:  # every town's scheduler stopped cleanly
@@ -144,21 +139,28 @@ def test_hub_run_of_a_procrastinate_deployment_serves_only_and_says_so(tmp_path:
         path = write_deployment(tmp_path, ["musterstadt"], runtime="procrastinate", store_url=pg_url)
         port = free_port()
         log_path = tmp_path / "run.log"
-        with log_path.open("w") as log:
-            run = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(path), "--port", str(port)],
-                                   cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
-                                   stderr=subprocess.STDOUT)
-            try:
-                wait_for(lambda: page(port, "musterstadt.test")[0] == 200, "the town's page")
-                time.sleep(1.5)  # the embedded tier would have fetched by now (its fetch tick: every second)
-                assert fetches(server) == Counter()
-            finally:
-                run.send_signal(signal.SIGINT)
-                run.wait(timeout=30)
+        with hub_run(path, port, log_path) as run:
+            wait_for(lambda: page(port, "musterstadt.test")[0] == 200, "the town's page")
+            time.sleep(1.5)  # the embedded tier would have fetched by now (its fetch tick: every second)
+            assert fetches(server) == Counter()
     text = log_path.read_text()
     assert "runtime procrastinate: this process serves the towns' pages only" in text, text
     assert "Traceback" not in text and "scheduler" not in text, text
     assert run.returncode in (0, 130)  # as `hub serve`, which ends a Ctrl-C with 130
+
+
+@contextmanager
+def hub_run(path: Path, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
+    """`hub run -c path` on `port`, its output in `log_path`; ended with Ctrl-C (SIGINT)."""
+    with log_path.open("w") as log:
+        run = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(path), "--port", str(port)],
+                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log,
+                               stderr=subprocess.STDOUT)
+        try:
+            yield run
+        finally:
+            run.send_signal(signal.SIGINT)
+            run.wait(timeout=30)
 
 
 async def until(condition, what: str, seconds: float = 15) -> None:
