@@ -29,6 +29,7 @@ from hub.errors import HOLDING, StoreError
 from hub.models import Event, FetchState, Item, Kind, Media, Offer, Parsed
 from hub.store.bulk import placeholders, sqlite_datetime, to_json
 from hub.store.holds import HOLDS
+import hub.store.writelocks as writelocks
 from hub.store.tokens import TOKEN_CHECKS, check_from
 from hub.store.records import Records
 from hub.store.tables import ItemRow, SourceRow, UTCDateTime
@@ -271,10 +272,23 @@ class Store:
         return IngestPlan(tuple(outcomes), parsed, rows, prepared)
 
     def write(self, plan: IngestPlan) -> list[UpsertResult]:
-        """Write what `plan` prepared, in one transaction that holds the write lock."""
+        """Write what `plan` prepared, in one transaction that holds the write locks (SQLite:
+        the database's; PostgreSQL: those of what the batch can match, hub.store.writelocks).
+        A transaction PostgreSQL rolled back to break a deadlock is tried again: `plan` stays
+        valid (a source has one writer at a time), and the write reads again what it needs."""
+        what = f"ingest write of {', '.join(sorted({o.source_id for o in plan.outcomes})[:3]) or 'nothing'}"
+        return writelocks.retrying(lambda: self._write(plan), what)
+
+    def _write(self, plan: IngestPlan) -> list[UpsertResult]:
         results = []
         with self._ingest_transaction() as conn:
+            locks = None
+            if self.dialect == "postgresql":
+                locks = writelocks.WriteLocks(conn, self.schema, self._ingest_lock)
+                locks.take_merchants(plan.parsed)
             known = _known_items(conn, plan.parsed)
+            if locks is not None:
+                locks.take_scopes(plan.parsed, known, plan.prepared, self.records.rules.timezone)
             for outcome in plan.parsed:
                 results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), plan.rows[outcome.source_id]))
             self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
@@ -283,17 +297,18 @@ class Store:
 
     @property
     def _ingest_lock(self) -> str:
-        """The advisory lock ingest writers take turns on: one per town (its schema), so
-        the towns of one database write side by side (the schema name is checked)."""
+        """The advisory lock ingest writers take turns on for the end of their transaction
+        (record and revision ids: hub.store.writelocks): one per town (its schema), so the
+        towns of one database write side by side (the schema name is checked)."""
         return str(_INGEST_LOCK) if self.schema is None else f"hashtextextended('hub-ingest:{self.schema}', 0)"
 
     @contextmanager
     def _ingest_transaction(self) -> Iterator[Connection]:
-        """A transaction that holds the database's write lock from its start, so ingest
-        writers in several processes take turns: what one reads (known items, identity
-        candidates) is still true when it writes. SQLite: BEGIN IMMEDIATE (a deferred
-        transaction that read first could not upgrade to a write later). PostgreSQL: a
-        transaction-scoped advisory lock.
+        """A write transaction of ingest. SQLite: it holds the database's write lock from
+        its start (BEGIN IMMEDIATE: a deferred transaction that read first could not upgrade
+        to a write later), so writers in several processes take turns and what one reads
+        (known items, identity candidates) is still true when it writes. PostgreSQL: a plain
+        transaction; `write` takes the finer advisory locks (hub.store.writelocks).
 
         On SQLite, an ingest commit is not fsynced (WAL, synchronous=NORMAL): a power cut
         may roll back the last few, and the next fetch reads the same entries again (the
@@ -307,8 +322,6 @@ class Store:
                 conn.connection.driver_connection.execute("PRAGMA synchronous=NORMAL")
             try:
                 with conn.begin():
-                    if not sqlite:
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._ingest_lock})")
                     yield conn
             finally:
                 if sqlite:

@@ -51,6 +51,7 @@ from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
 import hub.store.searchindex as searchindex
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
+from hub.store.writelocks import take_turn
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
                               RecordRevisionRow, RecordRow, SourceRow)
 
@@ -120,6 +121,8 @@ class Placement:
         for item_id, item, at in [*new, *unplaced]:
             self._fingerprint(item_id, item, at)
         self._place([item_id for item_id, _, _ in [*new, *unplaced]], moving)
+        self._replace_keys([o.item_id for o in self._new_origins()], fresh=True)  # needs no record id
+        take_turn(self.conn)  # PostgreSQL: the town's writers take turns from here (hub.store.writelocks)
         self._write_new()
         self.refresh(self.dirty)
         self.write_revisions()
@@ -445,8 +448,10 @@ class Placement:
         insert_rows(self.conn, RECORDS, [{"id": r.id, **self._new_record_values(r)} for r in self.new_records])
         origins = [(r.id, o) for r in self.new_records for o in r.members] + self.joins
         insert_rows(self.conn, ORIGINS, [self._origin_values(record_id, o) for record_id, o in origins])
-        self._replace_keys([o.item_id for _, o in origins], fresh=True)
         searchindex.write(self.conn, {r.id: self._search_row(r) for r in self.new_records})
+
+    def _new_origins(self) -> list[Origin]:
+        return [o for r in self.new_records for o in r.members] + [o for _, o in self.joins]
 
     def _search_row(self, record: NewRecord) -> searchindex.Row:
         """A new record's row in the search index: prepared before the write lock for most."""
@@ -506,7 +511,7 @@ class Placement:
             self.key_counts[key] = n + 1
         rows.sort(key=_by_key)  # B-tree inserts in key order touch fewer pages: ~30% faster
         insert_rows(self.conn, KEYS, rows)
-        insert_rows(self.conn, COMMON, [{"key": k, "day": day} for k, day in common.items()])
+        _insert_common(self.conn, common)
 
     def record_values(self, members: Sequence[Origin], *, created: bool,
                       current: moderation.Verdict | None = None) -> dict[str, Any]:
@@ -518,7 +523,10 @@ class Placement:
         """Merge, judge and diff every existing record whose origins changed."""
         if not record_ids:
             return
-        records = {r.id: r for r in self.conn.execute(select(RECORDS).where(RECORDS.c.id.in_(record_ids)))}
+        # Locked (PostgreSQL) before their origins are read: a concurrent merge or the manager's
+        # approval commits first, and is read, not overwritten (in id order: no deadlock among writers).
+        records = {r.id: r for r in self.conn.execute(select(RECORDS).where(RECORDS.c.id.in_(record_ids))
+                                                      .order_by(RECORDS.c.id).with_for_update())}
         origins = load_origins(self.conn, record_ids, self.read_item)
         for record_id, row in records.items():
             self._refresh_one(row, origins.get(record_id, []))  # none left: forgotten by retention
@@ -703,6 +711,14 @@ def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], commo
 _BY_TITLE = frozenset({"similar-offer", "similar-title-and-text"})  # the rules that compare titles
 _by_key = itemgetter("key")
 _second = itemgetter(1)
+
+
+def _insert_common(conn: Connection, common: dict[int, int]) -> None:
+    """Keys that became common (key -> day). Another writer may have made one common first
+    (a key outside the scopes it locks: hub.store.writelocks): that row stands."""
+    if common:
+        conn.exec_driver_sql(f"INSERT INTO identity_common_keys (key, day) VALUES ({placeholders(conn, 2)}) "
+                             "ON CONFLICT (key) DO NOTHING", list(common.items()))
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
