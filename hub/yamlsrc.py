@@ -44,7 +44,7 @@ def load(path: Path, env: dict[str, str] | None = None) -> Located:
     text = path.read_text(encoding="utf-8")
     located = Located(data=None, path=path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -55,6 +55,22 @@ def load(path: Path, env: dict[str, str] | None = None) -> Located:
         return located
     located.data = _build(node, (), located, env)
     return located
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of `text`: by libyaml where PyYAML has it (about 7x faster: a
+    town of 50,000 sources is read in seconds, not minutes), else in pure Python. A
+    document libyaml refuses is parsed again in pure Python, so errors read the same
+    wherever the hub runs."""
+    if _FAST is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+_FAST = getattr(yaml, "CSafeLoader", None)
 
 
 def _build(node: yaml.Node, loc: Loc, out: Located, env: dict[str, str]) -> Any:

@@ -117,3 +117,25 @@ def test_example_config_is_valid():
     root = Path(__file__).parent.parent
     settings = config.load(root / "config.example.yaml", env={})
     assert len(settings.merchants) >= 8
+
+
+@pytest.mark.parametrize("text", ["platform: {name: [unclosed\n", "a: 1\n\tb: 2\n", "a: b: c\n", "- x\ny: 1\n"])
+def test_libyaml_and_pure_python_say_the_same_about_broken_yaml(text, tmp_path, monkeypatch):
+    """libyaml reads configs (fast); what it refuses is read again in pure Python, so a
+    mistake is reported with the same words and line on every machine."""
+    from hub import yamlsrc
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    fast = yamlsrc.load(path, env={})
+    monkeypatch.setattr(yamlsrc, "_FAST", None)
+    pure = yamlsrc.load(path, env={})
+    assert fast.problems == pure.problems and len(fast.problems) == 1
+
+
+def test_libyaml_and_pure_python_read_the_example_alike(monkeypatch):
+    from hub import yamlsrc
+    path = Path(__file__).parent.parent / "config.example.yaml"
+    fast = yamlsrc.load(path, env={})
+    monkeypatch.setattr(yamlsrc, "_FAST", None)
+    pure = yamlsrc.load(path, env={})
+    assert (fast.data, fast.lines) == (pure.data, pure.lines) and len(fast.lines) > 100
