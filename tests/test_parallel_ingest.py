@@ -140,7 +140,9 @@ def test_writers_of_merchants_whose_items_cannot_match_overlap(stores):
 def test_two_merchants_posting_the_same_event_at_once_make_one_record(stores):
     first, second = stores
     first.sync_sources([SourceSpec("verein-ical", "verein", "ical"), SourceSpec("stadt-ical", "stadt", "ical")])
-    for n in range(20):  # a fresh event each round, on a day of its own
+    # A fresh event each round, on a day of its own; each payload is complete, so the last
+    # round's event is gone from it (a tombstone: its stored scopes are locked as well).
+    for n in range(20):
         title = f"Adventskonzert des Musikvereins {WORDS[n]}"
         plans = [first.plan([fetched("verein-ical", event("verein-ical", f"v{n}", "verein", title, n))]),
                  second.plan([fetched("stadt-ical", event("stadt-ical", f"s{n}", "stadt", title, n))])]
@@ -275,3 +277,17 @@ def test_the_retry_wrapper_tries_a_deadlocked_write_again_and_gives_up_on_other_
 
     with pytest.raises(OperationalError):
         writelocks.retrying(always, "ingest write of x", attempts=3, pause=0)
+
+
+def test_a_batch_with_many_days_locks_them_all_at_once_and_still_takes_turns(stores, monkeypatch):
+    first, second = stores
+    monkeypatch.setattr(writelocks, "MOST_LOCKS", 1)  # two days are many: the exclusive lock-all
+    first.sync_sources([SourceSpec("verein-ical", "verein", "ical"), SourceSpec("stadt-ical", "stadt", "ical")])
+    for n in range(5):
+        title = f"Adventskonzert des Musikvereins {WORDS[n]}"
+        many = [event("verein-ical", f"v{n}", "verein", title, n), event("verein-ical", f"x{n}", "verein",
+                                                                         f"Probe {WORDS[n + 30]}", n + 10)]
+        plans = [first.plan([fetched("verein-ical", *many)]),
+                 second.plan([fetched("stadt-ical", event("stadt-ical", f"s{n}", "stadt", title, n))])]
+        race([lambda: first.write(plans[0]), lambda: second.write(plans[1])])
+        assert len(records_of(first, ("verein-ical", f"v{n}"), ("stadt-ical", f"s{n}"))) == 1, f"round {n}"

@@ -35,11 +35,16 @@ relies on, and their outcome is that of running one after the other. The lock se
   may lie in scopes the writer does not hold (another merchant's post keys): the same key rows
   a writer holding that scope would write, so common keys are inserted ON CONFLICT DO NOTHING.
 
-Locks are taken in one statement each, sorted: first every merchant, then (once the items
-the batch knows are read) the days and stripes. All writers take them in that one order, so
-they cannot deadlock on them; only a merchant learnt in the second step (an origin stored
-under another merchant, after a source was given to another merchant) is taken out of that
-order, and the rare deadlock it may cause is retried like any other (`retrying`).
+Locks are taken in few statements, each sorted: first every merchant, then (once the items
+the batch knows are read) a lock-all of the days, one of the URL stripes, then the days and
+stripes. A lock-all is taken shared, so writers with few days and stripes still overlap; a
+batch with more than `MOST_LOCKS` of them (a first fetch of a calendar, of a site's archive)
+takes it exclusively instead of thousands of locks, which PostgreSQL keeps in a shared
+table of limited size (`max_locks_per_transaction` times connections). All writers take
+them in that one order, so they cannot deadlock on them; only a merchant learnt in the
+second step (an origin stored under another merchant, after a source was given to another
+merchant) is taken out of that order, and the rare deadlock it may cause is retried like any
+other (`retrying`).
 
 The town-wide lock (`Store._ingest_lock`) is taken by `take_turn`, which `Placement.apply`
 calls right before it allocates record ids: from there to COMMIT the writers of a town take
@@ -72,6 +77,7 @@ RETRY_PAUSE = 0.05  # seconds before the second attempt, doubling: the other wri
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 TURN = "hub_write_turn"  # the execution option that holds a connection's `take_turn` callback
 CHUNK = 5000
+MOST_LOCKS = 256  # days or URL stripes one batch locks one by one; beyond, all of that kind at once
 
 T = TypeVar("T")
 
@@ -131,8 +137,21 @@ class WriteLocks:
             if day is not None:
                 days.add(day)
             urls.update(keys)
-        self._take([*(self._id("merchant", m) for m in merchants), *(self._id("day", d) for d in days),
-                    *(self._id("url", k % URL_STRIPES) for k in urls)])
+        self._take(self._id("merchant", m) for m in merchants)
+        stripes = {k % URL_STRIPES for k in urls}
+        self._take_each(("day", days), ("url", stripes))
+
+    def _take_each(self, *scopes: tuple[str, set[int]]) -> None:
+        """For each kind of scope its lock-all, shared (or, for more than `MOST_LOCKS`
+        scopes, exclusive: one lock instead of thousands in PostgreSQL's shared lock table,
+        and the batch writes alone among those with scopes of that kind); then the scopes'
+        own locks, sorted."""
+        few = [(kind, values) for kind, values in scopes if values and len(values) <= MOST_LOCKS]
+        for kind, values in scopes:
+            if values:
+                shared = "_shared" if len(values) <= MOST_LOCKS else ""
+                self.conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock{shared}({self._id(kind, 'all')})")
+        self._take(self._id(kind, v) for kind, values in few for v in values)
 
     def _old_scopes(self, item_ids: list[int]) -> Iterable[tuple[str, int | None, list[int]]]:
         """(merchant, event day, URL and link keys) of these items' origins as stored."""
