@@ -17,7 +17,9 @@ town-wide lock only for its last part:
 
 Two items can only be matched when one's probe keys meet the other's stored keys or URL
 columns (`Placement._candidates` finds candidates in no other way), and each such key lies in
-one of these scopes of both items. So two writers whose items could match take a lock in
+one of these scopes of both items. (Today two merchants' items match by URL only as events
+of one day, which the day locks cover already; the stripes also keep the counts of link
+keys, `KEY_CAP`, exact, and hold whatever the rules of `hub.identity` become.) So two writers whose items could match take a lock in
 common and take turns; writers whose lock sets are disjoint read and write nothing the other
 relies on, and their outcome is that of running one after the other. The lock set covers:
 
