@@ -6,9 +6,10 @@ sources in one transaction, identity placement included. Only a few counts per s
 back. So parsed items never cross a process boundary (pickling them cost more than parsing),
 and the database work of one batch overlaps with the parsing of the next on the other core.
 
-Writers take turns: within a process pool by a shared lock (it wakes the next writer at
-once, where SQLite's busy handler would sleep), across processes by the database's own lock
-(`Store.apply`).
+On SQLite, writers take turns: within a process pool by a shared lock (it wakes the next
+writer at once, where SQLite's busy handler would sleep), across processes by the database's
+own lock (`Store.apply`). On PostgreSQL they write side by side, each locking only what its
+items could match (hub.store.writelocks).
 """
 
 from __future__ import annotations
@@ -174,7 +175,9 @@ def ingest_in_worker(url: str, rules: Rules, work: Sequence[Fetched | FetchOutco
         # The main process migrated it. Checkpoints happen below, out of the other's way.
         store = _stores[(url, schema)] = Store(url, migrate=False, autocheckpoint=False, schema=schema)
     store.records.configure(rules)
-    stored = ingest(store, work, _turn)
+    # SQLite has one writer at a time: the turn wakes the next at once. PostgreSQL's writers
+    # lock only what their items could match (hub.store.writelocks): no turn to take.
+    stored = ingest(store, work, _turn if store.dialect == "sqlite" else nullcontext())
     store.checkpoint()
     return stored
 
