@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from hub import fleet_metrics, health, stats
 from hub.store.ledger import LedgerStore
-from hub.store.stats import StatsStore
+from hub.store.stats import DelayHistogram, StatsStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WINDOW = timedelta(days=7)
@@ -55,18 +55,21 @@ class HubCollector(Collector):
             records.add_metric([status], n)
         yield records
         yield from self._ledger(now)
+        since = now - WINDOW
         yield _histogram("hub_ingest_delay_seconds", "Seconds from a post's publication to the hub's first sight "
-                         "of it, items first seen in the last 7 days", {(): self.stats.ingest_delays(now - WINDOW)})
+                         "of it, items first seen in the last 7 days",
+                         {(): self.stats.ingest_delay_histogram(since, DELAY_BUCKETS)})
         yield _histogram("hub_publish_delay_seconds", "Seconds from the hub's first sight of an item to its "
                          "delivery by a channel, deliveries of the last 7 days",
-                         {(c,): v for c, v in self.stats.publish_delays(now - WINDOW).items()}, ["channel"])
+                         {(c,): h for c, h in self.stats.publish_delay_histograms(since, DELAY_BUCKETS).items()},
+                         ["channel"])
         yield GaugeMetricFamily("hub_stats_pending", "Counted events of this process waiting in memory to be "
                                 "written", value=stats.pending(self.store))
         yield from fleet_metrics.families(fleet_metrics.fleet_status({self.town: self.store}, now))
 
     def _sources(self, now: datetime) -> GaugeMetricFamily:
         family = GaugeMetricFamily("hub_sources", "Configured sources by health state", labels=["state"])
-        for state, n in health.counts(health.report(self.settings, self.store, now)).items():
+        for state, n in health.state_counts(self.settings, self.store, now).items():
             family.add_metric([state], n)
         return family
 
@@ -91,13 +94,14 @@ class HubCollector(Collector):
         return rows, backlog
 
 
-def _histogram(name: str, documentation: str, values: dict[tuple, list[float]],
+def _histogram(name: str, documentation: str, histograms: dict[tuple, DelayHistogram],
                labels: list[str] | None = None) -> GaugeHistogramMetricFamily:
+    """Delays counted by the database (hub.store.stats), bucket by bucket of DELAY_BUCKETS."""
     family = GaugeHistogramMetricFamily(name, documentation, labels=labels)
-    for label_values, seconds in sorted(values.items()):
-        buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in DELAY_BUCKETS]
-        buckets.append(("+Inf", len(seconds)))
-        family.add_metric(list(label_values), buckets, sum(seconds))
+    for label_values, histogram in sorted(histograms.items()):
+        buckets = [(str(float(b)), n) for b, n in zip(DELAY_BUCKETS, histogram.buckets)]
+        buckets.append(("+Inf", histogram.count))
+        family.add_metric(list(label_values), buckets, histogram.seconds)
     return family
 
 

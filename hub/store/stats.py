@@ -14,18 +14,20 @@
 
 from __future__ import annotations
 
+import json
 import weakref
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from sqlalchemy import BigInteger, MetaData, Table, case, func, inspect, select
+from sqlalchemy import BigInteger, MetaData, Table, case, cast, extract, func, inspect, or_, select
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
+from hub.store.holds import HOLDS
 from hub.store.placement import RECORDS
 from hub.store.tables import DeliveryRow
+from hub.store.tokens import TOKEN_CHECKS, check_from
 
 DELIVERIES = DeliveryRow.__table__
 _LEDGERS: "weakref.WeakKeyDictionary[Any, Table | None]" = weakref.WeakKeyDictionary()
@@ -64,6 +66,24 @@ class Count:
     channel: str
     subject: str
     n: int
+
+
+class SourceState(NamedTuple):
+    """The part of `hub.store.SourceStatus` that a source's health state depends on."""
+
+    id: str
+    status: str
+    last_error: str | None
+    last_ok_at: datetime | None
+    warnings: list[str]
+    held: str | None
+
+
+class SourcePlan(NamedTuple):
+    """The part of `hub.store.scheduling.SourceSchedule` that a source's health state depends on."""
+
+    interval_seconds: int | None
+    push_state: str | None
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,27 @@ class StatsStore:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(SOURCES.c.id, SOURCES.c.last_error_code)).all())
 
+    def source_states(self, now: datetime) -> Iterator[tuple[SourceState, str | None, list[str], SourcePlan]]:
+        """Per source what `hub.health.state_of` reads, and nothing else (for /metrics of a big
+        town: no item counts, no schedules' dates): (the source, its last error code, its token
+        check's warnings at `now`, its plan). As `Store.source_statuses` and
+        `ScheduleStore.source_schedules` tell them: a token check counts while the source's
+        options are those it was made with; a source held back has no interval."""
+        checks = TOKEN_CHECKS.outerjoin(HOLDS, HOLDS.c.source_id == TOKEN_CHECKS.c.source_id)
+        current = (select(TOKEN_CHECKS.c.source_id, TOKEN_CHECKS.c.result).select_from(checks)
+                   .where(TOKEN_CHECKS.c.fingerprint.is_not_distinct_from(HOLDS.c.fingerprint)).subquery())
+        query = (select(SOURCES.c.id, SOURCES.c.status, SOURCES.c.last_error, SOURCES.c.last_ok_at,
+                        SOURCES.c.warnings, SOURCES.c.last_error_code, SOURCES.c.interval_seconds,
+                        SOURCES.c.push_state, HOLDS.c.hold, current.c.result)
+                 .select_from(SOURCES.outerjoin(HOLDS, HOLDS.c.source_id == SOURCES.c.id)
+                              .outerjoin(current, current.c.source_id == SOURCES.c.id)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for sid, status, error, last_ok, warnings, code, interval, push, hold, check in rows:
+            token = check_from(check) if check else None
+            yield (SourceState(sid, status, error, last_ok, json.loads(warnings) if warnings else [], hold), code,
+                   token.warnings(now) if token else [], SourcePlan(None if hold else interval, push))
+
     def items_per_week(self, now: datetime, weeks: int = 8) -> dict[str, tuple[int, float]]:
         """source id -> (items posted in the last 7 days, usual items a week over the `weeks`
         weeks before). Posted: published, else first seen (`sort_at`); deleted ones count."""
@@ -232,33 +273,82 @@ class StatsStore:
                                 .group_by(table.c.channel_id, table.c.status)).all()
         return {(c, s): n for c, s, n in rows}
 
-    def ingest_delays(self, since: datetime) -> list[float]:
+    def ingest_delay_histogram(self, since: datetime, bounds: Sequence[float]) -> DelayHistogram:
         """Seconds from publication to first sight, of the items first seen since `since`
-        (not those of a source's first fetch: they were posted long before the hub knew it)."""
-        first = self.first_fetch_days()
-        query = (select(ITEMS.c.source_id, ITEMS.c.published, ITEMS.c.first_seen_at)
-                 .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None)))
+        (not those of a source's first fetch: they were posted long before the hub knew it),
+        counted per bucket by the database: the work in Python does not grow with the items."""
+        first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
+                 .group_by(FETCH_DAYS.c.source_id).subquery())
+        seen_day = self._utc_day(ITEMS.c.first_seen_at)  # `_backfill` in SQL: seen after the first fetch's day
+        delays = (select(self._delay_micros(ITEMS.c.published, ITEMS.c.first_seen_at).label("micros"))
+                  .select_from(ITEMS.outerjoin(first, first.c.source_id == ITEMS.c.source_id))
+                  .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None),
+                         or_(first.c.day.is_(None), seen_day > first.c.day)).subquery())
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [max(0.0, (r.first_seen_at - r.published).total_seconds()) for r in rows
-                if not _backfill(r.first_seen_at, first.get(r.source_id))]
+            return _histogram_from(conn.execute(_counted(delays, bounds)).one(), bounds)
 
-    def publish_delays(self, since: datetime) -> dict[str, list[float]]:
+    def publish_delay_histograms(self, since: datetime, bounds: Sequence[float]) -> dict[str, DelayHistogram]:
         """channel -> seconds from the hub's news (an item first seen; with the ledger of issue
-        16, a record's change) to its delivery, for deliveries sent since `since`."""
+        16, a record's change) to its delivery, for deliveries sent since `since`, counted per
+        bucket by the database."""
         ledger = self._ledger()
         if ledger is not None:
-            query = (select(ledger.c.channel_id, ledger.c.sent_at, ledger.c.created_at.label("first_seen_at"))
-                     .where(ledger.c.status == "sent", ledger.c.sent_at >= since))
+            delays = (select(ledger.c.channel_id, self._delay_micros(ledger.c.created_at, ledger.c.sent_at)
+                             .label("micros"))
+                      .where(ledger.c.status == "sent", ledger.c.sent_at >= since))
         else:
-            query = (select(DELIVERIES.c.channel_id, DELIVERIES.c.sent_at, ITEMS.c.first_seen_at)
-                     .join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id)
-                     .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= since))
-        found: dict[str, list[float]] = defaultdict(list)
+            delays = (select(DELIVERIES.c.channel_id, self._delay_micros(ITEMS.c.first_seen_at, DELIVERIES.c.sent_at)
+                             .label("micros"))
+                      .select_from(DELIVERIES.join(ITEMS, ITEMS.c.id == DELIVERIES.c.item_id))
+                      .where(DELIVERIES.c.status == "sent", DELIVERIES.c.sent_at >= since))
+        delays = delays.subquery()
+        query = _counted(delays, bounds, delays.c.channel_id).group_by(delays.c.channel_id)
         with self.engine.connect() as conn:
-            for r in conn.execute(query):
-                found[r.channel_id].append(max(0.0, (_utc(r.sent_at) - _utc(r.first_seen_at)).total_seconds()))
-        return dict(found)
+            return {row[0]: _histogram_from(row[1:], bounds) for row in conn.execute(query)}
+
+    def _delay_micros(self, start, end):
+        """max(0, end - start) in whole microseconds: exact integers on both databases (no
+        float seconds, whose rounding could move a delay across a bucket's bound)."""
+        delay = self._micros(end) - self._micros(start)
+        return func.greatest(delay, 0) if self.store.dialect == "postgresql" else func.max(delay, 0)
+
+    def _micros(self, column):
+        """Microseconds since 1970 of a stored UTC time. SQLite keeps it as the text
+        'YYYY-MM-DD HH:MM:SS.ffffff' and its date functions round to milliseconds: whole
+        seconds by strftime, the fraction read from the text."""
+        if self.store.dialect == "postgresql":
+            return cast(extract("epoch", column) * 1_000_000, BigInteger)
+        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
+        fraction = cast(func.substr(func.substr(column, 21, 6).op("||")("000000"), 1, 6), BigInteger)
+        return seconds * 1_000_000 + fraction
+
+    def _utc_day(self, column):
+        """'YYYY-MM-DD' of a stored time in UTC, as the fetch-day trigger of migration 0013 writes it."""
+        if self.store.dialect == "postgresql":
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return func.substr(column, 1, 10)
+
+
+@dataclass(frozen=True)
+class DelayHistogram:
+    """Delays counted per bucket: `buckets[i]` delays at most `bounds[i]` seconds (cumulative)."""
+
+    buckets: tuple[int, ...]
+    count: int
+    seconds: float  # the sum of the delays
+
+
+def _counted(delays, bounds: Sequence[float], *keys):
+    """SELECT keys..., how many delays, their sum (microseconds), and per bound how many are
+    at most that long: Prometheus' cumulative buckets, the bound included (`le`)."""
+    micros = delays.c.micros
+    return select(*keys, func.count(), func.coalesce(func.sum(micros), 0),
+                  *(func.coalesce(func.sum(case((micros <= round(b * 1_000_000), 1), else_=0)), 0) for b in bounds))
+
+
+def _histogram_from(row: Sequence, bounds: Sequence[float]) -> DelayHistogram:
+    count, micros, *buckets = row
+    return DelayHistogram(tuple(int(b) for b in buckets), int(count), int(micros) / 1_000_000)
 
 
 def _backfill(first_seen: datetime, first_fetch_day: date | None) -> bool:
