@@ -84,7 +84,12 @@ def select_sources(settings: Settings, source_ids: Sequence[str] | None = None,
 
 class Pipeline:
     def __init__(self, settings: Settings, store: Store, fetcher: Fetcher,
-                 parse_workers: int | None = None) -> None:
+                 parse_workers: int | None = None, *, shared_batches: int = 0) -> None:
+        """`shared_batches`: store what concurrent `run`s fetched in batches they share, at
+        most this many at a time (0: each run has its own). A `hub worker` runs many small
+        fetch jobs at once, each of a source or two: one transaction for each cost more than
+        the storing itself; shared, the jobs' payloads go in one batch (ingest in this
+        process: parse_workers=0). Close with `aclose`."""
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
@@ -94,6 +99,8 @@ class Pipeline:
         if store.url == "sqlite:///:memory:":
             self._workers = 0  # another process cannot see this database
         self._pool: ProcessPoolExecutor | None = None
+        self._shared_slots = shared_batches
+        self._shared: _Batches | None = None
 
     async def start_workers(self) -> None:
         """Start the worker processes (once) and wait until each has imported what it
@@ -120,6 +127,21 @@ class Pipeline:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    async def aclose(self) -> None:
+        """`close`, and end the shared batches (`shared_batches`) once what they hold is stored."""
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            await shared.close()
+        self.close()
+
+    def _batches(self) -> tuple[_Batches, bool]:
+        """The batches of one run, and whether the run owns them (closes them at its end)."""
+        if self._shared_slots:
+            if self._shared is None:
+                self._shared = _Batches(self._ingest, slots=self._shared_slots)
+            return self._shared, False
+        return _Batches(self._ingest, slots=max(1, self._workers if self._pool else 1)), True
+
     async def run(self, sources: Sequence[tuple[MerchantConfig, SourceConfig]],
                   on_done: Callable[[SourceReport], None] | None = None,
                   pushed: Mapping[str, Retrieved] | None = None, stop: Stop | None = None) -> list[SourceReport]:
@@ -133,7 +155,7 @@ class Pipeline:
         states = await asyncio.to_thread(self.store.fetch_states, [s.id for _, s in sources])
         if len(sources) >= POOL_FROM_SOURCES and not (stop and stop.requested.is_set()):
             await self.start_workers()
-        batches = _Batches(self._ingest, slots=max(1, self._workers if self._pool else 1))
+        batches, own_batches = self._batches()
         in_progress = asyncio.Semaphore(IN_PROGRESS)
         retrieving = _Retrievals(stop)
 
@@ -161,7 +183,8 @@ class Pipeline:
         finally:
             if watching:
                 watching.cancel()
-            await batches.close()
+            if own_batches:
+                await batches.close()
 
     async def _retrieve(self, merchant: MerchantConfig, source: SourceConfig, state: FetchState,
                         pushed: Retrieved | None, permit: _Permit,

@@ -226,8 +226,11 @@ class TownContexts:
         for hook in self._on_open:
             hook(town_id, store)
         fetcher = await self._stack.enter_async_context(Fetcher(settings.fetcher, base_dir=settings.base_dir))
-        pipeline = Pipeline(settings, store, fetcher, parse_workers=0)
-        self._stack.callback(pipeline.close)
+        # The fetch jobs of a town running at once store in shared batches: two at a time on
+        # PostgreSQL (one parses while the other waits for the database), one on SQLite.
+        pipeline = Pipeline(settings, store, fetcher, parse_workers=0,
+                            shared_batches=1 if store.dialect == "sqlite" else 2)
+        self._stack.push_async_callback(pipeline.aclose)
         ctx = TownContext.build(town_id, settings, store, pipeline, fetcher, clock=self.clock, owner=self.owner)
         await asyncio.to_thread(prepare, ctx)
         return ctx

@@ -250,3 +250,29 @@ async def test_worker_processes_store_a_towns_entries_in_its_own_schema(tmp_path
             in_public = conn.exec_driver_sql("SELECT count(*) FROM public.items").scalar()
         store.close()
     assert in_town == n and in_public == 0, counts
+
+
+async def test_concurrent_runs_of_a_worker_store_in_shared_batches(tmp_path):
+    """A `hub worker` runs many fetch jobs of a source each at once: with shared batches,
+    their payloads are stored in a few transactions, not one per job, and every job gets
+    its own sources' reports."""
+    from sqlalchemy import event
+    feeds = {f"laden{n}.xml": rss([(f"n{n}e{k}", f"Laden {n} Beitrag {k}", k) for k in range(1, 4)]) for n in range(8)}
+    with FeedServer(files=feeds) as srv:
+        path = write_config(tmp_path, {f"laden{n}": srv.url(f"/files/laden{n}.xml") for n in range(8)})
+        settings = config.load(path)
+        store = Store(settings.store.url, base_dir=settings.base_dir)
+        store.sync_sources(source_specs(settings))
+        commits = []
+        event.listen(store.engine, "commit", lambda conn: commits.append(1))
+        async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:
+            pipeline = Pipeline(settings, store, fetcher, parse_workers=0, shared_batches=1)
+            try:
+                jobs = [pipeline.run([pair]) for pair in settings.sources()]
+                results = await asyncio.gather(*jobs)
+            finally:
+                await pipeline.aclose()
+    assert [[(r.source_id, r.status, r.new) for r in reports] for reports in results] == [
+        [(f"laden{n}", "ok", 3)] for n in range(8)]
+    assert 1 <= len(commits) <= 4  # ingest writes (plus fetch_states reads, which commit nothing)
+    assert sorted(i.item.external_id for i in store.items()) == sorted(f"n{n}e{k}" for n in range(8) for k in range(1, 4))
