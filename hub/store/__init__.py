@@ -289,8 +289,12 @@ class Store:
             known = _known_items(conn, plan.parsed)
             if locks is not None:
                 locks.take_scopes(plan.parsed, known, plan.prepared, self.records.rules.timezone)
+            inserts: list[tuple] = []  # the batch's new items, in one statement
             for outcome in plan.parsed:
-                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}), plan.rows[outcome.source_id]))
+                results.append(self._upsert(conn, outcome, known.get(outcome.source_id, {}),
+                                            plan.rows[outcome.source_id], inserts))
+            if inserts:
+                _insert_new(conn, inserts)
             self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
             self._record_sources(conn, plan.outcomes)
         return results
@@ -328,10 +332,11 @@ class Store:
                     conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")
 
     def _upsert(self, conn: Connection, outcome: FetchOutcome, existing: dict[str, Any],
-                rows: dict[str, tuple]) -> UpsertResult:
+                rows: dict[str, tuple], inserts: list[tuple]) -> UpsertResult:
+        """Update and tombstone one source's items; its new items' rows go to `inserts`."""
         assert outcome.parsed is not None
         result = UpsertResult(outcome.source_id)
-        inserts, updates = [], []
+        updates = []
         for item in outcome.parsed.items:
             row = existing.get(item.external_id)
             digest = item.content_hash
@@ -346,8 +351,6 @@ class Store:
                 values.update(row_id=row.id, deleted_at=None)
                 updates.append(values)
                 result.changed.append(item.external_id)
-        if inserts:
-            _insert_new(conn, inserts)
         if updates:
             conn.execute(update(ITEMS).where(ITEMS.c.id == bindparam("row_id")), updates)
         if outcome.parsed.complete:
@@ -444,14 +447,21 @@ def _known_items(conn: Connection, outcomes: Sequence[FetchOutcome]) -> dict[str
         for row in conn.execute(query):
             if row.external_id in named[row.source_id]:
                 known[row.source_id][row.external_id] = row
-    for o in outcomes:
-        dates = [i.published for i in o.parsed.items if i.published]
-        if o.parsed.complete and dates:
-            query = select(*_KNOWN).where(ITEMS.c.source_id == o.source_id, ITEMS.c.published >= min(dates),
-                                          ITEMS.c.deleted_at.is_(None))
-            for row in conn.execute(query):
-                known[o.source_id].setdefault(row.external_id, row)
+    windows = [(o.source_id, min(dates)) for o in outcomes
+               if o.parsed.complete and (dates := [i.published for i in o.parsed.items if i.published])]
+    for start in range(0, len(windows), _WINDOWS_PER_QUERY):  # one statement for many sources
+        chunk = windows[start:start + _WINDOWS_PER_QUERY]
+        # Deleted ones are skipped here, not in SQL: SQLite would then read them all by
+        # ix_items_visible_sort instead of each source's by the unique index.
+        query = select(*_KNOWN).where(or_(*(
+            and_(ITEMS.c.source_id == source_id, ITEMS.c.published >= since) for source_id, since in chunk)))
+        for row in conn.execute(query):
+            if row.deleted_at is None:
+                known[row.source_id].setdefault(row.external_id, row)
     return known
+
+
+_WINDOWS_PER_QUERY = 100
 
 
 def _lookups(named: dict[str, set[str]], most: int = 2000) -> Iterator[tuple[list[str], list[str]]]:
