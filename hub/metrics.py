@@ -45,6 +45,7 @@ class HubCollector(Collector):
         self.store = store
         self.town = town  # the `town` label of the dispatch figures
         self.stats = StatsStore(store)
+        self._configured: frozenset[str] | None = None
 
     def collect(self) -> Iterable:
         now = datetime.now(timezone.utc)
@@ -69,7 +70,9 @@ class HubCollector(Collector):
 
     def _sources(self, now: datetime) -> GaugeMetricFamily:
         family = GaugeMetricFamily("hub_sources", "Configured sources by health state", labels=["state"])
-        for state, n in health.state_counts(self.settings, self.store, now).items():
+        if self._configured is None:  # the app's settings stay; 100,000 ids are worth keeping
+            self._configured = frozenset(s.id for _, s in self.settings.sources())
+        for state, n in health.state_counts(self._configured, self.store, now).items():
             family.add_metric([state], n)
         return family
 
