@@ -74,7 +74,7 @@ class SourceState(NamedTuple):
     id: str
     status: str
     last_error: str | None
-    last_ok_at: datetime | None
+    last_ok_at: datetime | None  # aware: UTC on SQLite, the session's time zone on PostgreSQL
     warnings: list[str]
     held: str | None
 
