@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -91,6 +92,12 @@ async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: f
     from schedules.scheduler import process_owner
     from schedules.tasks import TownContexts
 
+    # A job does its database work in asyncio.to_thread; the loop's default pool has
+    # cpu_count + 4 threads, so on a small machine most of `concurrency` jobs would queue
+    # for a thread while the database idles. One per job (the town's connection pool
+    # bounds the connections).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="hub-worker"))
     if not await asyncio.to_thread(has_procrastinate_schema, deployment.store_url):
         raise _SchemaMissing
     owner = process_owner()
