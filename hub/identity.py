@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from difflib import SequenceMatcher
 from functools import cache, lru_cache
-from itertools import filterfalse
+from itertools import chain, filterfalse, islice
 from typing import Iterable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
@@ -116,6 +116,9 @@ _PRICE = re.compile(r"([0-9]+)(?:[,.]([0-9]{2}))?\s*(?:€|[Ee][Uu][Rr](?:[Oo])?
 _EUR = re.compile("eur", re.I)
 _LINK = re.compile(r'<a\b[^>]*\bhref="([^"]+)"')
 _UNUSUAL = re.compile(r"[?#@:\[\]\\\s]")  # what only urlsplit reads right: a query, fragment, user, port, …
+# A query of fields name=value (or name) of the letters, digits and "_.-~" that quote_plus keeps as
+# they are (no %, + nor #), at most one "=" a field: parse_qsl and urlencode change nothing in it.
+_PLAIN_QUERY = re.compile(r"(?:[A-Za-z0-9_.~-]*(?:=[A-Za-z0-9_.~-]*)?)(?:&[A-Za-z0-9_.~-]*(?:=[A-Za-z0-9_.~-]*)?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,24 +162,36 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
     if not (full or event):
         return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=None,
                         full=False)
-    start = item.content_text[:TEXT_CHARS]
-    title_words = words(item.title, _TITLE_TOKEN)
+    title, text = item.title, item.content_text
+    start = text[:TEXT_CHARS]
+    # Each text lower-cased once, for its words and for a look for a price ("eur" is looked
+    # for before umlauts are folded: "Säure" names no price).
+    title_lower, start_lower = title.lower(), start.lower()
+    title_runs, start_runs = _runs(title_lower), _runs(start_lower)
+    title_words = list(filterfalse(_STOP.__contains__, title_runs))
     title_key = " ".join(title_words)
-    content_words = words(start)  # the title's and the text's: words(f"{title} {start}")
-    tokens = list(dict.fromkeys([*filterfalse(_SHORT.__contains__, title_words), *content_words]))[:MAX_TOKENS]
+    # The title's and the text's words once each: words(f"{title} {start}"), deduplicated
+    # before stop and short words are dropped (the same words, fewer to look at).
+    distinct = dict.fromkeys(chain(title_runs, start_runs))
+    for word in _STOP_OR_SHORT.intersection(distinct):
+        del distinct[word]
+    tokens = list(distinct)[:MAX_TOKENS]
     summary = item.summary
-    extra = summary if summary and not item.content_text.startswith(summary.removesuffix(" …")[:80]) else ""
+    extra = summary if summary and not text.startswith(summary.removesuffix(" …")[:80]) else ""
     # (else a feed without a description: the summary is the start of the text)
-    found_prices = frozenset(prices(f"{item.title} {start} {extra}")) if _may_have_price(item.title, start, extra) \
-        else frozenset()
+    may_have_price = ("€" in title or "eur" in title_lower or "€" in start or "eur" in start_lower
+                      or (extra and ("€" in extra or "eur" in extra.lower())))
+    found_prices = frozenset(prices(f"{title} {start} {extra}")) if may_have_price else frozenset()
     own_url = url_key(item.url)
+    # The text's first words, as many as `post_terms` reads of them.
+    opening = list(islice(filterfalse(_STOP_OR_SHORT.__contains__, start_runs), 4 * OPENING_WORDS)) if full else []
     return Features(source_id=item.source_id, merchant_id=item.merchant_id, at=published, url_key=own_url,
                     event_start=event_start, event_day=event_day, all_day=bool(event and event.all_day),
                     title_key=title_key, place_key=" ".join(words(event.location or "")) if event else "",
                     simhash=_simhash_distinct(tokens), text_words=len(tokens), prices=found_prices,
                     link_keys=frozenset(link_keys(item.content_html, own_url)),
                     event_keys=event_keys(event_day, title_key),
-                    terms=post_terms(item.title, title_words, content_words, found_prices) if full else ())
+                    terms=post_terms(title, title_words, opening, found_prices) if full else ())
 
 
 def stored_keys(f: Features) -> list[int]:
@@ -192,6 +207,24 @@ def probe_keys(f: Features) -> list[int]:
     links to it), its event keys, and its post keys in the two buckets that hold every
     moment within `POST_WINDOW` of it."""
     return [*([f.url_key] if f.url_key is not None else []), *f.event_keys, *post_keys(f, near_buckets(f.at))]
+
+
+def index_keys(f: Features) -> tuple[list[int], list[int]]:
+    """(`stored_keys(f)`, `probe_keys(f)`), each key once: the post keys of its own bucket,
+    which both hold, computed once."""
+    seconds = int(f.at.timestamp())
+    own = seconds // _BUCKET_SECONDS
+    near = own - 1 if seconds - own * _BUCKET_SECONDS < _BUCKET_SECONDS // 2 else own + 1  # as `near_buckets`
+    if f.terms:
+        own_scope, near_scope = _scope(f.merchant_id, own), _scope(f.merchant_id, near)
+        own_keys = [term ^ own_scope for term in f.terms]
+        near_keys = [term ^ near_scope for term in f.terms]
+    else:
+        own_keys = near_keys = []
+    stored = list(dict.fromkeys([*f.link_keys, *f.event_keys, *own_keys]))
+    probes = list(dict.fromkeys([*([f.url_key] if f.url_key is not None else []), *f.event_keys, *own_keys,
+                                 *near_keys]))
+    return stored, probes
 
 
 def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str],
@@ -224,6 +257,9 @@ def word_keys(f: Features, word: str) -> list[int]:
     """The post keys a word of `f` (a title word, an opening word) has in the buckets `f`
     looks up: to ask whether the word is common among its merchant's posts around it."""
     return [term_hash(word) ^ _scope(f.merchant_id, b) for b in near_buckets(f.at)]
+
+
+_BUCKET_SECONDS = int(POST_BUCKET.total_seconds())
 
 
 def bucket(at: datetime) -> int:
@@ -271,11 +307,15 @@ def canonical_url(url: str | None) -> str | None:
         return None
     url = url.strip()
     rest = url[url.index("//") + 2:]
-    host, slash, path = rest.partition("/")
-    if host and host.isascii() and not _UNUSUAL.search(rest):  # the common case, without urlsplit's cost
+    before_query, question, query = rest.partition("?")
+    host, slash, path = before_query.partition("/")
+    if host and host.isascii() and not _UNUSUAL.search(before_query) and (
+            not question or ("%" not in host and _PLAIN_QUERY.fullmatch(query))):
+        # The common case, without urlsplit's cost: no user, port or fragment, and a query
+        # (if any) that parse_qsl and urlencode would give back as it is, in order
         host = host.lower().removeprefix("www.").removeprefix("m.")
         path = f"/{path}".rstrip("/") if slash else ""
-        query = ""
+        query = _plain_query(query) if query else ""
     else:
         parts = urlsplit(url)
         host = (parts.hostname or "").removeprefix("www.").removeprefix("m.")
@@ -289,6 +329,20 @@ def canonical_url(url: str | None) -> str | None:
     if not query and path.count("/") < 2 and is_social(host):
         return None  # facebook.com/baeckerei: the page, not a post
     return f"https://{host}{path}?{query}" if query else f"https://{host}{path}"
+
+
+def _plain_query(query: str) -> str:
+    """`canonical_url`'s query of a `_PLAIN_QUERY`: what urlencode(sorted(parse_qsl(...)))
+    makes of it, tracking parameters left out. Nothing in it is escaped or unescaped: no %
+    or +, no character quote_plus escapes, and an "=" only as the first of a field's."""
+    params = []
+    for field in query.split("&"):
+        if field:  # parse_qsl skips empty fields
+            name, _, value = field.partition("=")
+            if not TRACKING_PARAMS.match(name):
+                params.append((name, value))
+    params.sort()
+    return "&".join([f"{name}={value}" for name, value in params])
 
 
 def is_social(host: str) -> bool:
@@ -324,21 +378,31 @@ def link_keys(html: str, own: int | None) -> list[int]:
 def words(text: str, pattern: re.Pattern = _TOKEN) -> list[str]:
     """Lower-case, umlauts folded, accents dropped, stop words and (by default) one-letter
     words removed: the runs of `pattern` ([a-z0-9], of 2+ or, with _TITLE_TOKEN, 1+)."""
-    # Chained replaces: ~20x faster than str.translate with a dict.
-    folded = text.lower().replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
-    if not folded.isascii():
-        if _NON_ASCII_LETTER.search(folded):  # é, ñ, ø: kept as their letters
-            folded = unicodedata.normalize("NFKD", folded).encode("ascii", "ignore").decode()
-        else:  # only €, dashes, quotes, emoji: nothing of a word is lost
-            folded = folded.encode("ascii", "ignore").decode()
+    if pattern is _TOKEN:
+        return list(filterfalse(_STOP_OR_SHORT.__contains__, _runs(text.lower())))
+    if pattern is _TITLE_TOKEN:
+        return list(filterfalse(_STOP.__contains__, _runs(text.lower())))
+    return list(filterfalse(_STOP.__contains__, pattern.findall(_folded(text.lower()).decode())))
+
+
+def _runs(lowered: str) -> list[str]:
+    """The runs of [a-z0-9] of a lower-cased text, umlauts folded and accents dropped, all
+    words kept (`words` drops stop words)."""
     # The runs of [a-z0-9] are what is left when everything else becomes a space: a bytes
     # translation and a split find them in half the time of the regular expression.
-    runs = folded.encode().translate(_ALNUM).decode().split()
-    if pattern is _TOKEN:
-        return list(filterfalse(_STOP_OR_SHORT.__contains__, runs))
-    if pattern is _TITLE_TOKEN:
-        return list(filterfalse(_STOP.__contains__, runs))
-    return list(filterfalse(_STOP.__contains__, pattern.findall(folded)))
+    return _folded(lowered).translate(_ALNUM).decode().split()
+
+
+def _folded(lowered: str) -> bytes:
+    """A lower-cased text as ASCII: umlauts folded, accents dropped, other characters
+    (€, dashes, quotes, emoji) left out."""
+    # Chained replaces: ~20x faster than str.translate with a dict.
+    folded = lowered.replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
+    if folded.isascii():
+        return folded.encode()
+    if _NON_ASCII_LETTER.search(folded):  # é, ñ, ø: kept as their letters
+        return unicodedata.normalize("NFKD", folded).encode("ascii", "ignore")
+    return folded.encode("ascii", "ignore")  # only €, dashes, quotes, emoji: nothing of a word is lost
 
 
 _ALNUM = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
@@ -411,10 +475,13 @@ def _simhash_distinct(distinct: list[str]) -> int:
         _spread_cache.clear()
         _HASHES.clear()
         _CONTENT_HASHES.clear()
-    for token in distinct:
-        if token not in _spread_cache:
-            _spread(token)
-    total = sum(map(_spread_cache.__getitem__, distinct))
+    try:
+        total = sum(map(_spread_cache.__getitem__, distinct))
+    except KeyError:  # a word not seen yet (most posts have none: no look at each word first)
+        for token in distinct:
+            if token not in _spread_cache:
+                _spread(token)
+        total = sum(map(_spread_cache.__getitem__, distinct))
     votes = total.to_bytes(64, "little").translate(_majority(len(distinct) // 2))
     return int(votes[::-1], 2)
 
@@ -557,12 +624,33 @@ def copied(a: Words, b: Words) -> float:
     return (head + tail + sum(block.size for block in runs if block.size >= SHARED_RUN)) / n
 
 
+def _is_copy(a: Words, b: Words) -> bool:
+    """`copied(a, b) >= COPIED`, without the SequenceMatcher where the words of `a` that
+    could be in runs shared with `b` are too few: two texts SimHash finds alike by chance
+    share few runs of words, and comparing them in order costs ~100x more than this count."""
+    n = min(len(a), len(b))
+    if not n:
+        return False  # copied: 0.0
+    head, tail = _shared_ends(a, b)
+    rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    # A word of a shared run of SHARED_RUN or more words lies in a window of SHARED_RUN words
+    # of `rest_a` that `rest_b` has too: those windows' words bound what `copied` counts.
+    runs_b = set(zip(*(rest_b[k:] for k in range(SHARED_RUN))))
+    in_runs = [False] * len(rest_a)
+    for start, run in enumerate(zip(*(rest_a[k:] for k in range(SHARED_RUN)))):
+        if run in runs_b:
+            in_runs[start:start + SHARED_RUN] = [True] * SHARED_RUN
+    if (head + tail + sum(in_runs)) / n < COPIED:
+        return False
+    return copied(a, b) >= COPIED
+
+
 def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words: Words,
             common: frozenset[str] = frozenset()) -> Match | None:
     """`m` (from `match`) as the texts themselves confirm it: a near-duplicate must be a
     copy (`copied` at least `COPIED`; else the other text rules may still hold), and no
     text rule holds where the texts say two things (`apart`)."""
-    if m.rule == "near-duplicate-text" and copied(new_words, old_words) < COPIED:
+    if m.rule == "near-duplicate-text" and not _is_copy(new_words, old_words):
         m = _as_posts(new, old, near_duplicates=False, common=common)
     if m is not None and m.rule in TEXT_RULES and apart(new_words, old_words):
         return None
@@ -686,10 +774,12 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
     distance = hamming(new.simhash, old.simhash)
     if near_duplicates and distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
+    common_prices = len(new.prices & old.prices)
+    if not common_prices and distance > RELATED_TEXT_BITS:
+        return None  # neither rule below can hold, however alike the titles: no need to compare them
     titles = title_similarity(new.title_key, old.title_key)
     if titles and common and _only_common(new.title_key, old.title_key, common):
         titles = 0.0  # what the titles share, many of the merchant's posts share
-    common_prices = len(new.prices & old.prices)
     if (common_prices and titles >= 0.5) or (common_prices >= 2 and titles >= OTHER_TITLES):
         return Match("similar-offer", round(0.5 + titles / 4, 3))
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):

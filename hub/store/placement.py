@@ -44,8 +44,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, event_keys, features, match, probe_keys,
-                          sequence, stored_keys, word_keys)
+from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, event_keys, features, index_keys, match,
+                          probe_keys, sequence, stored_keys, word_keys)  # (stored_keys, probe_keys: in index_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
@@ -223,7 +223,7 @@ class Placement:
         for cand in index.lookup(f, self.probe_keys(item_id)):
             if cand.item_id == item_id or (isinstance(cand.record, int) and cand.record in blocked):
                 continue
-            if f.event_day is None and f.source_id in self._sources_of(cand.record):
+            if f.event_day is None and self._has_source(cand.record, f.source_id):
                 continue  # one source's posts never merge (hub.identity), also not through a third
             m = match(f, cand.features)
             if m is not None and m.rule in _BY_TITLE and f.terms:
@@ -250,19 +250,24 @@ class Placement:
     def stored_keys(self, item_id: int) -> list[int]:
         keys = self.keys_stored.get(item_id)
         if keys is None:
-            keys = self.keys_stored[item_id] = list(dict.fromkeys(stored_keys(self.features[item_id])))
+            keys = self._index_keys(item_id)[0]
         return keys
 
     def probe_keys(self, item_id: int) -> list[int]:
         keys = self.keys_probed.get(item_id)
         if keys is None:
-            keys = self.keys_probed[item_id] = list(dict.fromkeys(probe_keys(self.features[item_id])))
+            keys = self._index_keys(item_id)[1]
         return keys
 
-    def _sources_of(self, record: int | NewRecord) -> set[str]:
+    def _index_keys(self, item_id: int) -> tuple[list[int], list[int]]:
+        stored, probes = self.keys_stored[item_id], self.keys_probed[item_id] = index_keys(self.features[item_id])
+        return stored, probes
+
+    def _has_source(self, record: int | NewRecord, source_id: str) -> bool:
+        """Whether a live origin of the record is of this source."""
         if isinstance(record, NewRecord):
-            return {o.item.source_id for o in record.members}
-        return self.record_sources[record]
+            return any(o.item.source_id == source_id for o in record.members)
+        return source_id in self.record_sources[record]
 
     def _sequence(self, item_id: int) -> list[str]:
         """The words `identity.apart` compares: of an item of this batch, or read from the store."""
@@ -488,8 +493,10 @@ class Placement:
             self.conn.execute(KEYS.delete().where(KEYS.c.item_id.in_(item_ids)))
             for key in {k for i in item_ids for k in self.stored_keys(i)}:
                 self.key_counts.pop(key, None)  # one fewer, perhaps: count again
-        pairs = [(k, i) for i in item_ids for k in self.stored_keys(i)]
-        unknown = {k for k, _ in pairs if k not in self.key_counts and k not in self.common}
+        stored_keys = self.stored_keys
+        pairs = [(k, i) for i in item_ids for k in stored_keys(i)]
+        counts, common_keys = self.key_counts, self.common
+        unknown = {k for k, _ in pairs if k not in counts and k not in common_keys}
         if unknown:
             self._load_common(unknown)
             self.key_counts.update({k: 0 for k in unknown if k not in self.common})
@@ -499,18 +506,21 @@ class Placement:
                 self.key_counts.update(self.conn.exec_driver_sql(sql, tuple(chunk)).all())
         rows, common = [], {}
         event_keys_ = {k for i in item_ids for k in self.features[i].event_keys}
-        for key, item_id in pairs:
-            if key in self.common:
+        for pair in pairs:
+            key = pair[0]
+            if key in common_keys:
                 continue
-            n = self.key_counts.get(key, 0)
+            n = counts.get(key, 0)
             if n >= (EVENT_KEY_CAP if key in event_keys_ else KEY_CAP):
-                self.common.add(key)
-                common[key] = self.features[item_id].at.date().toordinal()
+                common_keys.add(key)
+                common[key] = self.features[pair[1]].at.date().toordinal()
                 continue
-            rows.append({"key": key, "item_id": item_id})
-            self.key_counts[key] = n + 1
-        rows.sort(key=_by_key)  # B-tree inserts in key order touch fewer pages: ~30% faster
-        insert_rows(self.conn, KEYS, rows)
+            rows.append(pair)
+            counts[key] = n + 1
+        rows.sort(key=_first)  # B-tree inserts in key order touch fewer pages: ~30% faster
+        if rows:  # (key, item id) tuples as they are: no row dicts for insert_rows
+            self.conn.exec_driver_sql(f"INSERT INTO identity_keys (key, item_id) VALUES ({placeholders(self.conn, 2)})",
+                                      rows)
         _insert_common(self.conn, common)
 
     def record_values(self, members: Sequence[Origin], *, created: bool,
@@ -607,8 +617,7 @@ def prepare(items: Iterable[tuple[Item, datetime]], rules: moderation.Rules,
                   **_feature_columns(f, item)}
         out[item.key] = Prepared(f, origin, record_values([Origin(0, item, "first", 1.0, None, True, at)],
                                                           rules, at, created=True),
-                                 list(dict.fromkeys(stored_keys(f))) if f.full else [],
-                                 list(dict.fromkeys(probe_keys(f))) if f.full else [],
+                                 *(index_keys(f) if f.full else ([], [])),
                                  searchindex.row(dialect, [searchindex.parts(item)]) if dialect else None)
     return out
 
@@ -694,10 +703,16 @@ def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], commo
     given."""
     found: list[int] = []
     events = f.event_keys
-    for key in keys:
-        ids = lists.get(key)
-        if ids and len(ids) < (EVENT_KEY_CAP if events and key in events else KEY_CAP) and key not in common:
-            found += ids
+    if events:
+        for key in keys:
+            ids = lists.get(key)
+            if ids and len(ids) < (EVENT_KEY_CAP if key in events else KEY_CAP) and key not in common:
+                found += ids
+    else:  # a post: every key has the one cap
+        for key in keys:
+            ids = lists.get(key)
+            if ids and len(ids) < KEY_CAP and key not in common:
+                found += ids
     if among is not None:
         found = [i for i in found if i in among]
     if len(found) <= limit:
@@ -709,7 +724,7 @@ def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], commo
 
 
 _BY_TITLE = frozenset({"similar-offer", "similar-title-and-text"})  # the rules that compare titles
-_by_key = itemgetter("key")
+_first = itemgetter(0)
 _second = itemgetter(1)
 
 
