@@ -413,12 +413,6 @@ _STOP_OR_SHORT = _STOP | _SHORT  # _TOKEN's words have 2+ letters
 _NON_ASCII_LETTER = re.compile(r"[^\x00-\x7f€–—„“”‚‘’•·«»\u200b-\u200d\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
 
 
-def _may_have_price(*texts: str) -> bool:
-    """Whether any of these texts has a € sign or "eur" in any case: most posts name no
-    price, and this costs less than joining the texts to look."""
-    return any("€" in t or "eur" in t.lower() for t in texts if t)  # `in` is faster than _EUR's search
-
-
 def prices(text: str) -> list[str]:
     """Amounts followed by € or EUR, as "6.90" (found from each digit run: an expression
     that starts with a word boundary would be tried at every character)."""

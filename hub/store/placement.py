@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 
 from hub import moderation
 from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, event_keys, features, index_keys, match,
-                          probe_keys, sequence, stored_keys, word_keys)  # (stored_keys, probe_keys: in index_keys)
+                          sequence, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
