@@ -102,20 +102,23 @@ class StoreClaimer:
     spacing: timedelta
     hostless_batch: int | None = None
     enqueue: Enqueue | None = None  # queues each batch's job in the claim's transaction (the outbox)
+    pack: int | None = None  # sources of several hosts in one job, up to this many (DispatchStore.claim)
 
     def claim(self, limit: int) -> list[Batch]:
         return self.dispatch.claim(self.now, limit=limit, per_host=self.per_host, spacing=self.spacing,
                                    owner=self.owner, until=self.until, hostless_batch=self.hostless_batch,
-                                   enqueue=self.enqueue)
+                                   enqueue=self.enqueue, pack=self.pack)
 
 
 def town_claimer(town: str, settings: Settings, store: Store, now: datetime, owner: str, *,
-                 hostless_batch: int | None = None, enqueue: Enqueue | None = None) -> StoreClaimer:
+                 hostless_batch: int | None = None, enqueue: Enqueue | None = None,
+                 pack: int | None = None) -> StoreClaimer:
     """The claimer for a town at `now`: leases for `schedule.lease`, batches per host as big
-    as the host's politeness allows per tick (as the in-process dispatcher does)."""
+    as the host's politeness allows per tick (as the in-process dispatcher does), packed
+    into jobs of up to `pack` sources of several hosts if given."""
     spacing = settings.fetcher.host_spacing
     return StoreClaimer(town, DispatchStore(store), now, owner, now + settings.schedule.lease,
-                        per_host_batch(settings), timedelta(seconds=spacing), hostless_batch, enqueue)
+                        per_host_batch(settings), timedelta(seconds=spacing), hostless_batch, enqueue, pack)
 
 
 class FairPlanner:
@@ -126,9 +129,11 @@ class FairPlanner:
     source hosts are written to its store the first time the planner sees the town's config.
     `outbox(town, owner)`: the hook that queues a town's batches in their claim's transaction."""
 
-    def __init__(self, *, hostless_batch: int = 50, outbox: Callable[[str, str], Enqueue] | None = None) -> None:
+    def __init__(self, *, hostless_batch: int = 50, outbox: Callable[[str, str], Enqueue] | None = None,
+                 pack: int | None = None) -> None:
         self.hostless_batch = hostless_batch
         self.outbox = outbox
+        self.pack = pack  # sources of several hosts per job, up to this many (None: a job per host)
         self._synced: dict[str, int] = {}  # town -> id of the settings whose hosts were written
         self._ticks = 0
 
@@ -143,7 +148,7 @@ class FairPlanner:
                 await asyncio.to_thread(DispatchStore(ctx.store).sync_hosts, source_hosts(ctx.settings))
                 self._synced[town] = id(ctx.settings)
             claimers.append(town_claimer(town, ctx.settings, ctx.store, now, owner, hostless_batch=self.hostless_batch,
-                                         enqueue=self.outbox(town, owner) if self.outbox else None))
+                                         enqueue=self.outbox(town, owner) if self.outbox else None, pack=self.pack))
         self._ticks += 1
         return await asyncio.to_thread(plan_fetch_jobs, claimers, capacity, now, start=self._ticks)
 

@@ -1,8 +1,9 @@
 """The scaled tier's runtime (`runtime: procrastinate`): the task functions of schedules/tasks.py
 as procrastinate tasks, and the periodic ticks that defer them, for every town of a deployment.
 
-    hub.dispatch      every DISPATCH_EVERY   claim due sources of every town and queue one
-                                             `hub.fetch_sources` job per host batch, both in
+    hub.dispatch      every DISPATCH_EVERY   claim due sources of every town and queue
+                                             `hub.fetch_sources` jobs of up to FETCH_JOB_SOURCES
+                                             sources (the batches of several hosts), both in
                                              the claim's transaction (the outbox, below)
     hub.publish_channel(town, channel)       queued with the delivery ledger rows that call
                                              for it, in their transaction: new records reach
@@ -30,8 +31,11 @@ Periodic ticks are procrastinate periodic tasks: every worker tries to defer the
 database keeps one per period, so they go on while one worker lives. Jobs carry ids only:
 the town, source ids, and the lease name their sources were claimed under.
 
-At most one fetch job per (town, host) waits (`queueing_lock`) and one host's jobs run one at
-a time across all workers (`lock`), so a worker pool never hammers a host. The dispatch tick
+A worker pool never hammers a host: the claim starts no host while one of its sources is in
+flight (leased, from the claim until the job planned its next fetch), spaces a host's batches
+(hub/store/dispatch.py), and a job fetches one host's sources at its spacing. Jobs put several
+hosts' batches together: a worker takes one job at a time from the queue (~10 ms each), so a
+job per host (a source or two) capped a worker at ~90 sources/s. The dispatch tick
 defers no more than QUEUE_TARGET fetch jobs in all (backpressure): when workers fall behind,
 due sources stay in the database, oldest first, instead of piling up in the queue.
 """
@@ -39,10 +43,9 @@ due sources stay in the database, oldest first, instead of piling up in the queu
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -63,6 +66,9 @@ log = logging.getLogger("hub.worker")
 
 DISPATCH_EVERY = timedelta(seconds=1)
 FETCH_BATCH = 50  # sources per fetch job without a host (a host's batch is as big as its politeness allows)
+# Sources per fetch job, of several hosts: a worker fetches one job at a time from the queue
+# (~10 ms each), so jobs of a host's source or two capped a worker at ~90 sources/s.
+FETCH_JOB_SOURCES = 16
 QUEUE_TARGET = 32  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
 STALLED_CHECK_EVERY = timedelta(seconds=5)
 STALLED_AFTER = 30.0  # seconds without a worker's heartbeat before its jobs run again
@@ -125,7 +131,7 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     app = App(connector=PsycopgConnector(conninfo=conninfo(deployment.store_url)),
               periodic_defaults={"max_delay": 60})
     outbox = Outbox(app)
-    plan = planner or FairPlanner(hostless_batch=FETCH_BATCH, outbox=outbox.fetch_batches)
+    plan = planner or FairPlanner(hostless_batch=FETCH_BATCH, outbox=outbox.fetch_batches, pack=FETCH_JOB_SOURCES)
     contexts.on_open(lambda town, store: attach_outbox(store.engine, outbox.publish_channels(town)))
 
     @app.task(name=FETCH_TASK, queue="fetch", retry=RetryStrategy(max_attempts=3, wait=5))
@@ -193,7 +199,8 @@ class Outbox:
         self.app = app
         self._jobs = JobManager(SyncPsycopgConnector())
 
-    def defer(self, conn: Connection, task: str, *, queueing_lock: str, lock: str | None, **kwargs: object) -> None:
+    def defer(self, conn: Connection, task: str, *, queueing_lock: str | None, lock: str | None,
+              **kwargs: object) -> None:
         """Queue a job of `task` (ids only in `kwargs`) in `conn`'s transaction. Raises
         AlreadyEnqueued when a job with `queueing_lock` waits: the caller's transaction is
         then aborted unless the call ran under a savepoint (`conn.begin_nested()`)."""
@@ -202,13 +209,13 @@ class Outbox:
 
     def fetch_batches(self, town: str, owner: str) -> Enqueue:
         """A town's claim hook for one dispatch tick (hub.store.dispatch): one `hub.fetch_sources`
-        job per batch, leased under `owner`. At most one job per (town, host) waits
-        (`queueing_lock`) and one host's jobs run one at a time across workers (`lock`);
-        batches without a host only need keys of their own, counted per tick."""
-        hostless = itertools.count(1)
-
+        job per batch, leased under `owner`. A batch of one host: at most one job per (town,
+        host) waits (`queueing_lock`) and one host's jobs run one at a time across workers
+        (`lock`). A batch of several hosts or none (packed: `FETCH_JOB_SOURCES`) needs no key:
+        its sources' leases keep them from being claimed twice, and the claim starts no host
+        that has a source in flight."""
         def enqueue(conn: Connection, batch: Batch) -> None:
-            key, lock = fetch_locks(town, batch.host, hostless)
+            key, lock = fetch_locks(town, batch.host)
             try:
                 self.defer(conn, FETCH_TASK, queueing_lock=key, lock=lock, town=town,
                            source_ids=list(batch.source_ids), owner=owner)
@@ -245,11 +252,12 @@ def _waiting_locks(conn: Connection, keys: list[str]) -> set[str]:
     return {key for key, in rows}
 
 
-def fetch_locks(town: str, host: str | None, hostless: Iterator[int]) -> tuple[str, str | None]:
-    """(queueing lock, lock) of a fetch job: per (town, host); a hostless batch takes the next key."""
+def fetch_locks(town: str, host: str | None) -> tuple[str | None, str | None]:
+    """(queueing lock, lock) of a fetch job: per (town, host); none for a batch of several
+    hosts or none."""
     if host:
         return f"fetch:{town}:{host}", f"host:{host}"
-    return f"fetch:{town}:-:{next(hostless)}", None
+    return None, None
 
 
 @dataclass(frozen=True)

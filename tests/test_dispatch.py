@@ -81,6 +81,26 @@ def test_a_host_with_a_batch_in_flight_gets_no_second_until_it_is_done_and_space
     assert sorted(len(b.source_ids) for b in later) == [3, 3]
 
 
+def test_packed_jobs_hold_several_hosts_whole_and_stay_polite(store):
+    """Jobs of several hosts (the scaled tier's): no host's batch is split over two jobs, each
+    host is spaced as if alone, and a host in flight in a packed job is not claimed again."""
+    ids = seed(store, 40, hosts=10)
+    jobs = DispatchStore(store).claim(NOW, limit=100, per_host=3, spacing=SPACING, owner="a", until=NOW + LEASE,
+                                      pack=7)
+    host_of = {sid: f"h{i % 10}.example" for i, sid in enumerate(ids)}
+    assert all(job.host is None and len(job.source_ids) <= 7 for job in jobs)
+    hosts_per_job = [Counter(host_of[sid] for sid in job.source_ids) for job in jobs]
+    assert all(n == 3 for hosts in hosts_per_job for n in hosts.values())  # whole host batches of 3
+    assert sorted(h for hosts in hosts_per_job for h in hosts) == sorted(f"h{i}.example" for i in range(10))
+    assert len(jobs) == 5  # 10 batches of 3, two to a job of at most 7
+    claimed = [sid for job in jobs for sid in job.source_ids]
+    assert claimed[0] == ids[0] and len(set(claimed)) == 30
+    assert claim(store, 100, per_host=3, now=NOW + timedelta(seconds=10)) == []  # every host in flight
+    finish(store, claimed, NOW + timedelta(hours=1))
+    assert claim(store, 100, per_host=3, now=NOW + timedelta(seconds=2)) == []  # 3 sources x 1 s spacing
+    assert sum(len(b.source_ids) for b in claim(store, 100, per_host=3, now=NOW + timedelta(seconds=3))) == 10
+
+
 def test_the_limit_counts_sources_and_capacity_zero_claims_nothing(store):
     seed(store, 50, hosts=50)
     assert claim(store, 0) == []

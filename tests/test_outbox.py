@@ -157,6 +157,20 @@ async def test_a_committed_claim_has_one_job_per_batch_with_its_sources(town: To
         for job in sorted(planned, key=lambda j: j.host)]
 
 
+async def test_packed_jobs_of_several_hosts_carry_no_keys_so_ticks_never_collide(town: Town) -> None:
+    """The worker's default: a job holds the batches of several hosts; without a per-host key,
+    jobs of two ticks never refuse each other (the leases keep a source from a second job)."""
+    from schedules.procrastinate_app import FETCH_JOB_SOURCES, FETCH_TASK
+
+    planner = FairPlanner(outbox=town.outbox.fetch_batches, pack=FETCH_JOB_SOURCES)
+    planned = await planner(town.contexts, town.deployment, 100, town.now)
+
+    assert [(j.host, sorted(j.source_ids)) for j in planned] == [(None, sorted(URLS))]
+    assert town.jobs(FETCH_TASK) == [(None, None, {"town": TOWN, "source_ids": planned[0].source_ids,
+                                                   "owner": planned[0].owner})]
+    assert await planner(town.contexts, town.deployment, 100, town.now) == []  # all leased: nothing twice
+
+
 async def test_a_waiting_job_for_a_host_skips_only_that_batch(town: Town) -> None:
     from schedules.procrastinate_app import FETCH_TASK
 

@@ -112,12 +112,17 @@ class DispatchStore:
                 conn.execute(delete(HOSTS).where(HOSTS.c.host.in_(sorted(have - wanted))))
 
     def claim(self, now: datetime, *, limit: int, per_host: int, spacing: timedelta, owner: str,
-              until: datetime, hostless_batch: int | None = None, enqueue: Enqueue | None = None) -> list[Batch]:
+              until: datetime, hostless_batch: int | None = None, enqueue: Enqueue | None = None,
+              pack: int | None = None) -> list[Batch]:
         """Claim up to `limit` due sources, at most `per_host` of one host, and lease them to
         `owner` until `until`; returns them as batches per host, oldest due first. Sources
         without a host come in batches of `hostless_batch` (default `per_host`): a job's size.
-        `enqueue`: queue each batch's job in the claim's transaction (see the module's doc);
-        batches it refuses with `AlreadyQueued` are neither leased nor returned."""
+        `pack`: put the batches of several hosts together, up to this many sources, as one
+        batch without a host (one job fetches them side by side, each host at its spacing):
+        a job of a source or two costs more in queueing than in fetching. The politeness
+        holds all the same: a host is claimed again only once none of its sources is in
+        flight. `enqueue`: queue each batch's job in the claim's transaction (see the
+        module's doc); batches it refuses with `AlreadyQueued` are neither leased nor returned."""
         if limit <= 0:
             return []
         if per_host <= 0:
@@ -130,15 +135,17 @@ class DispatchStore:
                 hosts = sorted({r.host for r in picked if r.host is not None})
                 ready = set(conn.execute(_lock_ready_hosts(hosts, now, lock=pg)).scalars()) if hosts else set()
                 taken = [r for r in picked if r.host is None or r.host in ready]
-                batches = _batches(taken, hostless_batch or per_host)
+                per_host_batches = _batches(taken, hostless_batch or per_host)
+                batches = _packed(per_host_batches, pack) if pack else per_host_batches
                 if enqueue is not None:
                     batches = [b for b in batches if _enqueued(conn, enqueue, b)]
                 if not batches:
                     return []
-                conn.execute(update(SOURCES).where(SOURCES.c.id.in_([i for b in batches for i in b.source_ids]))
+                kept = {i for b in batches for i in b.source_ids}
+                conn.execute(update(SOURCES).where(SOURCES.c.id.in_(sorted(kept)))
                              .values(lease_owner=owner, lease_until=until))
                 spaced = [{"p_host": b.host, "p_next": now + spacing * len(b.source_ids), "p_now": now}
-                          for b in batches if b.host is not None]
+                          for b in per_host_batches if b.host is not None and b.source_ids[0] in kept]
                 if spaced:
                     conn.execute(update(HOSTS).where(HOSTS.c.host == _p("host"))
                                  .values(next_allowed_at=_p("next", UTCDateTime()),
@@ -241,6 +248,18 @@ def _batches(rows, chunk: int) -> list[Batch]:
             key = row.host
         groups.setdefault(key, []).append(row.id)
     return [Batch(key if isinstance(key, str) else None, ids) for key, ids in groups.items()]
+
+
+def _packed(batches: list[Batch], most: int) -> list[Batch]:
+    """Batches put together, in order, into host-less batches of at most `most` sources
+    (a host's batch is never split: its sources are fetched by one job, at its spacing)."""
+    packed: list[Batch] = []
+    for batch in batches:
+        if packed and len(packed[-1].source_ids) + len(batch.source_ids) <= most:
+            packed[-1].source_ids.extend(batch.source_ids)
+        else:
+            packed.append(Batch(None, list(batch.source_ids)))
+    return packed
 
 
 def _not_held():
