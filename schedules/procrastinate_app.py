@@ -69,7 +69,7 @@ FETCH_BATCH = 50  # sources per fetch job without a host (a host's batch is as b
 # Sources per fetch job, of several hosts: a worker fetches one job at a time from the queue
 # (~10 ms each), so jobs of a host's source or two capped a worker at ~90 sources/s.
 FETCH_JOB_SOURCES = 16
-QUEUE_TARGET = 32  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
+QUEUE_TARGET = 64  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
 STALLED_CHECK_EVERY = timedelta(seconds=5)
 STALLED_AFTER = 30.0  # seconds without a worker's heartbeat before its jobs run again
 FETCH_TASK = "hub.fetch_sources"

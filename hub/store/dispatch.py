@@ -195,14 +195,22 @@ def procrastinate_jobs(engine) -> dict[tuple[str, str, str], int] | None:
 
 # --- the claim's statements ------------------------------------------------------------------
 
+CANDIDATES_PER_SOURCE = 4  # the oldest due sources a claim ranks per source it may take
+
+
 def _pick(now: datetime, limit: int, per_host: int, *, lock: bool):
-    """The oldest due, free sources of ready hosts (and of none), `per_host` a host at most."""
+    """The oldest due, free sources of ready hosts (and of none), `per_host` a host at most.
+    Ranked among the oldest `CANDIDATES_PER_SOURCE` x `limit` of them (by the index on
+    next_fetch_at), not among every due source: when workers fall behind, tens of thousands
+    are due, and ranking them all made each tick slower just when more were needed."""
     due = and_(SOURCES.c.next_fetch_at <= now, or_(SOURCES.c.lease_until.is_(None), SOURCES.c.lease_until < now),
                _not_held())
-    ranked = (select(SOURCES.c.id, SOURCES.c.host, SOURCES.c.next_fetch_at,
-                     func.row_number().over(partition_by=SOURCES.c.host,
-                                            order_by=(SOURCES.c.next_fetch_at, SOURCES.c.id)).label("rank"))
+    oldest = (select(SOURCES.c.id, SOURCES.c.host, SOURCES.c.next_fetch_at)
               .where(due, or_(SOURCES.c.host.is_(None), SOURCES.c.host.in_(select(HOSTS.c.host).where(_ready(now)))))
+              .order_by(SOURCES.c.next_fetch_at, SOURCES.c.id).limit(limit * CANDIDATES_PER_SOURCE).subquery())
+    ranked = (select(oldest.c.id, oldest.c.host, oldest.c.next_fetch_at,
+                     func.row_number().over(partition_by=oldest.c.host,
+                                            order_by=(oldest.c.next_fetch_at, oldest.c.id)).label("rank"))
               .subquery())
     chosen = (select(ranked.c.id).where(or_(ranked.c.host.is_(None), ranked.c.rank <= per_host))
               .order_by(ranked.c.next_fetch_at, ranked.c.id).limit(limit))
