@@ -1,7 +1,7 @@
 """`hub worker` and `hub migrate`: the scaled tier's processes (issue 18).
 
     hub migrate -c deploy.yaml                  the hub's schema in every town, procrastinate's tables
-    hub worker  -c deploy.yaml --concurrency 8  one stateless worker; start as many as the load needs
+    hub worker  -c deploy.yaml --concurrency 32  one stateless worker; start as many as the load needs
 
 Both take a deployment file (`towns:`) or a single town config; `hub worker` needs
 `runtime: procrastinate` and a PostgreSQL store.
@@ -46,7 +46,7 @@ def migrate(config: ConfigOpt = Path("config.yaml")) -> None:
 
 
 def worker(config: ConfigOpt = Path("config.yaml"),
-           concurrency: Annotated[int, typer.Option(min=1, help="Jobs this process runs at once.")] = 8,
+           concurrency: Annotated[int, typer.Option(min=1, help="Jobs this process runs at once.")] = 32,
            stalled_after: Annotated[float, typer.Option(
                min=1, help="Seconds without a worker's heartbeat before its jobs run again elsewhere.")] = 30.0,
            ) -> None:
