@@ -291,3 +291,19 @@ def test_a_batch_with_many_days_locks_them_all_at_once_and_still_takes_turns(sto
                  second.plan([fetched("stadt-ical", event("stadt-ical", f"s{n}", "stadt", title, n))])]
         race([lambda: first.write(plans[0]), lambda: second.write(plans[1])])
         assert len(records_of(first, ("verein-ical", f"v{n}"), ("stadt-ical", f"s{n}"))) == 1, f"round {n}"
+
+
+def test_the_project_managers_actions_take_the_towns_turn_like_ingest(stores):
+    """Hiding a record writes a revision: it waits while another writer holds the town's turn
+    (as an ingest does from its record ids to COMMIT), so revision ids commit in order."""
+    first, second = stores
+    first.sync_sources([SourceSpec("laden", "baecker", "rss", "f")])
+    first.apply([fetched("laden", post("laden", "p1", "baecker", WORDS[:6]))])
+    record = next(iter(records_of(first, ("laden", "p1"))))
+    with first.engine.connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_xact_lock({writelocks.TOWN_TURN})")  # a writer's turn
+        hiding, out = run(second.records.hide, record)
+        _wait_for_a_lock_wait(second.engine)
+        assert hiding.is_alive() and not out  # waits for the turn
+        holder.rollback()  # the other writer commits
+    assert finish(hiding, out) is True

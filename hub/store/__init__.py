@@ -301,10 +301,10 @@ class Store:
 
     @property
     def _ingest_lock(self) -> str:
-        """The advisory lock ingest writers take turns on for the end of their transaction
-        (record and revision ids: hub.store.writelocks): one per town (its schema), so the
-        towns of one database write side by side (the schema name is checked)."""
-        return str(_INGEST_LOCK) if self.schema is None else f"hashtextextended('hub-ingest:{self.schema}', 0)"
+        """The advisory lock writers take turns on from allocating record and revision ids to
+        COMMIT (hub.store.writelocks.TOWN_TURN): one per town (its schema), so the towns of
+        one database write side by side."""
+        return writelocks.TOWN_TURN
 
     @contextmanager
     def _ingest_transaction(self) -> Iterator[Connection]:
@@ -517,7 +517,6 @@ def _source_values(o: FetchOutcome) -> dict[str, Any]:
 # alembic keeps the migration under way in module globals: two threads of one process that
 # migrate at once (two towns' stores opened side by side) break each other's migration.
 _MIGRATING = threading.Lock()
-_INGEST_LOCK = 0x6875622D696E6774  # "hub-ingt": the advisory lock of ingest writes (PostgreSQL)
 
 
 def _insert(dialect: str, table: Any) -> Any:

@@ -78,6 +78,9 @@ WRITE_ATTEMPTS = 4  # a write that hit a deadlock or serialization failure is tr
 RETRY_PAUSE = 0.05  # seconds before the second attempt, doubling: the other writer finishes first
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 TURN = "hub_write_turn"  # the execution option that holds a connection's `take_turn` callback
+# The town's turn: one advisory lock per schema (the connection's own, from its search_path),
+# the same expression for ingest writers and for every other writer of records and revisions.
+TOWN_TURN = "hashtextextended('hub-ingest:' || current_schema(), 0)"
 CHUNK = 5000
 MOST_LOCKS = 256  # days or URL stripes one batch locks one by one; beyond, all of that kind at once
 
@@ -190,11 +193,14 @@ class WriteLocks:
 
 def take_turn(conn: Connection) -> None:
     """From here to COMMIT, the town's writers take turns (see the module docstring): called
-    by `Placement.apply` before it allocates record ids. Nothing to do on a connection that
-    is not an ingest write on PostgreSQL (SQLite's writer is alone from BEGIN IMMEDIATE)."""
+    before record or revision ids are allocated (`Placement.apply`, `_write_new`,
+    `write_revisions`), by ingest and by the project manager's actions alike, so those ids
+    commit in order. Nothing to do on SQLite (its writer is alone from BEGIN IMMEDIATE)."""
     turn = conn.get_execution_options().get(TURN)
     if turn is not None:
-        turn(conn)
+        turn(conn)  # an ingest write: once per transaction
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TOWN_TURN})")
 
 
 def _new_scopes(item: Any, at: Any, p: Any, zone: str) -> tuple[int | None, list[int]]:
