@@ -284,7 +284,7 @@ class Store:
         with self._ingest_transaction() as conn:
             locks = None
             if self.dialect == "postgresql":
-                locks = writelocks.WriteLocks(conn, self.schema, self._ingest_lock)
+                locks = writelocks.WriteLocks(conn, self.schema)
                 locks.take_merchants(plan.parsed)
             known = _known_items(conn, plan.parsed)
             if locks is not None:
@@ -298,13 +298,6 @@ class Store:
             self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
             self._record_sources(conn, plan.outcomes)
         return results
-
-    @property
-    def _ingest_lock(self) -> str:
-        """The advisory lock writers take turns on from allocating record and revision ids to
-        COMMIT (hub.store.writelocks.TOWN_TURN): one per town (its schema), so the towns of
-        one database write side by side."""
-        return writelocks.TOWN_TURN
 
     @contextmanager
     def _ingest_transaction(self) -> Iterator[Connection]:

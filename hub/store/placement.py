@@ -128,8 +128,6 @@ class Placement:
         self.write_revisions()
 
     def write_revisions(self) -> None:
-        if self.revisions or self.new_records:
-            take_turn(self.conn)  # revision ids (and the ledger's) in commit order (hub.store.writelocks)
         for rev in self.revisions:
             if isinstance(rev["record_id"], NewRecord):
                 rev["record_id"] = rev["record_id"].id
@@ -450,8 +448,6 @@ class Placement:
     # --- writing ----------------------------------------------------------------------------
 
     def _write_new(self) -> None:
-        if self.new_records:
-            take_turn(self.conn)  # record ids in commit order (a split founds records, too)
         for record, record_id in zip(self.new_records, new_ids(self.conn, RECORDS, len(self.new_records))):
             record.id = record_id
         insert_rows(self.conn, RECORDS, [{"id": r.id, **self._new_record_values(r)} for r in self.new_records])

@@ -48,9 +48,10 @@ second step (an origin stored under another merchant, after a source was given t
 merchant) is taken out of that order, and the rare deadlock it may cause is retried like any
 other (`retrying`).
 
-The town-wide lock (`Store._ingest_lock`) is taken by `take_turn`, which `Placement.apply`
-calls right before it allocates record ids: from there to COMMIT the writers of a town take
-turns. Readers treat record ids and revision ids as sequences in commit order: the data
+The town-wide lock (`TOWN_TURN`) is taken by `take_turn`, which `Placement.apply` calls
+right before it allocates record ids: from there to COMMIT the writers of a town take turns.
+The project manager's actions hold it from the start of their transaction
+(`turn_transaction`). Readers treat record ids and revision ids as sequences in commit order: the data
 version (max record id, max revision id: `hub.store.version`, the counts cache), the change
 feed (`Records.changes(after=...)`), the ledger's versions (max revision id per record). Ids
 taken from a sequence by parallel writers could commit out of order (104 after 105) and a
@@ -64,9 +65,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from hub.identity import features, link_keys, local_day, url_key
@@ -91,10 +93,9 @@ class WriteLocks:
     """The advisory locks of one ingest write transaction on PostgreSQL; `town`: the
     store's schema (None: the database's own), which namespaces every lock."""
 
-    def __init__(self, conn: Connection, town: str | None, turn_lock_sql: str) -> None:
+    def __init__(self, conn: Connection, town: str | None) -> None:
         self.conn = conn
         self.town = town or ""
-        self.turn_lock_sql = turn_lock_sql
         self.held: set[int] = set()
         self.turn_taken = False
         conn.execution_options(**{TURN: self._take_turn})
@@ -171,7 +172,7 @@ class WriteLocks:
 
     def _take_turn(self, conn: Connection) -> None:
         if not self.turn_taken:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self.turn_lock_sql})")
+            _lock_turn(conn)
             self.turn_taken = True
 
     # --- helpers ---------------------------------------------------------------------------
@@ -193,14 +194,27 @@ class WriteLocks:
 
 def take_turn(conn: Connection) -> None:
     """From here to COMMIT, the town's writers take turns (see the module docstring): called
-    before record or revision ids are allocated (`Placement.apply`, `_write_new`,
-    `write_revisions`), by ingest and by the project manager's actions alike, so those ids
-    commit in order. Nothing to do on SQLite (its writer is alone from BEGIN IMMEDIATE)."""
+    by `Placement.apply` before it allocates record ids. Nothing to do on a connection that
+    is not an ingest write on PostgreSQL (SQLite's writer is alone from BEGIN IMMEDIATE)."""
     turn = conn.get_execution_options().get(TURN)
     if turn is not None:
-        turn(conn)  # an ingest write: once per transaction
-    elif conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TOWN_TURN})")
+        turn(conn)
+
+
+@contextmanager
+def turn_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes records or revisions outside ingest (the project manager's
+    actions), holding the town's turn from its start: its ids commit in order with the
+    ingest writers', and it takes the turn before any record row, as they do (the other
+    order could deadlock with an ingest that holds the turn and wants the row)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            _lock_turn(conn)
+        yield conn
+
+
+def _lock_turn(conn: Connection) -> None:
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TOWN_TURN})")
 
 
 def _new_scopes(item: Any, at: Any, p: Any, zone: str) -> tuple[int | None, list[int]]:
