@@ -44,11 +44,10 @@ on different days; two events whose titles share no word; events of different me
 unless both name the place and the places agree (two clubs' "Tag der offenen Tür" at 10:00
 are two events); posts more than 4 days apart (the weekly "Sonntagsbrötchen" post).
 
-Candidates come from keys, never from a merchant's whole window (`stored_keys`,
-`probe_keys`): a post of a merchant with several sources is indexed under its title as a
-whole, its longest title words, the first words of its text and a price (`post_terms`),
-each scoped to its merchant and an 8-day bucket, so a new post looks up its own keys in two
-buckets. The store caps every key's list and skips a key that too many items share
+Candidates come from keys, never from a merchant's whole window (`index_keys`): a post of
+a merchant with several sources is indexed under its title as a whole, its longest title
+words, the first words of its text and a price (`post_terms`), each scoped to its merchant
+and an 8-day bucket, so a new post looks up its own keys in two buckets. The store caps every key's list and skips a key that too many items share
 (`hub.store.placement`): the work per item is bounded whatever a merchant's volume, and the
 keys that are left to find a match by are the rare ones.
 """
@@ -139,7 +138,7 @@ class Features:
     text_words: int = 0  # distinct words the SimHash was made of
     prices: frozenset[str] = frozenset()
     link_keys: frozenset[int] = frozenset()
-    event_keys: tuple[int, ...] = ()  # (day, title word) keys, see `stored_keys`
+    event_keys: tuple[int, ...] = ()  # (day, title word) keys, see `index_keys`
     terms: tuple[int, ...] = ()  # hashes of the words it is indexed under among its merchant's posts
     full: bool = True
 
@@ -194,36 +193,22 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
                     terms=post_terms(title, title_words, opening, found_prices) if full else ())
 
 
-def stored_keys(f: Features) -> list[int]:
-    """The blocking keys an origin is found by, besides its URL (an indexed column): every
-    URL it links to; for an event each (day, title word): two events can only match when
-    they share a day and a word of their titles (see `_as_events`); and its post keys in
-    its own bucket."""
-    return [*f.link_keys, *f.event_keys, *post_keys(f, [bucket(f.at)])]
-
-
-def probe_keys(f: Features) -> list[int]:
-    """The keys under which a new item looks for stored origins: its own URL (someone
-    links to it), its event keys, and its post keys in the two buckets that hold every
-    moment within `POST_WINDOW` of it."""
-    return [*([f.url_key] if f.url_key is not None else []), *f.event_keys, *post_keys(f, near_buckets(f.at))]
-
-
 def index_keys(f: Features) -> tuple[list[int], list[int]]:
-    """(`stored_keys(f)`, `probe_keys(f)`), each key once: the post keys of its own bucket,
-    which both hold, computed once."""
-    seconds = int(f.at.timestamp())
-    own = seconds // _BUCKET_SECONDS
-    near = own - 1 if seconds - own * _BUCKET_SECONDS < _BUCKET_SECONDS // 2 else own + 1  # as `near_buckets`
-    if f.terms:
-        own_scope, near_scope = _scope(f.merchant_id, own), _scope(f.merchant_id, near)
-        own_keys = [term ^ own_scope for term in f.terms]
-        near_keys = [term ^ near_scope for term in f.terms]
-    else:
-        own_keys = near_keys = []
+    """(stored, probes) of an item's features, each key once.
+
+    Stored: the blocking keys an origin is found by, besides its URL (an indexed column):
+    every URL it links to; for an event each (day, title word): two events can only match
+    when they share a day and a word of their titles (see `_as_events`); and its post keys
+    in its own bucket.
+
+    Probes: the keys under which a new item looks for stored origins: its own URL (someone
+    links to it), its event keys, and its post keys in the two buckets that hold every
+    moment within `POST_WINDOW` of it (its own bucket's, which both lists hold, made once)."""
+    own, near = near_buckets(f.at)
+    own_keys = post_keys(f, [own])
     stored = list(dict.fromkeys([*f.link_keys, *f.event_keys, *own_keys]))
     probes = list(dict.fromkeys([*([f.url_key] if f.url_key is not None else []), *f.event_keys, *own_keys,
-                                 *near_keys]))
+                                 *post_keys(f, [near])]))
     return stored, probes
 
 
@@ -257,9 +242,6 @@ def word_keys(f: Features, word: str) -> list[int]:
     """The post keys a word of `f` (a title word, an opening word) has in the buckets `f`
     looks up: to ask whether the word is common among its merchant's posts around it."""
     return [term_hash(word) ^ _scope(f.merchant_id, b) for b in near_buckets(f.at)]
-
-
-_BUCKET_SECONDS = int(POST_BUCKET.total_seconds())
 
 
 def bucket(at: datetime) -> int:

@@ -8,7 +8,7 @@ never disagree. For each batch:
    record moves there (a teaser that got its text), unless a split forbids it;
 3. new items are placed: candidates come from blocking keys in indexes (the same canonical
    URL, a link to it, an event on the same day with a title word in common, a post of the
-   same merchant within days with a word in common: `hub.identity.probe_keys`), never from a
+   same merchant within days with a word in common: `hub.identity.index_keys`), never from a
    scan; the best `hub.identity` match decides (a text rule only where `identity.apart`
    finds no sign of two things in the texts), else the item founds a new record;
 4. every record that changed is merged again (`hub.records`), judged (`hub.moderation`) and
@@ -600,8 +600,8 @@ class Prepared:
     features: Features
     origin: dict[str, Any]  # its origin row, but for ids, rule and link time
     record: dict[str, Any]  # the row of a record of its own (most new items found one)
-    stored: list[int]  # its identity keys (hub.identity.stored_keys), once each
-    probes: list[int]  # the keys it looks up (hub.identity.probe_keys), once each
+    stored: list[int]  # its identity keys (hub.identity.index_keys), once each
+    probes: list[int]  # the keys it looks up (hub.identity.index_keys), once each
     search: searchindex.Row | None = None  # its row in the search index as a record of its own (stemmed)
 
 

@@ -256,7 +256,7 @@ class ItemTagRow(SQLModel, table=True):
 
 
 class IdentityKeyRow(SQLModel, table=True):
-    """Blocking keys of origins (hub.identity.stored_keys): the URLs it links to, for events
+    """Blocking keys of origins (hub.identity.index_keys): the URLs it links to, for events
     each (day, title word), for posts of merchants with several sources their title, title
     words, opening words and a price, each per (merchant, 8-day bucket). Placing an item
     looks up its keys here: never a scan. A key holds at most `placement.KEY_CAP` items

@@ -10,10 +10,10 @@ town-wide lock only for its last part:
    are per merchant, so every post key an item probes or stores, and every origin that
    `Placement._fingerprint_unkeyed` completes (the merchant's own posts), lies in it.
 2. **Its event days**: event keys are per (local day, title word), and events match only
-   on their day (`identity.event_keys`, `probe_keys`).
+   on their day (`identity.event_keys`, `index_keys`).
 3. **Its URL keys**, folded into `URL_STRIPES` stripes: an item's own URL key (others with
-   that URL, others linking to it: `probe_keys`) and every URL it links to (others with that
-   URL: `_Index.lookup`, `_candidates`; its stored link keys: `stored_keys`).
+   that URL, others linking to it: `index_keys`) and every URL it links to (others with that
+   URL: `_Index.lookup`, `_candidates`; its stored link keys: `index_keys`).
 
 Two items can only be matched when one's probe keys meet the other's stored keys or URL
 columns (`Placement._candidates` finds candidates in no other way), and each such key lies in
