@@ -57,7 +57,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from hub.store.dispatch import AlreadyQueued, Batch, Enqueue
 from hub.store.ledger import LedgerOutbox, attach_outbox
-from hub.towns import Deployment
+from hub.towns import Deployment, FollowsReloads
 from schedules import tasks
 from schedules.dispatch import FairPlanner, FetchJob
 from schedules.tasks import TownContext, TownContexts
@@ -271,27 +271,27 @@ async def follow_reloads(deployment: Deployment, contexts: TownContexts, every: 
     """Keep this worker's towns in step with `hub towns reload`: poll the towns registry's
     generation and, when it moves, read the deployment file again. Runs until cancelled."""
     from hub.store.townregistry import TownRegistry
-    from hub.towns import load_deployment
 
-    registry = TownRegistry(deployment.store_url)
+    following = _WorkerTowns(deployment.path, TownRegistry(deployment.store_url), contexts)
     try:
-        seen = await asyncio.to_thread(registry.generation)
+        following.generation = await asyncio.to_thread(following.registry.generation)  # the towns as loaded
         while True:
             await asyncio.sleep(every)
-            generation = await asyncio.to_thread(registry.generation)
-            if generation == seen:
-                continue
-            try:
-                fresh = await asyncio.to_thread(load_deployment, deployment.path)
-            except Exception as exc:  # noqa: BLE001 - a broken file: keep serving what runs now
-                log.error("towns reload %d not followed, the deployment file has problems: %s", generation, exc)
-            else:
-                changed = contexts.follow(fresh.towns)
-                log.info("towns reload %d: now %d towns; rebuilt or removed: %s", generation, len(fresh.towns),
-                         ", ".join(changed) or "none")
-            seen = generation
+            await following.refresh()
     finally:
-        registry.close()
+        following.registry.close()
+
+
+class _WorkerTowns(FollowsReloads):
+    """A worker's towns (its `TownContexts`), following the registry like the web's."""
+
+    def __init__(self, path, registry, contexts: TownContexts) -> None:
+        self.path, self.registry, self.contexts = path, registry, contexts
+
+    async def _apply(self, deployment: Deployment, registered: dict[str, str] | None) -> None:
+        changed = self.contexts.follow(deployment.towns)
+        log.info("towns reload: now %d towns; rebuilt or removed: %s", len(deployment.towns),
+                 ", ".join(changed) or "none")
 
 
 def _removed(contexts: TownContexts, town: str) -> bool:
