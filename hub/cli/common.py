@@ -4,9 +4,9 @@ and opening the store with it. Errors end the command with exit code 2 and a cle
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
@@ -33,6 +33,7 @@ PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
 T = TypeVar("T")
+
 
 def settings_from(path: Path) -> Settings:
     return _loaded(config_mod.load, path, "nothing was started")
