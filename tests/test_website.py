@@ -122,7 +122,10 @@ def test_the_crawl_delay_spaces_the_pages_of_one_host():
         fetch(options(site.url("/liste"), items="article.t", follow=True))
         times = [r.at for r in site.requests if r.path != "/robots.txt"]
     assert len(times) == 4
-    assert all(b - a >= 0.55 for a, b in zip(times, times[1:]))
+    # The server notes when a request arrives; on a loaded machine one may arrive a little
+    # late, which shortens the next gap: each gap may lose that much, the whole span cannot.
+    assert all(b - a >= 0.45 for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] >= 3 * 0.6 - 0.05
 
 
 def test_the_page_budget_caps_what_one_fetch_reads():
