@@ -1,7 +1,7 @@
 """Ingest writers of one town side by side on PostgreSQL (issue 18, hub.store.writelocks):
 writers whose items cannot match overlap; writers whose items can match take turns, so the
-same thing posted twice at the same moment still becomes one record; record and revision
-ids commit in order; a deadlock is rolled back and tried again."""
+same thing posted twice at the same moment still becomes one record; revision ids commit in
+order, and a record that commits after a newer one still moves the data version; a deadlock is rolled back and tried again."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import hub.store.placement as placement_module
 from hub.identity import local_day
 from hub.models import Event, FetchState, Item, Parsed
 from hub.store import FetchOutcome, SourceSpec, Store, writelocks
-from hub.store.version import data_version
+from hub.store.version import advance, data_version
 
 pytestmark = pytest.mark.postgres
 
@@ -175,22 +175,32 @@ def test_an_event_linking_to_another_merchants_event_posted_at_once_joins_its_re
         assert len(records_of(first, ("verein-ical", f"v{n}"), ("kirche-ical", f"k{n}"))) == 1, f"round {n}"
 
 
-def test_record_and_revision_ids_commit_in_order_so_no_reader_skips_one(stores, monkeypatch):
+def _paused_at_the_turn(monkeypatch, before: bool):
+    """Make `Placement.write_revisions` of the thread `holder["thread"]` stop before or right
+    after it took the town's turn (`version.advance`), until `go` is set."""
+    inside, go, holder = threading.Event(), threading.Event(), {}
+    advance = placement_module.advance
+
+    def paused(conn):
+        mine = threading.current_thread() is holder.get("thread")
+        if mine and before:
+            inside.set()
+            assert go.wait(WAIT)
+        advance(conn)
+        if mine and not before:
+            inside.set()
+            assert go.wait(WAIT)
+
+    monkeypatch.setattr(placement_module, "advance", paused)
+    return inside, go, holder
+
+
+def test_revision_ids_commit_in_order_so_no_reader_of_the_change_feed_skips_one(stores, monkeypatch):
     first, second = stores
     first.sync_sources([SourceSpec("baecker-web", "baecker", "feed"), SourceSpec("metzger-web", "metzger", "feed")])
     first.apply([fetched("baecker-web", post("baecker-web", "b0", "baecker", WORDS[:8]))])
     first.apply([fetched("metzger-web", post("metzger-web", "m0", "metzger", WORDS[8:16]))])
-    # The first writer stops right after it took the town's turn, its record ids next.
-    inside, go = threading.Event(), threading.Event()
-    take_turn, holder = placement_module.take_turn, {}
-
-    def turn_then_wait(conn):
-        take_turn(conn)
-        if threading.current_thread() is holder.get("thread"):
-            inside.set()
-            assert go.wait(WAIT)
-
-    monkeypatch.setattr(placement_module, "take_turn", turn_then_wait)
+    inside, go, holder = _paused_at_the_turn(monkeypatch, before=False)  # the first writer holds the turn
     changed = post("baecker-web", "b0", "baecker", WORDS[:8] + ["neu"])  # an update: a revision
     a = run(first.apply, [fetched("baecker-web", changed, post("baecker-web", "b1", "baecker", WORDS[16:24]))])
     holder["thread"] = a[0]
@@ -200,19 +210,36 @@ def test_record_and_revision_ids_commit_in_order_so_no_reader_skips_one(stores, 
     b = run(second.apply, [fetched("metzger-web", post("metzger-web", "m0", "metzger", WORDS[8:16] + ["neu"]),
                                    post("metzger-web", "m1", "metzger", WORDS[24:32]))])
     b[0].join(1.0)
-    assert b[0].is_alive()  # it waits for its turn: its ids come after the first writer's
+    assert b[0].is_alive()  # it waits for its turn: its revision ids come after the first writer's
     assert data_version(first.engine) == version  # nothing committed in between
     go.set()
     finish(*a)
     finish(*b)
-    [mine], [theirs] = records_of(first, ("baecker-web", "b1")), records_of(first, ("metzger-web", "m1"))
-    assert mine < theirs
     feed = first.records.changes(after)  # a reader that followed the feed misses nothing
     [edited_first], [edited_second] = records_of(first, ("baecker-web", "b0")), records_of(first, ("metzger-web", "m0"))
     order = [r.record_id for r in feed]
     assert set(order) == {edited_first, edited_second}
     assert order == sorted(order, key=lambda record: record == edited_second)  # in commit order
-    assert data_version(first.engine) == (theirs, feed[-1].id)
+    assert data_version(first.engine) == (version[0] + 2, feed[-1].id)
+
+
+def test_a_record_that_commits_after_a_newer_one_still_moves_the_data_version(stores, monkeypatch):
+    """Record ids are taken before the turn, so a writer's record can commit after a record
+    with a higher id: the cache's version must move all the same."""
+    first, second = stores
+    first.sync_sources([SourceSpec("baecker-web", "baecker", "feed"), SourceSpec("metzger-web", "metzger", "feed")])
+    inside, go, holder = _paused_at_the_turn(monkeypatch, before=True)  # records written, no turn yet
+    a = run(first.apply, [fetched("baecker-web", post("baecker-web", "b1", "baecker", WORDS[:8]))])
+    holder["thread"] = a[0]
+    assert inside.wait(WAIT)
+    second.apply([fetched("metzger-web", post("metzger-web", "m1", "metzger", WORDS[8:16]))])  # overtakes it
+    seen = data_version(first.engine)  # what a page cached now is keyed by
+    go.set()
+    finish(*a)
+    [mine], [theirs] = records_of(first, ("baecker-web", "b1")), records_of(first, ("metzger-web", "m1"))
+    assert mine < theirs  # the older id committed last
+    assert data_version(first.engine) != seen
+    assert first.records.count(merchant_id="baecker") == 1
 
 
 def test_a_deadlock_is_rolled_back_and_the_write_tried_again(stores, caplog):
@@ -239,18 +266,18 @@ def test_a_deadlock_is_rolled_back_and_the_write_tried_again(stores, caplog):
     assert "DeadlockDetected" in line.getMessage() and line.exc_info is None
 
 
-def _wait_for_a_lock_wait(engine) -> None:
-    """Until some session waits for an advisory lock."""
+def _wait_for_a_lock_wait(engine, kind: str = "advisory") -> None:
+    """Until some session waits for a lock of this kind (pg_locks.locktype)."""
     deadline = time.monotonic() + WAIT
     with engine.connect() as conn:
         while time.monotonic() < deadline:
-            waiting = conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                                           ).scalar_one()
+            waiting = conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted",
+                                           (kind,)).scalar_one()
             if waiting:
                 return
             conn.rollback()
             time.sleep(0.02)
-    raise AssertionError("the writer never waited for the day's lock")
+    raise AssertionError(f"nobody waited for a lock ({kind})")
 
 
 def test_the_retry_wrapper_tries_a_deadlocked_write_again_and_gives_up_on_other_errors(caplog):
@@ -295,15 +322,15 @@ def test_a_batch_with_many_days_locks_them_all_at_once_and_still_takes_turns(sto
 
 def test_the_project_managers_actions_take_the_towns_turn_like_ingest(stores):
     """Hiding a record writes a revision: it waits while another writer holds the town's turn
-    (as an ingest does from its record ids to COMMIT), so revision ids commit in order."""
+    (as an ingest does from its revisions to COMMIT), so revision ids commit in order."""
     first, second = stores
     first.sync_sources([SourceSpec("laden", "baecker", "rss", "f")])
     first.apply([fetched("laden", post("laden", "p1", "baecker", WORDS[:6]))])
     record = next(iter(records_of(first, ("laden", "p1"))))
     with first.engine.connect() as holder:
-        holder.exec_driver_sql(f"SELECT pg_advisory_xact_lock({writelocks.TOWN_TURN})")  # a writer's turn
+        advance(holder)  # a writer's turn
         hiding, out = run(second.records.hide, record)
-        _wait_for_a_lock_wait(second.engine)
+        _wait_for_a_lock_wait(second.engine, "transactionid")
         assert hiding.is_alive() and not out  # waits for the turn
         holder.rollback()  # the other writer commits
     assert finish(hiding, out) is True

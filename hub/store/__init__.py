@@ -295,8 +295,8 @@ class Store:
                                             plan.rows[outcome.source_id], inserts))
             if inserts:
                 _insert_new(conn, inserts)
+            self._record_sources(conn, plan.outcomes)  # before placement, whose end is a turn (hub.store.version)
             self.records.after_upsert(conn, plan.parsed, results, plan.prepared)  # issue 4: identity, same transaction
-            self._record_sources(conn, plan.outcomes)
         return results
 
     @contextmanager

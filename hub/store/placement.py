@@ -51,7 +51,7 @@ from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
 import hub.store.searchindex as searchindex
 from hub.store.bulk import insert_rows, new_ids, placeholders, sqlite_datetime, to_json
-from hub.store.writelocks import take_turn
+from hub.store.version import advance
 from hub.store.tables import (IdentityCommonKeyRow, IdentityKeyRow, IdentitySplitRow, ItemRow, RecordOriginRow,
                               RecordRevisionRow, RecordRow, SourceRow)
 
@@ -122,12 +122,16 @@ class Placement:
             self._fingerprint(item_id, item, at)
         self._place([item_id for item_id, _, _ in [*new, *unplaced]], moving)
         self._replace_keys([o.item_id for o in self._new_origins()], fresh=True)  # needs no record id
-        take_turn(self.conn)  # PostgreSQL: the town's writers take turns from here (hub.store.writelocks)
         self._write_new()
         self.refresh(self.dirty)
         self.write_revisions()
 
     def write_revisions(self) -> None:
+        """The revisions and ledger rows of what this transaction wrote, last: from here to
+        COMMIT the town's writers take turns (`version.advance`), so revision ids commit in order."""
+        if not (self.revisions or self.new_records):
+            return
+        advance(self.conn)
         for rev in self.revisions:
             if isinstance(rev["record_id"], NewRecord):
                 rev["record_id"] = rev["record_id"].id

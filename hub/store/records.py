@@ -26,7 +26,7 @@ import hub.store.searchindex as searchindex
 from hub.store.bulk import new_ids, placeholders
 from hub.store.counts import Counts, key_of
 from hub.store.tables import ItemTagRow, UTCDateTime
-from hub.store.writelocks import turn_transaction
+from hub.store.version import VERSION
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
                                  multi_source_merchants, paused_gc, prepare)
 
@@ -152,7 +152,7 @@ class Records:
         now = now or datetime.now(timezone.utc)
         key = (at_most, key_of(filters))
         with self.engine.connect() as conn:  # one read transaction: the version is the count's
-            version = conn.execute(_VERSION).one()
+            version = conn.execute(VERSION).one()
             found = self.counts.get(key, version, now)
             if found is not None:
                 return found
@@ -311,7 +311,7 @@ class Records:
 
     def _set_status(self, record_id: int, status: str, now: datetime | None) -> bool:
         now = now or datetime.now(timezone.utc)
-        with turn_transaction(self.engine) as conn:
+        with self.engine.begin() as conn:
             done = conn.execute(update(RECORDS).where(RECORDS.c.id == record_id).values(
                 status=status, status_by="manager", status_reason=None, changed_at=now)).rowcount
             if done:
@@ -325,7 +325,7 @@ class Records:
         a record of its own, and remember that none of them may be merged with the others
         again. Returns the new records' ids."""
         now = now or datetime.now(timezone.utc)
-        with turn_transaction(self.engine) as conn:
+        with self.engine.begin() as conn:
             origins = load_origins(conn, [record_id], self.read_item).get(record_id, [])
             members = [o.item_id for o in origins]
             leaving = [i for i in (members[1:] if item_ids is None else item_ids) if i in members]
@@ -358,8 +358,6 @@ class Records:
 # --- helpers ------------------------------------------------------------------------------------
 
 _NEVER = literal(datetime(9999, 12, 31, tzinfo=timezone.utc), UTCDateTime())  # what does not expire expires then
-# The store's data version (hub.store.version), read within a count's transaction.
-_VERSION = select(select(func.max(RECORDS.c.id)).scalar_subquery(), select(func.max(REVISIONS.c.id)).scalar_subquery())
 
 
 def _utc(value: Any) -> datetime | None:

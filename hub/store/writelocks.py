@@ -3,7 +3,7 @@
 SQLite has one writer at a time (BEGIN IMMEDIATE) and needs none of this. On PostgreSQL a
 write transaction of `Store.write` takes, before it reads anything placement relies on,
 transaction-scoped advisory locks on the scopes its items can be matched in, and the
-town-wide lock only for its last part:
+town's turn only for its last part (below):
 
 1. **Its merchants** (of its sources and of its items): a source has one writer at a time
    (leases), and this makes it exact even when a lease ran out; post keys (`identity.post_keys`)
@@ -48,16 +48,13 @@ second step (an origin stored under another merchant, after a source was given t
 merchant) is taken out of that order, and the rare deadlock it may cause is retried like any
 other (`retrying`).
 
-The town-wide lock (`TOWN_TURN`) is taken by `take_turn`, which `Placement.apply` calls
-right before it allocates record ids: from there to COMMIT the writers of a town take turns.
-The project manager's actions hold it from the start of their transaction
-(`turn_transaction`). Readers treat record ids and revision ids as sequences in commit order: the data
-version (max record id, max revision id: `hub.store.version`, the counts cache), the change
-feed (`Records.changes(after=...)`), the ledger's versions (max revision id per record). Ids
-taken from a sequence by parallel writers could commit out of order (104 after 105) and a
-reader that saw 105 would skip 104 for good; taken in turns, they commit in order. What
-runs before it (the items, their tags, identity keys, candidates, placement decisions) is
-what the writers do side by side.
+What the writers do side by side is all of a write but its last part: the items, their tags,
+identity keys, candidates, placement decisions, new records, origins, search rows, merges.
+From writing its revisions to COMMIT a writer holds its town's turn: the row of the data
+version, which it moves (`hub.store.version.advance`), so revision ids commit in the order they
+were taken: the change feed and the ledger's versions rely on it. Record ids may commit out
+of order; the data version, not the newest record id, tells readers that something changed.
+The project manager's actions take the turn the same way, last, after their record rows.
 """
 
 from __future__ import annotations
@@ -65,10 +62,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from hub.identity import features, link_keys, local_day, url_key
@@ -79,10 +75,6 @@ URL_STRIPES = 4096  # URL keys share this many locks: enough that unrelated link
 WRITE_ATTEMPTS = 4  # a write that hit a deadlock or serialization failure is tried this often in all
 RETRY_PAUSE = 0.05  # seconds before the second attempt, doubling: the other writer finishes first
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
-TURN = "hub_write_turn"  # the execution option that holds a connection's `take_turn` callback
-# The town's turn: one advisory lock per schema (the connection's own, from its search_path),
-# the same expression for ingest writers and for every other writer of records and revisions.
-TOWN_TURN = "hashtextextended('hub-ingest:' || current_schema(), 0)"
 CHUNK = 5000
 MOST_LOCKS = 256  # days or URL stripes one batch locks one by one; beyond, all of that kind at once
 
@@ -97,8 +89,6 @@ class WriteLocks:
         self.conn = conn
         self.town = town or ""
         self.held: set[int] = set()
-        self.turn_taken = False
-        conn.execution_options(**{TURN: self._take_turn})
 
     # --- step 1: before anything is read -------------------------------------------------
 
@@ -168,13 +158,6 @@ class WriteLocks:
                     (chunk,)):
                 yield merchant, day, [k for k in (own, *map(int, (links or "").split())) if k is not None]
 
-    # --- the end: the town's writers take turns ------------------------------------------
-
-    def _take_turn(self, conn: Connection) -> None:
-        if not self.turn_taken:
-            _lock_turn(conn)
-            self.turn_taken = True
-
     # --- helpers ---------------------------------------------------------------------------
 
     def _id(self, kind: str, value: Any) -> int:
@@ -190,31 +173,6 @@ class WriteLocks:
             self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
                                       (wanted,)).all()
             self.held.update(wanted)
-
-
-def take_turn(conn: Connection) -> None:
-    """From here to COMMIT, the town's writers take turns (see the module docstring): called
-    by `Placement.apply` before it allocates record ids. Nothing to do on a connection that
-    is not an ingest write on PostgreSQL (SQLite's writer is alone from BEGIN IMMEDIATE)."""
-    turn = conn.get_execution_options().get(TURN)
-    if turn is not None:
-        turn(conn)
-
-
-@contextmanager
-def turn_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that writes records or revisions outside ingest (the project manager's
-    actions), holding the town's turn from its start: its ids commit in order with the
-    ingest writers', and it takes the turn before any record row, as they do (the other
-    order could deadlock with an ingest that holds the turn and wants the row)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            _lock_turn(conn)
-        yield conn
-
-
-def _lock_turn(conn: Connection) -> None:
-    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TOWN_TURN})")
 
 
 def _new_scopes(item: Any, at: Any, p: Any, zone: str) -> tuple[int | None, list[int]]:
