@@ -11,14 +11,14 @@ town's turn only for its last part (below):
    `Placement._fingerprint_unkeyed` completes (the merchant's own posts), lies in it.
 2. **Its event days**: event keys are per (local day, title word), and events match only
    on their day (`identity.event_keys`, `index_keys`).
-3. **Its URL keys**, folded into `URL_STRIPES` stripes: an item's own URL key (others with
+3. **Its URL keys**, one lock each: an item's own URL key (others with
    that URL, others linking to it: `index_keys`) and every URL it links to (others with that
    URL: `_Index.lookup`, `_candidates`; its stored link keys: `index_keys`).
 
 Two items can only be matched when one's probe keys meet the other's stored keys or URL
 columns (`Placement._candidates` finds candidates in no other way), and each such key lies in
 one of these scopes of both items. (Today two merchants' items match by URL only as events
-of one day, which the day locks cover already; the stripes also keep the counts of link
+of one day, which the day locks cover already; the URL locks also keep the counts of link
 keys, `KEY_CAP`, exact, and hold whatever the rules of `hub.identity` become.) So two writers whose items could match take a lock in
 common and take turns; writers whose lock sets are disjoint read and write nothing the other
 relies on, and their outcome is that of running one after the other. The lock set covers:
@@ -33,13 +33,13 @@ relies on, and their outcome is that of running one after the other. The lock se
   origin rows (`_old_scopes`), whose keys the write deletes or stops being live.
 - candidates completed late (`Placement._complete`): from `_fingerprint_unkeyed` they are posts
   of a merchant the writer holds; from a URL look-up (origins stored before migration 0006,
-  with a URL key but no text features), the URL's stripe is held. The keys written for them
+  with a URL key but no text features), the URL's lock is held. The keys written for them
   may lie in scopes the writer does not hold (another merchant's post keys): the same key rows
   a writer holding that scope would write, so common keys are inserted ON CONFLICT DO NOTHING.
 
 Locks are taken in few statements, each sorted: first every merchant, then (once the items
-the batch knows are read) a lock-all of the days, one of the URL stripes, then the days and
-stripes. A lock-all is taken shared, so writers with few days and stripes still overlap; a
+the batch knows are read) a lock-all of the days, one of the URLs, then the days and URLs.
+A lock-all is taken shared, so writers with few days and URLs still overlap; a
 batch with more than `MOST_LOCKS` of them (a first fetch of a calendar, of a site's archive)
 takes it exclusively instead of thousands of locks, which PostgreSQL keeps in a shared
 table of limited size (`max_locks_per_transaction` times connections). All writers take
@@ -71,12 +71,11 @@ from hub.identity import features, link_keys, local_day, url_key
 
 log = logging.getLogger("hub.store")
 
-URL_STRIPES = 4096  # URL keys share this many locks: enough that unrelated links rarely meet
 WRITE_ATTEMPTS = 4  # a write that hit a deadlock or serialization failure is tried this often in all
 RETRY_PAUSE = 0.05  # seconds before the second attempt, doubling: the other writer finishes first
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 CHUNK = 5000
-MOST_LOCKS = 256  # days or URL stripes one batch locks one by one; beyond, all of that kind at once
+MOST_LOCKS = 256  # days or URLs one batch locks one by one; beyond, all of that kind at once
 
 T = TypeVar("T")
 
@@ -105,7 +104,7 @@ class WriteLocks:
 
     def take_scopes(self, outcomes: Sequence[Any], known: dict[str, dict[str, Any]],
                     prepared: dict[tuple[str, str], Any], zone: str) -> None:
-        """The event days and URL stripes of what the batch writes (new and changed items as
+        """The event days and URL keys of what the batch writes (new and changed items as
         they will be, changed and gone ones as they were), and any merchant of the old
         rows not held yet."""
         merchants: set[str] = set()
@@ -134,8 +133,7 @@ class WriteLocks:
                 days.add(day)
             urls.update(keys)
         self._take(self._id("merchant", m) for m in merchants)
-        stripes = {k % URL_STRIPES for k in urls}
-        self._take_each(("day", days), ("url", stripes))
+        self._take_each(("day", days), ("url", urls))
 
     def _take_each(self, *scopes: tuple[str, set[int]]) -> None:
         """For each kind of scope its lock-all, shared (or, for more than `MOST_LOCKS`

@@ -203,7 +203,8 @@ class Sample:
     jobs_todo: int
     page_ms: float | None
     metrics_ms: float | None
-    turn_waits: int = 0  # backends waiting for a town's ingest turn (its advisory lock)
+    lock_waits: int = 0  # ingest writers waiting for another's scope lock (merchant, day, URL)
+    turn_waits: int = 0  # ... for a town's turn (the data version's row, hub/store/version.py)
 
 
 @dataclass
@@ -325,11 +326,13 @@ def town_stores(store_url: str) -> dict:
     return {f"town{t}": Store(store_url, schema=f"town_town{t}", migrate=False) for t in range(len(SHARES))}
 
 
-def ingest_turn_waits(conn) -> int:
-    """Connections of this database waiting for an advisory lock: ingest writers of one town
-    take turns on one (hub/store: _ingest_transaction), whatever the number of workers."""
-    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0]
+def ingest_waits(conn) -> tuple[int, int]:
+    """Connections of this database waiting (for an advisory lock: another writer's merchant,
+    day or URL, hub/store/writelocks.py; for the data version's row: a town's turn)."""
+    return conn.execute(
+        "SELECT count(*) FILTER (WHERE wait_event = 'advisory'), "
+        "count(*) FILTER (WHERE wait_event IN ('transactionid', 'tuple') AND query LIKE 'UPDATE data_version%') "
+        "FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()
 
 
 def registered_workers(conn) -> int:
@@ -370,17 +373,18 @@ def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: S
         pg0 = postgres_cpu()
         t0 = time.monotonic()
         print(f"{'t s':>5} {'fetch/s':>8} {'due':>7} {'flight':>6} {'lag s':>6} {'jobs':>5} "
-              f"{'page ms':>8} {'metrics ms':>10} {'turn':>4}  fetched per town (5 min window)")
+              f"{'page ms':>8} {'metrics ms':>10} {'lock':>4} {'turn':>4}  fetched per town (5 min window)")
         last = None
         while (elapsed := time.monotonic() - t0) < args.seconds:
             sample = take_sample(elapsed, stores, jobs_engine, feed_port, web_port, town_host)
-            sample.turn_waits = ingest_turn_waits(db)
+            sample.lock_waits, sample.turn_waits = ingest_waits(db)
             result.samples.append(sample)
             for role, pids in roles.items():
                 result.rss[role] = max(result.rss.get(role, 0.0), sum(map(rss_mib, pids)))
             rate = ((sample.requests - last.requests) / (sample.at - last.at)) if last else 0.0
             print(f"{sample.at:5.0f} {rate:8.1f} {sample.due:7d} {sample.in_flight:6d} {sample.lag:6.1f} "
-                  f"{sample.jobs_todo:5d} {_ms(sample.page_ms):>8} {_ms(sample.metrics_ms):>10} {sample.turn_waits:4d}  "
+                  f"{sample.jobs_todo:5d} {_ms(sample.page_ms):>8} {_ms(sample.metrics_ms):>10} "
+                  f"{sample.lock_waits:4d} {sample.turn_waits:4d}  "
                   + " ".join(f"{n}" for n in sample.fetched.values()), flush=True)
             last = sample
             if any(p.poll() is not None for p in pool + [web]):
@@ -421,8 +425,9 @@ def report(result: Run) -> None:
     print(f"lag behind schedule after warm-up: median {_pct(lags, 0.5):.1f} s, max {lags[-1] if lags else 0:.1f} s "
           f"(interval {result.interval} s: {'under' if lags and lags[-1] < result.interval else 'NOT under'} one interval)")
     print(f"due at the end: {steady[-1].due if steady else 0:,}; fetch jobs waiting at most: "
-          f"{max((s.jobs_todo for s in steady), default=0)}; connections waiting for a town's ingest turn: "
-          f"mean {sum(s.turn_waits for s in steady) / max(1, len(steady)):.1f}")
+          f"{max((s.jobs_todo for s in steady), default=0)}; ingest writers waiting, mean: for a scope lock "
+          f"{sum(s.lock_waits for s in steady) / max(1, len(steady)):.1f}, for a town's turn "
+          f"{sum(s.turn_waits for s in steady) / max(1, len(steady)):.1f}")
     print("CPU during the run (share of one core): " + ", ".join(
         f"{role} {sec:.0f} s ({sec / wall:.0%})" for role, sec in result.cpu.items() if role != "wall"))
     print("peak RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, mib in result.rss.items()))
