@@ -320,6 +320,28 @@ def test_a_batch_with_many_days_locks_them_all_at_once_and_still_takes_turns(sto
         assert len(records_of(first, ("verein-ical", f"v{n}"), ("stadt-ical", f"s{n}"))) == 1, f"round {n}"
 
 
+def test_a_batch_with_more_items_than_one_lock_set_is_written_in_parts_of_whole_sources(stores, monkeypatch):
+    """Beyond MOST_LOCKS URLs a write would lock every URL of the town and write alone: a
+    worker's big shared batch is written in parts instead, each source whole."""
+    first, _ = stores
+    monkeypatch.setattr(writelocks, "MOST_LOCKS", 3)
+    taken, take_each = [], writelocks.WriteLocks._take_each
+
+    def recording(self, *scopes):
+        taken.append({kind: len(values) for kind, values in scopes})
+        return take_each(self, *scopes)
+
+    monkeypatch.setattr(writelocks.WriteLocks, "_take_each", recording)
+    first.sync_sources([SourceSpec(f"verein{n}-ical", f"verein{n}", "ical") for n in range(3)])
+    outcomes = [fetched(f"verein{n}-ical", *(event(f"verein{n}-ical", f"e{k}", f"verein{n}", f"Probe {WORDS[3 * n + k]}",
+                                                   k, url=f"https://verein{n}.example/{k}") for k in range(2)))
+                for n in range(3)]
+    results = first.write(first.plan(outcomes))
+    assert sorted((r.source_id, sorted(r.new)) for r in results) == [(f"verein{n}-ical", ["e0", "e1"]) for n in range(3)]
+    assert taken == [{"day": 2, "url": 2}] * 3  # three transactions, none over the limit
+    assert len(records_of(first, *((f"verein{n}-ical", f"e{k}") for n in range(3) for k in range(2)))) == 6
+
+
 def test_the_project_managers_actions_take_the_towns_turn_like_ingest(stores):
     """Hiding a record writes a revision: it waits while another writer holds the town's turn
     (as an ingest does from its revisions to COMMIT), so revision ids commit in order."""

@@ -277,7 +277,8 @@ class Store:
         A transaction PostgreSQL rolled back to break a deadlock is tried again: `plan` stays
         valid (a source has one writer at a time), and the write reads again what it needs."""
         what = f"ingest write of {', '.join(sorted({o.source_id for o in plan.outcomes})[:3]) or 'nothing'}"
-        return writelocks.retrying(lambda: self._write(plan), what)
+        parts = _parts(plan, writelocks.MOST_LOCKS) if self.dialect == "postgresql" else [plan]
+        return [result for part in parts for result in writelocks.retrying(lambda part=part: self._write(part), what)]
 
     def _write(self, plan: IngestPlan) -> list[UpsertResult]:
         results = []
@@ -594,6 +595,31 @@ _INSERT_COLUMNS = (
     "url", "origin_url", "media", "tags", "language", "published", "updated", "sort_at", "event_start",
     "event_end", "event_timezone", "event_all_day", "event_location", "event_cancelled", "event_latitude",
     "event_longitude", "offer_price", "offer_currency", "offer_valid_from", "offer_valid_until", "content_hash", "first_seen_at", "changed_at")
+
+
+def _parts(plan: IngestPlan, most: int) -> list[IngestPlan]:
+    """`plan` as parts of whole sources with at most `most` new or changed items each (a
+    source with more is a part of its own), for one transaction each on PostgreSQL: a write
+    locks each URL it writes, and beyond `most` all of the town's at once, writing alone
+    (hub.store.writelocks). A worker's shared batch in a first pass (dozens of feeds of 20
+    entries) would take that lock every time."""
+    def fresh(o: FetchOutcome) -> int:
+        return sum(item.key in plan.prepared for item in o.parsed.items) if o.parsed else 0
+
+    if sum(map(fresh, plan.parsed)) <= most:
+        return [plan]
+    groups: list[list[FetchOutcome]] = [[]]
+    size = 0
+    for outcome in plan.outcomes:
+        n = fresh(outcome)
+        if size + n > most and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append(outcome)
+        size += n
+    parsed = {id(o) for o in plan.parsed}
+    return [IngestPlan(tuple(group), [o for o in group if id(o) in parsed], plan.rows, plan.prepared)
+            for group in groups]
 
 
 def _insert_new(conn: Connection, rows: list[tuple]) -> None:
