@@ -70,6 +70,9 @@ FETCH_BATCH = 50  # sources per fetch job without a host (a host's batch is as b
 # (~10 ms each), so jobs of a host's source or two capped a worker at ~90 sources/s.
 FETCH_JOB_SOURCES = 16
 QUEUE_TARGET = 64  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
+# Workers take jobs by priority, then in order: the ticks, which only defer work, go before the
+# queued fetch jobs (a dispatch behind a full queue ran only once the queue was empty again).
+TICK_PRIORITY = 10
 STALLED_CHECK_EVERY = timedelta(seconds=5)
 STALLED_AFTER = 30.0  # seconds without a worker's heartbeat before its jobs run again
 FETCH_TASK = "hub.fetch_sources"
@@ -152,7 +155,8 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     # One tick at a time across all workers (`lock`), one more waiting (`queueing_lock`): a tick
     # reads the queue's depth before it claims, so two at once (the periodic deferrer adds one
     # every second; a tick can take longer) would each fill the queue up to QUEUE_TARGET.
-    @app.task(name="hub.dispatch", queue="tick", queueing_lock="hub.dispatch", lock="hub.dispatch")
+    @app.task(name="hub.dispatch", queue="tick", queueing_lock="hub.dispatch", lock="hub.dispatch",
+              priority=TICK_PRIORITY)
     async def dispatch(timestamp: int) -> int:
         waiting = await _waiting_fetch_jobs(app)
         capacity = max(0, QUEUE_TARGET - waiting) * FETCH_BATCH
@@ -161,7 +165,7 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
 
     app.periodic(cron=cron_every(DISPATCH_EVERY), periodic_id="dispatch")(dispatch)
 
-    @app.task(name="hub.tick", queue="tick")
+    @app.task(name="hub.tick", queue="tick", priority=TICK_PRIORITY)
     async def tick(timestamp: int, kind: str) -> None:
         for town in list(contexts.towns):  # the towns served now (they follow `hub towns reload`)
             try:
@@ -173,7 +177,7 @@ def build_app(deployment: Deployment, contexts: TownContexts, *, stalled_after: 
     for kind, every in tick_intervals(deployment).items():
         app.periodic(cron=cron_every(every), periodic_id=kind, task_kwargs={"kind": kind})(tick)
 
-    @app.task(name="hub.retry_stalled", queue="tick", queueing_lock="hub.retry_stalled")
+    @app.task(name="hub.retry_stalled", queue="tick", queueing_lock="hub.retry_stalled", priority=TICK_PRIORITY)
     async def retry_stalled(timestamp: int) -> int:
         """Jobs of a worker that stopped sending heartbeats (killed, or its machine gone) run again."""
         stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after))

@@ -171,6 +171,19 @@ async def test_packed_jobs_of_several_hosts_carry_no_keys_so_ticks_never_collide
     assert await planner(town.contexts, town.deployment, 100, town.now) == []  # all leased: nothing twice
 
 
+async def test_a_worker_takes_the_dispatch_tick_before_the_fetch_jobs_that_wait(town: Town) -> None:
+    """A tick deferred behind a full queue of fetch jobs would run only once the queue is
+    empty: supply would come in bursts. The ticks go first."""
+    from schedules.procrastinate_app import FETCH_TASK
+
+    planner = FairPlanner(outbox=town.outbox.fetch_batches)  # one job per host: three waiting
+    await planner(town.contexts, town.deployment, 100, town.now)
+    async with town.app.open_async():
+        await town.app.tasks["hub.dispatch"].defer_async(timestamp=0)
+        taken = [await town.app.job_manager.fetch_job(queues=None, worker_id=None) for _ in range(2)]
+    assert [job.task_name for job in taken] == ["hub.dispatch", FETCH_TASK]
+
+
 async def test_a_waiting_job_for_a_host_skips_only_that_batch(town: Town) -> None:
     from schedules.procrastinate_app import FETCH_TASK
 
