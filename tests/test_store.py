@@ -210,3 +210,37 @@ def test_retention_forgets_long_deleted_items_with_everything_that_points_at_the
     assert [r.item.external_id for r in listed] == ["e3"]  # e1 stays deleted, e3 live
     [again] = store.apply([fetched([event(2), event(3)], at=T0 + timedelta(days=60))])
     assert again.new == ["e2"]  # forgotten means forgotten: if it comes back, it is new
+
+
+def test_syncing_sources_waits_for_another_processs_write_instead_of_failing(tmp_path):
+    """A transaction that read before another process's write committed cannot write on
+    SQLite ("database is locked", whatever the busy timeout): syncing sources (as `hub towns
+    reload` does while `hub run` ingests) takes the write lock before it reads."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "hub.db"
+    store = Store(f"sqlite:///{path}")
+    store.sync_sources([SourceSpec("a", "m", "rss")])
+    other = sqlite3.connect(path, isolation_level=None)  # another process: its own connection
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE sources SET error_count = 1 WHERE id = 'a'")
+    failed = []
+
+    def sync() -> None:
+        try:
+            store.sync_sources([SourceSpec("a", "m", "rss"), SourceSpec("b", "m", "rss")])
+        except Exception as exc:  # noqa: BLE001 - the test asserts there is none
+            failed.append(exc)
+
+    syncing = threading.Thread(target=sync)
+    syncing.start()
+    syncing.join(0.5)  # it reads, or waits to
+    other.execute("COMMIT")  # the other write lands in between
+    syncing.join(10)
+    other.close()
+    assert failed == []
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(tables.SourceRow.__table__.c.id)).scalars()) == ["a", "b"]
+    store.close()
+

@@ -184,7 +184,7 @@ class Store:
         source held back (an invalid token) whose options changed since (its fingerprint)
         is let go: it is due again at once and its failures are forgotten."""
         specs = list(specs)
-        with self.engine.begin() as conn:
+        with writelocks.write_transaction(self.engine) as conn:
             known = {r.id: r for r in conn.execute(select(SOURCES.c.id, SOURCES.c.merchant_id, SOURCES.c.connector))}
             for spec in specs:
                 row = known.get(spec.id)

@@ -26,6 +26,7 @@ from sqlmodel import Column, Field, SQLModel
 from hub.models import Item
 from hub.store.placement import ORIGINS, RECORDS, SPLITS, Placement
 from hub.store.tables import UTCDateTime
+from hub.store.writelocks import write_transaction
 
 # Statuses of records that wait for a person: `pending` (a merchant under review) and
 # `held` (a rule that holds a record back rather than hiding it).
@@ -216,7 +217,7 @@ class AdminStore:
         return self._set_status(record_id, "hidden", reason, user, now or _now())
 
     def _set_status(self, record_id: int, status: str, reason: str | None, user: str, now: datetime) -> bool:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             old = conn.execute(select(RECORDS.c.status, RECORDS.c.status_reason).where(RECORDS.c.id == record_id)).first()
             if old is None:
                 return False
@@ -235,7 +236,7 @@ class AdminStore:
         or image gives it back to the sources. False if there is no such record."""
         now = now or _now()
         title, image = (title or "").strip() or None, (image or "").strip() or None
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(select(RECORDS.c.id).where(RECORDS.c.id == record_id)).first() is None:
                 return False
             before = edits_of(conn, [record_id]).get(record_id)
@@ -258,7 +259,7 @@ class AdminStore:
         now = now or _now()
         if keep == other:
             return False
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             found = conn.execute(select(RECORDS.c.id).where(RECORDS.c.id.in_([keep, other]),
                                                             RECORDS.c.removed_at.is_(None))).scalars().all()
             if len(found) != 2:

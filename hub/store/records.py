@@ -27,6 +27,7 @@ from hub.store.bulk import new_ids, placeholders
 from hub.store.counts import Counts, key_of
 from hub.store.tables import ItemTagRow, UTCDateTime
 from hub.store.version import VERSION
+from hub.store.writelocks import write_transaction
 from hub.store.placement import (ITEMS, ORIGINS, RECORDS, REVISIONS, SPLITS, Placement, Prepared, load_origins,
                                  multi_source_merchants, paused_gc, prepare)
 
@@ -311,7 +312,7 @@ class Records:
 
     def _set_status(self, record_id: int, status: str, now: datetime | None) -> bool:
         now = now or datetime.now(timezone.utc)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(update(RECORDS).where(RECORDS.c.id == record_id).values(
                 status=status, status_by="manager", status_reason=None, changed_at=now)).rowcount
             if done:
@@ -325,7 +326,7 @@ class Records:
         a record of its own, and remember that none of them may be merged with the others
         again. Returns the new records' ids."""
         now = now or datetime.now(timezone.utc)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             origins = load_origins(conn, [record_id], self.read_item).get(record_id, [])
             members = [o.item_id for o in origins]
             leaving = [i for i in (members[1:] if item_ids is None else item_ids) if i in members]

@@ -62,9 +62,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from hub.identity import features, link_keys, local_day, url_key
@@ -171,6 +172,18 @@ class WriteLocks:
             self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
                                       (wanted,)).all()
             self.held.update(wanted)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads, then writes (syncing sources, the project manager's actions).
+    SQLite: it takes the write lock at its start (BEGIN IMMEDIATE), waiting for other writers
+    as long as the busy timeout allows; a deferred one that read before another process
+    wrote could not write at all ("database is locked" at once). PostgreSQL: a plain one."""
+    with engine.connect() as conn:
+        conn.execution_options(begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def _new_scopes(item: Any, at: Any, p: Any, zone: str) -> tuple[int | None, list[int]]:
