@@ -40,8 +40,8 @@ relies on, and their outcome is that of running one after the other. The lock se
 Locks are taken in few statements, each sorted: first every merchant, then (once the items
 the batch knows are read) a lock-all of the days, one of the URLs, then the days and URLs.
 A lock-all is taken shared, so writers with few days and URLs still overlap; a
-batch with more than `MOST_LOCKS` of them (a first fetch of a calendar, of a site's archive)
-takes it exclusively instead of thousands of locks, which PostgreSQL keeps in a shared
+batch with more than `MOST_LOCKS` of them (a first fetch of a calendar, of a site's archive;
+`Store.write` splits a batch of several sources below that) takes it exclusively instead of thousands of locks, which PostgreSQL keeps in a shared
 table of limited size (`max_locks_per_transaction` times connections). All writers take
 them in that one order, so they cannot deadlock on them; only a merchant learnt in the
 second step (an origin stored under another merchant, after a source was given to another
