@@ -603,15 +603,12 @@ def _parts(plan: IngestPlan, most: int) -> list[IngestPlan]:
     locks each URL it writes, and beyond `most` all of the town's at once, writing alone
     (hub.store.writelocks). A worker's shared batch in a first pass (dozens of feeds of 20
     entries) would take that lock every time."""
-    def fresh(o: FetchOutcome) -> int:
-        return sum(item.key in plan.prepared for item in o.parsed.items) if o.parsed else 0
-
-    if sum(map(fresh, plan.parsed)) <= most:
+    fresh = [sum(item.key in plan.prepared for item in o.parsed.items) if o.parsed else 0 for o in plan.outcomes]
+    if sum(fresh) <= most:
         return [plan]
     groups: list[list[FetchOutcome]] = [[]]
     size = 0
-    for outcome in plan.outcomes:
-        n = fresh(outcome)
+    for outcome, n in zip(plan.outcomes, fresh):
         if size + n > most and groups[-1]:
             groups.append([])
             size = 0
