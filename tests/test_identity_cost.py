@@ -46,3 +46,18 @@ def test_prices_are_found_in_title_text_and_summary_alike():
                         published=T0)
     assert found(with_summary) == {"3.50"}
     assert prices("Brötchen 0,45 €") == ["0.45"]  # the scan itself is unchanged
+
+
+def test_an_eur_inside_a_word_names_no_amount_and_one_after_a_digit_does():
+    """Texts with "neuer", "teuer" or "Feuerwehr" are read for € signs alone (the full
+    expression costs ~10 µs a post); an amount before EUR, also across the title's end, is found."""
+    def found(title: str, text: str) -> frozenset[str]:
+        item = Item(source_id="s1", merchant_id="m1", external_id="p", title=title, content_html=f"<p>{text}</p>",
+                    content_text=text, published=T0)
+        return features(item, at=T0, zone="Europe/Berlin").prices
+
+    assert found("Neuer Stollen bei der Feuerwehr", "Nicht teuer: 4,50 € das Stück") == {"4.50"}
+    assert found("Feuerwehrfest", "Eintritt 3\u00a0EUR, Bratwurst 2 Euro") == {"3.00", "2.00"}
+    assert found("Stollen für 12", "EUR im Vorverkauf") == {"12.00"}
+    assert found("Neuer Termin", "Die Feuerwehr übt am 12. Dezember") == frozenset()
+    assert prices("Eintritt 5 eurO und 7 euros") == ["5.00"]  # as before: "euros" is no currency

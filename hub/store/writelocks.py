@@ -6,7 +6,7 @@ transaction-scoped advisory locks on the scopes its items can be matched in, and
 town's turn only for its last part (below):
 
 1. **Its merchants** (of its sources and of its items): a source has one writer at a time
-   (leases), and this makes it exact even when a lease ran out; post keys (`identity.post_keys`)
+   (leases), and this makes it exact even when a lease ran out; post keys (`identity.index_keys`)
    are per merchant, so every post key an item probes or stores, and every origin that
    `Placement._fingerprint_unkeyed` completes (the merchant's own posts), lies in it.
 2. **Its event days**: event keys are per (local day, title word), and events match only

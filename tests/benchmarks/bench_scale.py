@@ -159,6 +159,21 @@ def postgres_cpu() -> dict[int, float]:
     return found
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU time so far, all cores, in clock ticks: user, nice, system, idle,
+    iowait, irq, softirq, steal (/proc/stat)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def machine_busy(before: list[int], after: list[int]) -> dict[str, float]:
+    """Shares of all cores' time between two `machine_ticks`: busy (not idle nor iowait), and
+    of it user, system and interrupts (the kernel's loopback networking is much of these)."""
+    d = [b - a for a, b in zip(before, after)]
+    total = max(1, sum(d))
+    return {"busy": (total - d[3] - d[4]) / total, "user": (d[0] + d[1]) / total, "system": d[2] / total,
+            "interrupts": (d[5] + d[6]) / total, "steal": d[7] / total}
+
+
 def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU the processes took between two snapshots (those that ended meanwhile are missed)."""
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
@@ -215,6 +230,7 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
     rss: dict[str, float] = field(default_factory=dict)  # role -> peak RSS MiB
+    machine: dict[str, float] = field(default_factory=dict)  # `machine_busy` during the run
     db_bytes_migrated: int = 0
     db_bytes: int = 0
     items: int = 0
@@ -370,7 +386,7 @@ def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: S
         print(f"processes ready after {time.monotonic() - started:.0f} s (each reads every town's config)")
         roles = {"workers": [p.pid for p in pool], "web": [web.pid], "feed server": [setup.feed_pid]}
         cpu0 = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
-        pg0 = postgres_cpu()
+        pg0, machine0 = postgres_cpu(), machine_ticks()
         t0 = time.monotonic()
         print(f"{'t s':>5} {'fetch/s':>8} {'due':>7} {'flight':>6} {'lag s':>6} {'jobs':>5} "
               f"{'page ms':>8} {'metrics ms':>10} {'lock':>4} {'turn':>4}  fetched per town (5 min window)")
@@ -393,6 +409,7 @@ def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: S
         result.cpu = {role: sum(map(cpu_seconds, pids)) - cpu0[role] for role, pids in roles.items()}
         result.cpu["postgres (all)"] = cpu_since(pg0, postgres_cpu())
         result.cpu["wall"] = time.monotonic() - t0
+        result.machine = machine_busy(machine0, machine_ticks())
 
 
 def take_sample(elapsed: float, stores, jobs_engine, feed_port: int, web_port: int, town_host: str) -> Sample:
@@ -430,6 +447,12 @@ def report(result: Run) -> None:
           f"{sum(s.turn_waits for s in steady) / max(1, len(steady)):.1f}")
     print("CPU during the run (share of one core): " + ", ".join(
         f"{role} {sec:.0f} s ({sec / wall:.0%})" for role, sec in result.cpu.items() if role != "wall"))
+    m, cores = result.machine, os.cpu_count() or 1
+    if m:
+        listed = sum(sec for role, sec in result.cpu.items() if role != "wall") / wall
+        print(f"machine ({cores} cores): busy {m['busy']:.0%} (user {m['user']:.0%}, system {m['system']:.0%}, "
+              f"interrupts {m['interrupts']:.0%}, steal {m['steal']:.0%}); the processes above took "
+              f"{listed / cores:.0%} of it, the rest is this benchmark, the kernel and other services")
     print("peak RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, mib in result.rss.items()))
     print(f"web: town page p50 {_pct(pages, 0.5):.0f} ms / max {pages[-1] if pages else 0:.0f} ms; "
           f"/metrics p50 {_pct(metrics, 0.5):.0f} ms / max {metrics[-1] if metrics else 0:.0f} ms "
@@ -531,6 +554,12 @@ def main() -> None:
     for one, two in pairs:
         print(f"\nthroughput 2 workers / 1 worker (every {one.interval} s): {two.rate():.1f} / {one.rate():.1f} "
               f"= {two.rate() / one.rate():.2f}x")
+        if one.machine and two.machine:  # the workers share the cores with everything else
+            per_one, per_two = (r.rate() / max(r.machine["busy"], 1e-9) for r in (one, two))
+            print(f"the machine's busy CPU: {one.machine['busy']:.0%} -> {two.machine['busy']:.0%} "
+                  f"({two.machine['busy'] / max(one.machine['busy'], 1e-9):.2f}x); fetches/s per busy share of the "
+                  f"machine: {per_one:.0f} -> {per_two:.0f} ({per_two / per_one:.2f}x: 1.00x is linear in the CPU "
+                  "there was)")
     estimate(max(results, key=lambda r: r.rate() / r.workers), args.estimate_sources, args.estimate_interval,
              args.items_per_source)
 

@@ -1,5 +1,5 @@
 """identity candidates from keys, not from a merchant's whole window: posts of merchants with
-several sources are found by post keys in identity_keys (hub.identity.post_keys); keys that
+several sources are found by post keys in identity_keys (hub.identity.index_keys); keys that
 too many items share are noted in identity_common_keys and skipped. The (merchant, time)
 index now holds only origins without text features (title_key IS NULL): those of a merchant's
 first source, fingerprinted once it has a second. Existing origins lose their text features,
