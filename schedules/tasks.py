@@ -28,7 +28,7 @@ from hub.moderation import rules_from
 from hub.newsletter.job import NewsletterJob
 from hub.pipeline import Pipeline, SourceReport, source_specs
 from hub.refresh import refresh_expired_images
-from hub.store import Store
+from hub.store import TOWN_KEEPS, Store
 from hub.store.scheduling import ScheduleStore
 from hub.tokens import daily_check
 from schedules.clock import Clock, SystemClock
@@ -179,8 +179,13 @@ class TownContexts:
     Parsing happens in the worker process itself (parse_workers=0): run more workers
     rather than a process pool inside each."""
 
-    def __init__(self, towns: dict[str, TownLike], *, owner: str, clock: Clock | None = None) -> None:
+    def __init__(self, towns: dict[str, TownLike], *, owner: str, clock: Clock | None = None,
+                 connections: int = 0) -> None:
+        """`connections`: the idle database connections this process keeps over all its
+        towns, shared evenly (at least hub.store.TOWN_KEEPS each): about as many as its
+        jobs use at once, so a busy town does not open a connection for every query."""
         self.towns = dict(towns)
+        self.connections = connections
         self.owner = owner
         self.clock = clock or SystemClock()
         self._contexts: dict[str, TownContext] = {}
@@ -221,7 +226,7 @@ class TownContexts:
             raise LookupError(f"town {town_id!r} is not in this deployment (known: {', '.join(sorted(self.towns))}); "
                               "a job for a removed town has nothing to do")
         settings = town.settings
-        store = await asyncio.to_thread(open_town_store, town)
+        store = await asyncio.to_thread(open_town_store, town, self.connections // max(1, len(self.towns)))
         self._stack.callback(store.close)
         for hook in self._on_open:
             hook(town_id, store)
@@ -244,10 +249,11 @@ def _digest(town: TownLike) -> object:
     return getattr(town, "digest", None) or id(town.settings)
 
 
-def open_town_store(town: TownLike) -> Store:
+def open_town_store(town: TownLike, keep: int = 0) -> Store:
     """The town's store with its config's sources and moderation rules in it (as `hub`'s
-    commands open a store: see hub/cli/common.py's open_store)."""
-    store = town.open_store()
+    commands open a store: see hub/cli/common.py's open_store); `keep`: idle connections
+    it keeps, if more than hub.store.TOWN_KEEPS."""
+    store = town.open_store(keep=max(keep, TOWN_KEEPS))
     store.sync_sources(source_specs(town.settings))
     store.records.configure(rules_from(town.settings))
     return store

@@ -95,13 +95,13 @@ async def _run_worker(deployment: Deployment, concurrency: int, stalled_after: f
     # A job does its database work in asyncio.to_thread; the loop's default pool has
     # cpu_count + 4 threads, so on a small machine most of `concurrency` jobs would queue
     # for a thread while the database idles. One per job (the town's connection pool
-    # bounds the connections).
+    # bounds the connections, and keeps about as many: TownContexts).
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="hub-worker"))
     if not await asyncio.to_thread(has_procrastinate_schema, deployment.store_url):
         raise _SchemaMissing
     owner = process_owner()
-    contexts = TownContexts(deployment.towns, owner=owner)
+    contexts = TownContexts(deployment.towns, owner=owner, connections=concurrency)
     app = build_app(deployment, contexts, stalled_after=stalled_after)
     grace = max((t.settings.schedule.shutdown_grace for t in deployment.towns.values())).total_seconds()
     following = asyncio.create_task(follow_reloads(deployment, contexts)) if not deployment.is_single_town else None

@@ -88,6 +88,20 @@ class UpsertResult:
     unchanged: int = 0
 
 
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one
+# Connections one process keeps and may add; a reader holds one at a time (issue 14: 50
+# clients at once). Beyond them a request waits for one (up to a minute) rather
+# than failing: web requests run in a thread pool of 40, and each query takes milliseconds.
+POOL = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 60, "pool_use_lifo": True}
+# A process of a deployment may serve hundreds of towns, each with a pool of its own: by
+# default it keeps two idle connections per town, not ten, and opens up to 20 in a burst. A
+# pool closes each connection given back beyond what it keeps, and a PostgreSQL connection
+# is a server process that starts cold, so a town busier than that opens and closes
+# connections all the time: a `hub worker` keeps more (schedules.tasks.TownContexts).
+TOWN_KEEPS = 2
+TOWN_CONNECTIONS = 20
+
+
 @dataclass(frozen=True)
 class StoredItem:
     """An item as residents and the project manager see it, with its store metadata."""
@@ -125,12 +139,13 @@ class SourceStatus:
 
 class Store:
     def __init__(self, url: str, *, base_dir: Path | None = None, migrate: bool = True,
-                 autocheckpoint: bool = True, schema: str | None = None) -> None:
+                 autocheckpoint: bool = True, schema: str | None = None, keep: int = TOWN_KEEPS) -> None:
         """`autocheckpoint=False` (SQLite): commits never copy the WAL into the database
         file; the owner calls `checkpoint` when it suits it (an ingest worker does so
         after giving up its turn to write, so the other worker is not kept waiting).
         `schema` (PostgreSQL, issue 18): a town's schema; every connection of this store
-        works in it (`search_path`), so the store's SQL needs no schema names."""
+        works in it (`search_path`), so the store's SQL needs no schema names. `keep`: the
+        idle connections a town's store keeps (see TOWN_KEEPS)."""
         self.url = _resolve_sqlite_path(url, base_dir)
         self.schema = schema
         if schema is not None and not self.url.startswith("postgresql"):
@@ -138,7 +153,7 @@ class Store:
                              hint="on SQLite each town has a database file of its own (hub.towns)")
         if schema is not None and not _SCHEMA.match(schema):
             raise StoreError(f"'{schema}' is not a usable schema name", hint="lowercase letters, digits and '_'")
-        self.engine = _make_engine(self.url, autocheckpoint, schema)
+        self.engine = _make_engine(self.url, autocheckpoint, schema, keep)
         # Canonical records, one per real thing, kept in step with the items (issue 4).
         self.records = Records(self.engine, lambda row: _from_row(row).item)
         if migrate:
@@ -532,17 +547,13 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     return prefix + str(path)
 
 
-BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for another one
-# Connections one process keeps and may add; a reader holds one at a time (issue 14: 50
-# clients at once). Beyond them a request waits for one (up to a minute) rather
-# than failing: web requests run in a thread pool of 40, and each query takes milliseconds.
-POOL = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 60, "pool_use_lifo": True}
 
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-def _make_engine(url: str, autocheckpoint: bool = True, schema: str | None = None) -> Engine:
+def _make_engine(url: str, autocheckpoint: bool = True, schema: str | None = None,
+                 keep: int = TOWN_KEEPS) -> Engine:
     if url.startswith("sqlite"):
         _bind_nulls_and_flags_directly()
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
@@ -574,10 +585,9 @@ def _make_engine(url: str, autocheckpoint: bool = True, schema: str | None = Non
     # registry) reachable. Set at connect, so it costs no round trip per checkout.
     if schema is None:
         return create_engine(url, pool_pre_ping=True, **POOL)
-    # A process of a deployment may serve hundreds of towns, each with its own pool: it
-    # keeps two idle connections per town, not ten (bursts still get theirs).
+    keep = max(1, min(keep, TOWN_CONNECTIONS))
     return create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c search_path={schema},public"},
-                         **{**POOL, "pool_size": 2, "max_overflow": 18})
+                         **{**POOL, "pool_size": keep, "max_overflow": TOWN_CONNECTIONS - keep})
 
 
 def _bind_nulls_and_flags_directly() -> None:

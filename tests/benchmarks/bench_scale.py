@@ -231,6 +231,7 @@ class Run:
     cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
     rss: dict[str, float] = field(default_factory=dict)  # role -> peak RSS MiB
     machine: dict[str, float] = field(default_factory=dict)  # `machine_busy` during the run
+    sessions: int = 0  # database connections opened during the run
     db_bytes_migrated: int = 0
     db_bytes: int = 0
     items: int = 0
@@ -351,6 +352,12 @@ def ingest_waits(conn) -> tuple[int, int]:
         "FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()
 
 
+def sessions(conn) -> int:
+    """Connections opened to this database so far (each a new server process: its CPU is
+    not in "postgres (all)" once it has ended)."""
+    return conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+
+
 def registered_workers(conn) -> int:
     return conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
 
@@ -386,7 +393,7 @@ def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: S
         print(f"processes ready after {time.monotonic() - started:.0f} s (each reads every town's config)")
         roles = {"workers": [p.pid for p in pool], "web": [web.pid], "feed server": [setup.feed_pid]}
         cpu0 = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
-        pg0, machine0 = postgres_cpu(), machine_ticks()
+        pg0, machine0, sessions0 = postgres_cpu(), machine_ticks(), sessions(db)
         t0 = time.monotonic()
         print(f"{'t s':>5} {'fetch/s':>8} {'due':>7} {'flight':>6} {'lag s':>6} {'jobs':>5} "
               f"{'page ms':>8} {'metrics ms':>10} {'lock':>4} {'turn':>4}  fetched per town (5 min window)")
@@ -410,6 +417,7 @@ def measure(args, result: Run, deploy: Path, name: str, store_url: str, setup: S
         result.cpu["postgres (all)"] = cpu_since(pg0, postgres_cpu())
         result.cpu["wall"] = time.monotonic() - t0
         result.machine = machine_busy(machine0, machine_ticks())
+        result.sessions = sessions(db) - sessions0
 
 
 def take_sample(elapsed: float, stores, jobs_engine, feed_port: int, web_port: int, town_host: str) -> Sample:
@@ -452,7 +460,8 @@ def report(result: Run) -> None:
         listed = sum(sec for role, sec in result.cpu.items() if role != "wall") / wall
         print(f"machine ({cores} cores): busy {m['busy']:.0%} (user {m['user']:.0%}, system {m['system']:.0%}, "
               f"interrupts {m['interrupts']:.0%}, steal {m['steal']:.0%}); the processes above took "
-              f"{listed / cores:.0%} of it, the rest is this benchmark, the kernel and other services")
+              f"{listed / cores:.0%} of it; the rest is the kernel, other services and the {result.sessions / wall:.1f} "
+              "database connections opened per second (their server processes ended before they could be counted)")
     print("peak RSS: " + ", ".join(f"{role} {mib:.0f} MiB" for role, mib in result.rss.items()))
     print(f"web: town page p50 {_pct(pages, 0.5):.0f} ms / max {pages[-1] if pages else 0:.0f} ms; "
           f"/metrics p50 {_pct(metrics, 0.5):.0f} ms / max {metrics[-1] if metrics else 0:.0f} ms "
