@@ -547,8 +547,6 @@ def _resolve_sqlite_path(url: str, base_dir: Path | None) -> str:
     return prefix + str(path)
 
 
-
-
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
