@@ -246,6 +246,15 @@ class Outbox:
         return queue
 
 
+def publishing_outbox(deployment: Deployment) -> Callable[[str], LedgerOutbox]:
+    """Town id -> its ledger hook, for a process that queues jobs but runs none (a web
+    process: the cockpit's approve, hide, edit, merge and split write ledger rows, whose
+    publish job must commit with them, as an ingest's does in a worker). The app's tasks
+    are registered only to make the jobs; it never opens a connection of its own."""
+    outbox = Outbox(build_app(deployment, TownContexts(deployment.towns, owner="web")))
+    return outbox.publish_channels
+
+
 def _waiting_locks(conn: Connection, keys: list[str]) -> set[str]:
     """Which of these queueing locks a waiting job holds (procrastinate's unique index on them).
     Those jobs are share-locked until the caller commits: a worker fetches jobs with FOR

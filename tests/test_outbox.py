@@ -305,3 +305,26 @@ async def test_a_new_record_reaches_a_push_channel_without_waiting_for_the_publi
     assert done >= 1
     records = [line["record"] for line in channel_lines(channel)]
     assert len(records) == len(set(records)) == 4  # each record once
+
+
+async def test_a_record_hidden_in_a_web_process_queues_its_channels_publish_job_with_the_rows(town: Town) -> None:
+    """`hub serve` of a procrastinate deployment: the project manager hides a record in the
+    cockpit; the channel's withdrawal row and its publish job commit together, so the record
+    leaves the channel within seconds, not at the next (hourly) publish tick."""
+    from hub.cli.towns import web_store_opener
+    from hub.store.admin import AdminStore
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
+
+    town.store.apply([post("a0", town.now)])
+    record_id = town.sql("SELECT record_id FROM record_origins o JOIN items i ON i.id = o.item_id "
+                         "WHERE i.source_id = 'a0' ORDER BY o.item_id DESC LIMIT 1")[0][0]
+    town.sql("DELETE FROM procrastinate_jobs")  # the ingest's publish job has run
+    before = ledger_rows(town)
+    web_store = web_store_opener(town.deployment)(town.deployment.towns[TOWN])
+    try:
+        assert AdminStore(web_store).hide(record_id, "falsche Angaben", "kuemmerer")
+    finally:
+        web_store.close()
+    assert ledger_rows(town) == before + 1  # the withdrawal
+    key = f"publish_channel:{TOWN}:archiv"
+    assert town.jobs(PUBLISH_CHANNEL_TASK) == [(key, key, {"town": TOWN, "channel": "archiv"})]

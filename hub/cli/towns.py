@@ -18,6 +18,7 @@ from hub.errors import HubError
 from hub.moderation import rules_from
 from hub.pipeline import source_specs
 from hub.store import Store
+from hub.store.ledger import attach_outbox
 from hub.store.townregistry import RegisteredTown, RegistryChange, TownRegistry
 from hub.towns import Deployment, Town
 from schedules.publishing import prepare_channels
@@ -158,7 +159,25 @@ def _started(path: Path) -> Deployment:
 def _towns_app(deployment: Deployment):
     from hub.web.towns import TownsApp
 
-    return TownsApp(deployment.path, registry=_registry(deployment), open_store=prepared_store, deployment=deployment)
+    return TownsApp(deployment.path, registry=_registry(deployment), open_store=web_store_opener(deployment),
+                    deployment=deployment)
+
+
+def web_store_opener(deployment: Deployment) -> Callable[[Town], Store]:
+    """How the web process opens a town's store: `prepared_store`, and with `runtime:
+    procrastinate` the ledger hook that queues a push channel's publish job in the
+    transaction of the rows the cockpit writes (else they would wait for the publish tick)."""
+    if deployment.runtime != "procrastinate":
+        return prepared_store
+    from schedules.procrastinate_app import publishing_outbox
+
+    outbox_of = publishing_outbox(deployment)
+
+    def open_store(town: Town) -> Store:
+        store = prepared_store(town)
+        attach_outbox(store.engine, outbox_of(town.id))
+        return store
+    return open_store
 
 
 async def _serve(app, host: str, port: int) -> None:
