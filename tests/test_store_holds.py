@@ -59,3 +59,29 @@ def test_gone_entries_are_tombstoned_in_a_partial_payload_and_a_live_read_brings
     [live] = store.apply([ok(Parsed(items=(post(2, 2),), complete=False, revive=True))])
     assert live.changed == ["p2"] and "p2" in {s.item.external_id for s in store.items()}
     assert store.records.count() == 3
+
+
+def test_the_due_look_reads_only_the_held_sources_not_a_row_per_source(pg_url):
+    """Every claim of a dispatch tick leaves the held sources out; source_holds has a row per
+    configured source (nearly all not held), and PostgreSQL read all of them each time, which
+    made a claim in a town of 55,000 sources 4-6x slower (migration 0018)."""
+    from sqlalchemy import text
+
+    from hub.store import Store
+
+    store = Store(pg_url)
+    try:
+        store.sync_sources([SourceSpec(f"s{i}", "m", "rss", f"hash-{i}") for i in range(5000)])
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE source_holds SET hold = 'token_invalid' WHERE source_id IN ('s1', 's2')"))
+            conn.execute(text("ANALYZE source_holds"))
+        plans = ScheduleStore(store)
+        plans.prepare_sources([f"s{i}" for i in range(5000)], T0, timedelta(0))
+        assert len(plans.due_sources(T0 + timedelta(days=1), 10_000)) == 4998  # the held ones left out
+        with store.engine.connect() as conn:
+            plan = "\n".join(conn.execute(text(
+                "EXPLAIN SELECT count(*) FROM sources WHERE id NOT IN "
+                "(SELECT source_id FROM source_holds WHERE hold IS NOT NULL)")).scalars())
+        assert "ix_source_holds_held" in plan and "Seq Scan on source_holds" not in plan, plan
+    finally:
+        store.close()

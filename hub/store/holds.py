@@ -18,7 +18,7 @@ import json
 from datetime import datetime
 from typing import Optional, Sequence
 
-from sqlalchemy import BigInteger, Engine, Text, select
+from sqlalchemy import BigInteger, Engine, Index, Text, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Column, Field, SQLModel
 
@@ -28,6 +28,9 @@ from hub.store.tables import ItemRow, MediaRow, UTCDateTime
 
 class SourceHoldRow(SQLModel, table=True):
     __tablename__ = "source_holds"
+    # Partial (migration 0018): the few held sources, which every claim and due look leaves out.
+    __table_args__ = (Index("ix_source_holds_held", "source_id", sqlite_where=text("hold IS NOT NULL"),
+                            postgresql_where=text("hold IS NOT NULL")),)
 
     source_id: str = Field(primary_key=True)
     fingerprint: Optional[str] = None  # hub.config.options_fingerprint of the configured options
