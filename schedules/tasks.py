@@ -226,7 +226,8 @@ class TownContexts:
             raise LookupError(f"town {town_id!r} is not in this deployment (known: {', '.join(sorted(self.towns))}); "
                               "a job for a removed town has nothing to do")
         settings = town.settings
-        store = await asyncio.to_thread(open_town_store, town, self.connections // max(1, len(self.towns)))
+        keep = max(TOWN_KEEPS, self.connections // max(1, len(self.towns)))
+        store = await asyncio.to_thread(open_town_store, town, keep)
         self._stack.callback(store.close)
         for hook in self._on_open:
             hook(town_id, store)
@@ -249,11 +250,11 @@ def _digest(town: TownLike) -> object:
     return getattr(town, "digest", None) or id(town.settings)
 
 
-def open_town_store(town: TownLike, keep: int = 0) -> Store:
+def open_town_store(town: TownLike, keep: int = TOWN_KEEPS) -> Store:
     """The town's store with its config's sources and moderation rules in it (as `hub`'s
     commands open a store: see hub/cli/common.py's open_store); `keep`: idle connections
-    it keeps, if more than hub.store.TOWN_KEEPS."""
-    store = town.open_store(keep=max(keep, TOWN_KEEPS))
+    it keeps."""
+    store = town.open_store(keep=keep)
     store.sync_sources(source_specs(town.settings))
     store.records.configure(rules_from(town.settings))
     return store

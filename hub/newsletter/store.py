@@ -31,6 +31,7 @@ from hub.newsletter.tables import DELIVERIES, EDITIONS, KEYS, SUBSCRIBERS
 from hub.newsletter.tokens import Signer
 from hub.store import Store
 from hub.store.scheduling import CHANNELS
+from hub.store.writelocks import write_transaction
 
 BOUNCES_TO_DISABLE = 3  # permanent rejections in a row, then the address gets no more mail
 MAX_ATTEMPTS = 5  # a temporarily rejected mail is tried this often, then given up
@@ -136,23 +137,13 @@ class NewsletterStore:
         self.engine = store.engine
         self._signer: Signer | None = None
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction that takes SQLite's write lock at its start (BEGIN IMMEDIATE): one
-        that read first could not upgrade later while another writer (the mark writer, a
-        second process) holds the lock, and would fail at once instead of waiting its turn."""
-        with self.engine.connect() as conn:
-            conn.execution_options(begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
-
     # --- the signing key --------------------------------------------------------------------
 
     def signer(self) -> Signer:
         """The installation's link signer; the key is made on first use and kept in the
         database, so every process (and every host of a scaled setup) agrees on it."""
         if self._signer is None:
-            with self._write() as conn:
+            with write_transaction(self.engine) as conn:
                 conn.execute(_insert(conn, KEYS).values(id="links", secret=secrets.token_hex(32))
                              .on_conflict_do_nothing(index_elements=["id"]))
                 secret = conn.execute(select(KEYS.c.secret).where(KEYS.c.id == "links")).scalar_one()
@@ -167,7 +158,7 @@ class NewsletterStore:
         a confirmed one is left as it is. A disabled address (mail to it bounced) starts over
         as pending: it must confirm again."""
         key = email_key(email)
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(select(SUBSCRIBERS).where(SUBSCRIBERS.c.channel_id == channel_id,
                                                          SUBSCRIBERS.c.email_key == key)).first()
             if row is not None and row.status == "confirmed":
@@ -191,7 +182,7 @@ class NewsletterStore:
         return SignUp(_subscriber(row), state)
 
     def confirmation_sent(self, subscriber_id: int, now: datetime) -> None:
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == subscriber_id).values(confirm_sent_at=now))
 
     def subscriber(self, subscriber_id: int, nonce: str) -> Subscriber | None:
@@ -204,7 +195,7 @@ class NewsletterStore:
     def confirm(self, subscriber_id: int, nonce: str, now: datetime) -> tuple[Subscriber | None, bool]:
         """Give consent: (the subscription, whether this call confirmed it). Following the
         link again confirms nothing new and keeps the first consent time."""
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == subscriber_id,
                                                           SUBSCRIBERS.c.nonce == nonce,
                                                           SUBSCRIBERS.c.status == "pending")
@@ -214,7 +205,7 @@ class NewsletterStore:
         return (_subscriber(row) if row else None), bool(done)
 
     def set_preferences(self, subscriber_id: int, nonce: str, wanted: Preferences, now: datetime) -> bool:
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == subscriber_id,
                                                           SUBSCRIBERS.c.nonce == nonce)
                                 .values(**wanted.to_row(), updated_at=now)).rowcount == 1
@@ -272,7 +263,7 @@ class NewsletterStore:
         """Delete the per-recipient rows of editions finished before `before`: who got which
         edition is personal data too, and needed only while an edition is being sent."""
         old = select(EDITIONS.c.id).where(EDITIONS.c.status == "sent", EDITIONS.c.finished_at < before)
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(delete(DELIVERIES).where(DELIVERIES.c.edition_id.in_(old))).rowcount
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -343,7 +334,7 @@ class NewsletterStore:
         """The edition of `slot`, made now with a ledger row for every confirmed subscriber,
         or the one made for it before: (edition, whether this call made it)."""
         content = json.dumps({"new": list(new), "upcoming": list(upcoming), "revision": revision})
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             made = conn.execute(_insert(conn, EDITIONS).values(
                 channel_id=channel_id, slot=slot, created_at=now, since=since, subject=subject, content=content,
                 status="sending", failures=0, recipients=0).on_conflict_do_nothing(
@@ -364,7 +355,7 @@ class NewsletterStore:
         """Take the lease of an edition that is being sent, if it is free or has passed, and
         is not waiting for a retry. Returns how many mails were in flight when the previous
         holder stopped (sent again now: the possible duplicates), or None if not taken."""
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             taken = conn.execute(update(EDITIONS).where(
                 EDITIONS.c.id == edition_id, EDITIONS.c.status == "sending",
                 or_(EDITIONS.c.lease_until.is_(None), EDITIONS.c.lease_until < now),
@@ -378,7 +369,7 @@ class NewsletterStore:
 
     def renew(self, edition_id: int, owner: str, until: datetime) -> bool:
         """Extend the lease; False if it is not ours any more (then stop sending)."""
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(update(EDITIONS).where(EDITIONS.c.id == edition_id, EDITIONS.c.lease_owner == owner)
                                 .values(lease_until=until)).rowcount == 1
 
@@ -388,7 +379,7 @@ class NewsletterStore:
         edition waits until `next_try_at` and counts the failure; without, failures reset."""
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "next_try_at": next_try_at}
         values.update({"last_error": error, "failures": EDITIONS.c.failures + 1} if error else {"failures": 0})
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(update(EDITIONS).where(EDITIONS.c.id == edition_id, EDITIONS.c.lease_owner == owner)
                          .values(values))
 
@@ -400,7 +391,7 @@ class NewsletterStore:
         query = (select(d.c.id, d.c.subscriber_id, d.c.attempts, s)
                  .select_from(d.outerjoin(s, s.c.id == d.c.subscriber_id))
                  .where(d.c.edition_id == edition_id, due).order_by(d.c.id).limit(limit))
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             rows = conn.execute(query).all()
             if rows:
                 conn.execute(update(d).where(d.c.id.in_([r[0] for r in rows]), d.c.status.in_(("pending", "deferred")))
@@ -422,7 +413,7 @@ class NewsletterStore:
                              sent_at=bindparam("p_sent", type_=d.c.sent_at.type)))
         bounced = [m.subscriber_id for m in marks if m.permanent]
         delivered = [m.subscriber_id for m in marks if m.status == "sent"]
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(statement, rows)
             if delivered:
                 conn.execute(update(s).where(s.c.id.in_(delivered), s.c.bounces > 0).values(bounces=0))
@@ -448,7 +439,7 @@ class NewsletterStore:
         """Close the edition if no recipient needs more work; the lease is given back."""
         open_rows = select(DELIVERIES.c.id).where(DELIVERIES.c.edition_id == edition_id,
                                                   DELIVERIES.c.status.in_(OPEN)).limit(1)
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(open_rows).first() is not None:
                 return False
             return conn.execute(update(EDITIONS).where(EDITIONS.c.id == edition_id, EDITIONS.c.lease_owner == owner)

@@ -42,6 +42,7 @@ from hub.store import Store, _p
 from hub.store.holds import HOLDS
 from hub.store.ledger import LEDGER
 from hub.store.tables import UTCDateTime
+from hub.store.writelocks import write_transaction
 
 # The columns of `sources` a claim needs, `host` (migration 0016) among them. A view of its
 # own: the table class (hub.store.tables) stays as the rest of the store knows it.
@@ -128,28 +129,26 @@ class DispatchStore:
         if per_host <= 0:
             raise ValueError(f"per_host must be at least 1, not {per_host}")
         pg = self.store.dialect == "postgresql"
-        with self.engine.connect() as conn:
-            conn.execution_options(begin="IMMEDIATE")  # SQLite: the write lock first (one writer)
-            with conn.begin():
-                picked = conn.execute(_pick(now, limit, per_host, lock=pg)).all()
-                hosts = sorted({r.host for r in picked if r.host is not None})
-                ready = set(conn.execute(_lock_ready_hosts(hosts, now, lock=pg)).scalars()) if hosts else set()
-                taken = [r for r in picked if r.host is None or r.host in ready]
-                per_host_batches = _batches(taken, hostless_batch or per_host)
-                batches = _packed(per_host_batches, pack) if pack else per_host_batches
-                if enqueue is not None:
-                    batches = [b for b in batches if _enqueued(conn, enqueue, b)]
-                if not batches:
-                    return []
-                kept = {i for b in batches for i in b.source_ids}
-                conn.execute(update(SOURCES).where(SOURCES.c.id.in_(sorted(kept)))
-                             .values(lease_owner=owner, lease_until=until))
-                spaced = [{"p_host": b.host, "p_next": now + spacing * len(b.source_ids), "p_now": now}
-                          for b in per_host_batches if b.host is not None and b.source_ids[0] in kept]
-                if spaced:
-                    conn.execute(update(HOSTS).where(HOSTS.c.host == _p("host"))
-                                 .values(next_allowed_at=_p("next", UTCDateTime()),
-                                         last_claim_at=_p("now", UTCDateTime())), spaced)
+        with write_transaction(self.engine) as conn:  # SQLite: the write lock first (one writer)
+            picked = conn.execute(_pick(now, limit, per_host, lock=pg)).all()
+            hosts = sorted({r.host for r in picked if r.host is not None})
+            ready = set(conn.execute(_lock_ready_hosts(hosts, now, lock=pg)).scalars()) if hosts else set()
+            taken = [r for r in picked if r.host is None or r.host in ready]
+            per_host_batches = _batches(taken, hostless_batch or per_host)
+            batches = _packed(per_host_batches, pack) if pack else per_host_batches
+            if enqueue is not None:
+                batches = [b for b in batches if _enqueued(conn, enqueue, b)]
+            if not batches:
+                return []
+            kept = {i for b in batches for i in b.source_ids}
+            conn.execute(update(SOURCES).where(SOURCES.c.id.in_(sorted(kept)))
+                         .values(lease_owner=owner, lease_until=until))
+            spaced = [{"p_host": b.host, "p_next": now + spacing * len(b.source_ids), "p_now": now}
+                      for b in per_host_batches if b.host is not None and b.source_ids[0] in kept]
+            if spaced:
+                conn.execute(update(HOSTS).where(HOSTS.c.host == _p("host"))
+                             .values(next_allowed_at=_p("next", UTCDateTime()),
+                                     last_claim_at=_p("now", UTCDateTime())), spaced)
         return batches
 
     def figures(self, now: datetime, window: timedelta) -> DispatchFigures:
