@@ -25,6 +25,7 @@ from sqlalchemy import insert, text, update  # noqa: E402
 
 from hub.store import SOURCES, Store  # noqa: E402
 from hub.store.dispatch import DispatchStore  # noqa: E402
+from hub.store.holds import HOLDS  # noqa: E402
 from schedules.dispatch import StoreClaimer, plan_fetch_jobs  # noqa: E402
 
 ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -56,6 +57,8 @@ def run(url: str, args) -> None:
         conn.execute(insert(SOURCES), [{"id": sid, "merchant_id": "m", "connector": "rss", "status": "ok",
                                         "error_count": 0, "next_fetch_at": now - timedelta(seconds=i % 600)}
                                        for i, sid in enumerate(ids)])
+    with store.engine.begin() as conn:  # as `sync_sources` keeps them: a row per source, none held
+        conn.execute(insert(HOLDS), [{"source_id": sid, "fingerprint": "f"} for sid in ids])
     DispatchStore(store).sync_hosts({sid: f"h{i % args.hosts}.example" for i, sid in enumerate(ids)})
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
