@@ -328,3 +328,28 @@ async def test_a_record_hidden_in_a_web_process_queues_its_channels_publish_job_
     assert ledger_rows(town) == before + 1  # the withdrawal
     key = f"publish_channel:{TOWN}:archiv"
     assert town.jobs(PUBLISH_CHANNEL_TASK) == [(key, key, {"town": TOWN, "channel": "archiv"})]
+
+
+async def test_a_record_hidden_with_hub_items_queues_its_channels_publish_job_with_the_rows(town: Town) -> None:
+    """`hub items --town T hide ID` on a procrastinate deployment writes the withdrawal row
+    and the channel's publish job together, as the cockpit does."""
+    from typer.testing import CliRunner
+
+    from hub.cli.commands import app
+    from schedules.procrastinate_app import PUBLISH_CHANNEL_TASK
+
+    town.store.apply([post("a1", town.now)])
+    record_id = town.sql("SELECT record_id FROM record_origins o JOIN items i ON i.id = o.item_id "
+                         "WHERE i.source_id = 'a1' ORDER BY o.item_id DESC LIMIT 1")[0][0]
+    town.sql("DELETE FROM procrastinate_jobs")
+    before = ledger_rows(town)
+    done = CliRunner().invoke(app, ["items", "-c", str(town.config), "--town", TOWN, "hide", str(record_id)])
+    assert done.exit_code == 0, done.output
+    assert f"record {record_id} is hidden" in done.output
+    assert ledger_rows(town) == before + 1
+    key = f"publish_channel:{TOWN}:archiv"
+    assert town.jobs(PUBLISH_CHANNEL_TASK) == [(key, key, {"town": TOWN, "channel": "archiv"})]
+
+    unknown = CliRunner().invoke(app, ["items", "-c", str(town.config), "--town", "nirgendwo"])
+    assert unknown.exit_code == 2
+    assert "has no town 'nirgendwo'" in unknown.output

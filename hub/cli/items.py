@@ -1,6 +1,10 @@
 """`hub items`: canonical records for the project manager. Lists and searches them (each with
 its origins and why they were merged), shows one with its revisions, works the review queue
-(`--pending`, `approve`, `hide`) and undoes a wrong merge (`split`)."""
+(`--pending`, `approve`, `hide`) and undoes a wrong merge (`split`).
+
+`--config` is a town config or a deployment file (then `--town` names the town). With
+`runtime: procrastinate`, what `approve`, `hide` and `split` change queues its push
+channels' publish job with the rows, as the cockpit does."""
 
 from __future__ import annotations
 
@@ -12,17 +16,20 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from hub.cli.common import err, open_store, out, settings_from, when
+from hub.cli.common import deployment_from, err, out, when
+from hub.cli.towns import web_store_opener
+from hub.errors import HubError
 from hub.records import HASHED_FIELDS, Record
 from hub.store import Store
 
 items_app = typer.Typer(help="Canonical records: one per real thing, with their origins.", invoke_without_command=True)
 ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", envvar="HUB_CONFIG", help="The YAML config file.")]
+TownOpt = Annotated[Optional[str], typer.Option("-t", "--town", help="The town, when --config is a deployment file.")]
 IdArg = Annotated[int, typer.Argument(help="The record's id (first column of `hub items`).")]
 
 
 @items_app.callback()
-def items(ctx: typer.Context, config: ConfigOpt = None,
+def items(ctx: typer.Context, config: ConfigOpt = None, town: TownOpt = None,
           search: Annotated[Optional[str], typer.Option("--search", "-q", help="Search as residents do: every word (\"Konzerte\" also finds \"Konzert\"), \"a phrase\", a OR b, -not; best matches first.")] = None,
           merchant: Annotated[Optional[str], typer.Option("--merchant", "-m", help="Records with an origin of this merchant.")] = None,
           source: Annotated[Optional[str], typer.Option("--source", "-s", help="Records with an origin from this source.")] = None,
@@ -35,12 +42,12 @@ def items(ctx: typer.Context, config: ConfigOpt = None,
           format: Annotated[str, typer.Option("--format", "-f", help="table or json (one object per line).")] = "table",
           ) -> None:
     """List and search canonical records, newest first or best match first (default: what residents see)."""
-    ctx.obj = config
+    ctx.obj = (config, town)
     if ctx.invoked_subcommand:
         return
     if format not in ("table", "json"):
         _fail("--format is 'table' or 'json'")
-    store = _open(config)
+    store = _open(config, town)
     status = None if every else ("pending" if pending else "hidden" if hidden else "published")
     found = store.records.list(limit=limit, merchant_id=merchant, source_id=source, kind=kind, q=search,
                                order="relevance" if search else "newest",
@@ -53,10 +60,10 @@ def items(ctx: typer.Context, config: ConfigOpt = None,
 
 
 @items_app.command()
-def show(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
+def show(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None, town: TownOpt = None,
          format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table") -> None:
     """One record: its fields, every origin and why it joined, and its revisions."""
-    store = _open(config or ctx.obj)
+    store = _open(*_given(ctx, config, town))
     record = store.records.get(record_id)
     if record is None:
         _fail(f"there is no record {record_id}")
@@ -84,23 +91,23 @@ def show(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
 
 
 @items_app.command()
-def approve(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None) -> None:
+def approve(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None, town: TownOpt = None) -> None:
     """Publish a record (from the review queue, or one hidden before)."""
-    _act(config or ctx.obj, record_id, "approve", "published")
+    _act(_given(ctx, config, town), record_id, "approve", "published")
 
 
 @items_app.command()
-def hide(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None) -> None:
+def hide(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None, town: TownOpt = None) -> None:
     """Hide a record from residents and every channel."""
-    _act(config or ctx.obj, record_id, "hide", "hidden")
+    _act(_given(ctx, config, town), record_id, "hide", "hidden")
 
 
 @items_app.command()
-def split(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None,
+def split(ctx: typer.Context, record_id: IdArg, config: ConfigOpt = None, town: TownOpt = None,
           origin: Annotated[Optional[list[int]], typer.Option("--origin", help="An origin's item id to take out (repeatable); default: all but the first.")] = None,
           ) -> None:
     """Undo a wrong merge: the origins get records of their own, never to be merged again."""
-    store = _open(config or ctx.obj)
+    store = _open(*_given(ctx, config, town))
     new = store.records.split(record_id, origin)
     if not new:
         _fail(f"nothing to split: record {record_id} does not exist, has one origin, or those are not its origins")
@@ -116,8 +123,8 @@ def as_json(record: Record) -> dict[str, Any]:
             "origins": [o.to_dict() for o in record.origins], "merged_because": record.merged_because}
 
 
-def _act(config: Path | None, record_id: int, verb: str, status: str) -> None:
-    store = _open(config)
+def _act(given: tuple[Path | None, str | None], record_id: int, verb: str, status: str) -> None:
+    store = _open(*given)
     if not getattr(store.records, verb)(record_id):
         _fail(f"there is no record {record_id}")
     out.print(f"record {record_id} is {status}")
@@ -146,8 +153,25 @@ def _detail(item_id: int | None, detail: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _open(config: Path | None) -> Store:
-    return open_store(settings_from(config or Path("config.yaml")))
+def _given(ctx: typer.Context, config: Path | None, town: str | None) -> tuple[Path | None, str | None]:
+    """--config and --town of the subcommand, else those given before it (`hub items -c X hide 5`)."""
+    before = ctx.obj or (None, None)
+    return config or before[0], town or before[1]
+
+
+def _open(config: Path | None, town: str | None = None) -> Store:
+    """The store of the town, opened as `hub serve` opens it (hub.cli.towns.web_store_opener)."""
+    path = config or Path("config.yaml")
+    deployment = deployment_from(path)
+    if town is None and len(deployment.towns) == 1:
+        town = next(iter(deployment.towns))
+    if town not in deployment.towns:
+        _fail(f"{path} is a deployment of the towns {', '.join(sorted(deployment.towns))}: "
+              + ("name one with --town" if town is None else f"it has no town {town!r}"))
+    try:
+        return web_store_opener(deployment)(deployment.towns[town])
+    except HubError as exc:
+        _fail(f"error: {exc}")
 
 
 def _fail(message: str) -> None:

@@ -104,8 +104,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_feeds(hosts: int, change_every: float) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.scalefeeds", str(hosts), str(change_every)],
+def start_feeds(hosts: int, change_every: float, latency_ms: float) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.scalefeeds", str(hosts), str(change_every),
+                             str(latency_ms)],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     return proc, int(proc.stdout.readline())
 
@@ -513,6 +514,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--interval", type=int, default=900, help="seconds between two polls of a source")
     parser.add_argument("--change-every", type=float, default=3600, help="seconds between a feed's new items")
     parser.add_argument("--concurrency", type=int, default=32, help="jobs per worker process at once")
+    parser.add_argument("--latency", type=float, default=0, help="ms the feed server waits before each answer "
+                        "(x 0.5-1.5), as remote hosts do; 0 answers at once and makes the workers CPU-bound")
     parser.add_argument("--sample", type=float, default=10, help="seconds between samples")
     parser.add_argument("--profile", type=Path, help="sample the first worker's stacks into this JSON file "
                         "(tests/benchmarks/stackprof.py; print it with stackprof.py --summary FILE)")
@@ -547,7 +550,7 @@ def main() -> None:
             n, seconds = time_config_load(folder)
             print(f"hub.config.load of the biggest town ({n:,} sources): {seconds:.1f} s "
                   f"({seconds / n * 1000:.2f} ms per source; every hub process pays it at start)")
-        feeds, feed_port = start_feeds(args.hosts, args.change_every)
+        feeds, feed_port = start_feeds(args.hosts, args.change_every, args.latency)
         try:
             setup = prepare_template(args, dbs, folder, feed_port, feeds.pid)
             results = [run(args, dbs, setup, workers, interval) for workers, interval in args.runs]

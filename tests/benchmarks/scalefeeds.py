@@ -1,12 +1,15 @@
 """The fake feed web of bench_scale.py: one process answering on thousands of loopback
 addresses, with one small RSS feed per source, as a town's merchants' sites would.
 
-    python -m tests.benchmarks.scalefeeds HOSTS CHANGE_EVERY    prints its port, runs until stdin closes
+    python -m tests.benchmarks.scalefeeds HOSTS CHANGE_EVERY [LATENCY_MS]
+        prints its port, runs until stdin closes
 
 - `http://<host(h)>:<port>/f/<source>.xml`: the source's feed, three items. Each feed gets a
   new item every CHANGE_EVERY seconds, at its own phase (a hash of the name), so polls
   mostly meet an unchanged feed and now and then a new item, as real feeds do.
 - A strong ETag per feed version; a conditional GET of the current version gets 304.
+- LATENCY_MS (default 0): each answer waits 0.5 to 1.5 times this long, as a remote host's
+  does (real feeds take 50 ms to seconds); the wait costs the server no CPU.
 - `http://127.0.0.1:<port>/stats`: requests answered so far, as JSON {"ok": n, "not_modified": n}.
 
 Feeds are made on request (a few hundred bytes each), so 100,000 sources cost no memory.
@@ -16,6 +19,7 @@ One listening socket per address (all of 127.0.0.0/8 is loopback on Linux), one 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import sys
 import time
@@ -48,13 +52,16 @@ def feed(source: str, v: int) -> bytes:
 
 
 class FeedWeb:
-    def __init__(self, change_every: float) -> None:
+    def __init__(self, change_every: float, latency: float = 0.0) -> None:
         self.change_every = change_every
+        self.latency = latency
         self.ok = 0
         self.not_modified = 0
 
     async def serve_feed(self, request: web.Request) -> web.Response:
         source = request.match_info["source"]
+        if self.latency:
+            await asyncio.sleep(self.latency * random.uniform(0.5, 1.5))
         v = version(source, time.time(), self.change_every)
         etag = f'"{source}-{v}"'
         if request.headers.get("If-None-Match") == etag:
@@ -74,8 +81,8 @@ def _bound(address: str, port: int) -> socket.socket:
     return sock
 
 
-async def main(hosts: int, change_every: float) -> None:
-    feeds = FeedWeb(change_every)
+async def main(hosts: int, change_every: float, latency: float = 0.0) -> None:
+    feeds = FeedWeb(change_every, latency)
     app = web.Application()
     app.router.add_get("/f/{source}.xml", feeds.serve_feed)
     app.router.add_get("/stats", feeds.stats)
@@ -91,4 +98,4 @@ async def main(hosts: int, change_every: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
+    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0))
