@@ -205,6 +205,21 @@ def test_the_filter_bar_offers_what_is_there_as_links_and_a_form(town):
     assert re.search(r'<a href="/">#Advent <span aria-hidden="true">×</span>', html)  # an active filter, removable
 
 
+def test_a_town_with_too_many_merchants_for_a_list_keeps_a_chosen_one_in_the_form(town, monkeypatch):
+    """Thousands of merchants make no usable list (and a megabyte on every page): the form
+    then offers categories and districts only, and a merchant chosen on a card rides along."""
+    from hub.web import pages
+
+    assert '<select name="merchant">' in town.get("/").text
+    monkeypatch.setattr(pages, "MAX_MERCHANT_CHOICES", 2)  # the test town has three
+    html = town.get("/?merchant=tsv&seite=1").text
+    assert '<select name="merchant">' not in html and '<option value="tsv">' not in html
+    assert '<option value="vereine">' in html  # categories stay
+    assert '<input type="hidden" name="merchant" value="tsv">' in html
+    assert re.search(r'<a href="/">TSV Teststadt <span aria-hidden="true">×</span>', html)  # removable
+    assert set(titles(html)) == {"Bericht vom Heimspiel", "Neue Trainingszeiten der Jugend"}
+
+
 def test_cards_show_price_validity_and_link_their_tags(town):
     html = town.get("/?kind=offer").plain
     assert "3,90 €" in html and "ab 19,90 €" in html

@@ -271,6 +271,12 @@ def category_name(slug: str) -> str:
     return _(known) if known else slug.replace("-", " ").replace("_", " ").capitalize()
 
 
+# A town with more merchants than this gets no merchant list in its filter form: it is no way
+# to pick one (a select of thousands), and it weighed ~50 bytes a merchant on every page (1 MB
+# for 20,000). Residents reach a merchant through its cards and its page (/m/{id}).
+MAX_MERCHANT_CHOICES = 300
+
+
 def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True, merchants: bool = True,
                keep: Sequence[tuple[str, str]] = ()) -> FilterBar:
     """`kinds`: offer the kinds; `merchants`: offer merchants, categories and districts (not
@@ -292,13 +298,17 @@ def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True,
         districts = {(m.district, m.district) for m in configured if m.district}
         if districts:
             selects.append(("district", _("Ortsteil"), choices(sorted(districts, key=_by_label), filters.district)))
-        selects.append(("merchant", _("Teilnehmer"), choices(sorted(((m.id, m.name) for m in configured),
-                                                                    key=_by_label), filters.merchant)))
+        if len(configured) <= MAX_MERCHANT_CHOICES:
+            selects.append(("merchant", _("Teilnehmer"), choices(sorted(((m.id, m.name) for m in configured),
+                                                                        key=_by_label), filters.merchant)))
     kind_links = []
     if kinds:
         kind_links = [(_("Alles"), link(filters.without("kind")), not filters.kind)]
         kind_links += [(_(KIND_NAMES[k]), link(replace(filters, kind=(k,))), filters.kind == (k,)) for k in KINDS]
-    hidden = [(k, v) for k, v in [*keep, *filters.pairs()] if k in ("kind", "tag") or (k, v) in keep]
+    # Filters the form has no field for ride along: kinds and tags (links), a merchant chosen
+    # on a card when the town has too many for a list.
+    listed = ("kind", "tag") if len(configured) <= MAX_MERCHANT_CHOICES else ("kind", "tag", "merchant")
+    hidden = [(k, v) for k, v in [*keep, *filters.pairs()] if k in listed or (k, v) in keep]
     hidden = [(k, v) for k, v in hidden if k not in ("von", "bis", "q")]  # those have their own fields
     if i18n.chosen():
         hidden.append(("lang", i18n.chosen()))
