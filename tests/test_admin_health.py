@@ -92,6 +92,28 @@ async def test_the_broken_source_comes_first_explained(town):
         assert [s["id"] for s in same["sources"]] == [s["id"] for s in body["sources"]]
 
 
+async def test_a_town_with_many_sources_pages_them_worst_first(town, monkeypatch):
+    """The overview of a big town: the worst sources on page 1, the rest a page away, the
+    counts over all of them; a merchant is then given by its id (no list of thousands)."""
+    from hub.web.admin import pages
+
+    monkeypatch.setattr(pages, "SOURCES_PAGE_SIZE", 2)  # the test town has five sources
+    monkeypatch.setattr(pages, "MAX_MERCHANT_CHOICES", 1)
+    with TestClient(create_app(*town), base_url="http://127.0.0.1", follow_redirects=False) as client:
+        login(client, "ben")
+        first = client.get("/admin").text
+        assert re.findall(r'id="quelle-([^"]+)"', first)[0] == "kaputt-feed"
+        assert len(re.findall(r'id="quelle-', first)) == 2 and "Seite 1 von 3" in first
+        assert '<a href="/admin?seite=2">Weiter</a>' in first
+        assert "1 braucht Aufmerksamkeit" in first and "5 Quellen von" in first  # counted over all
+        assert '<select name="teilnehmer">' not in first and '<input name="teilnehmer" value=""' in first
+        seen = [re.findall(r'id="quelle-([^"]+)"', client.get(f"/admin?seite={n}").text) for n in (1, 2, 3)]
+        assert sum(map(len, seen)) == 5 and len({s for page in seen for s in page}) == 5
+        assert re.findall(r'id="quelle-([^"]+)"', client.get("/admin?seite=99").text) == seen[2]  # the last
+        ok = client.get("/admin?zustand=ok&seite=2").text
+        assert "Seite 2 von 2" in ok and '<a href="/admin?seite=1&amp;zustand=ok">Zurück</a>' in ok
+
+
 async def test_items_per_week_against_the_usual_rate(town):
     settings, store = town
     found = {h.id: h for h in health.report(settings, store)}

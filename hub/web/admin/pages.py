@@ -21,8 +21,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from hub import activity, health
 from hub.mail import Mail, Mailer, MailError
 from hub.web.admin.core import NO_STORE, Cockpit, Forbidden, User, field
+from hub.web.pages import MAX_MERCHANT_CHOICES
 
 PAGE_SIZE = 20
+SOURCES_PAGE_SIZE = 100  # the overview's rows per page, worst first: page 1 is what needs a person
 MESSAGES = {
     "approved": "Beitrag {nr} ist freigegeben und erscheint jetzt auf der Plattform.",
     "hidden": "Beitrag {nr} ist verborgen; der Grund ist im Protokoll vermerkt.",
@@ -44,14 +46,22 @@ def add(router: APIRouter, cockpit: Cockpit) -> None:
 
 def _health(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin")
-    def health_page(request: Request, zustand: str = "", teilnehmer: str = "", state: str = "", merchant: str = ""):
+    def health_page(request: Request, zustand: str = "", teilnehmer: str = "", state: str = "", merchant: str = "",
+                    seite: int = 1):
         user = cockpit.page_user(request)
         zustand, teilnehmer = zustand or state, teilnehmer or merchant  # the English names work too
         found = health.report(cockpit.settings, cockpit.store)
-        shown = [h for h in found if (not zustand or h.state == zustand) and (not teilnehmer or h.merchant_id == teilnehmer)]
-        return cockpit.render(request, "health.html", user, found=found, shown=shown, counts=health.counts(found),
+        matching = [h for h in found if (not zustand or h.state == zustand) and (not teilnehmer or h.merchant_id == teilnehmer)]
+        pages = max(1, -(-len(matching) // SOURCES_PAGE_SIZE))
+        page = min(max(1, seite), pages)
+        merchants = cockpit.settings.merchants
+        return cockpit.render(request, "health.html", user, found=found, matching=len(matching),
+                              shown=matching[(page - 1) * SOURCES_PAGE_SIZE:page * SOURCES_PAGE_SIZE],
+                              page=page, pages=pages, counts=health.counts(found),
                               states=health.STATES, state=zustand, merchant=teilnehmer,
-                              merchants=cockpit.settings.merchants, now=datetime.now(timezone.utc))
+                              merchant_name=m.name if (m := cockpit.merchants.get(teilnehmer)) else teilnehmer,
+                              merchants=merchants if len(merchants) <= MAX_MERCHANT_CHOICES else None,
+                              now=datetime.now(timezone.utc))
 
     @router.get("/admin/health.json")
     def health_json(request: Request):
