@@ -90,7 +90,7 @@ class FeedConnector:
         for entry in doc.entries:
             item = _entry_to_item(entry, source, base_url, opts.key, doc.language)
             if item is None:
-                warnings.append("skipped an entry with neither id, link nor title")
+                warnings.append("skipped an entry with neither id, link, title nor date")
             elif item.external_id in items:
                 warnings.append(f"entry id {item.external_id!r} appears twice; kept the first")
             else:
@@ -358,8 +358,8 @@ def _title(raw: str) -> str:
 
 
 def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | None:
-    """guid, else the normalized link, else a hash of title and date. Never the body: an
-    edited entry must stay the same item."""
+    """guid, else the normalized link, else a hash of title and date (either may be missing).
+    Never the body: an edited entry must stay the same item."""
     guid = (entry.get("id") or "").strip()
     if guid and guid == (entry.get("link") or "").strip():
         guid = ""  # fastfeedparser copies the link into a missing id; feedparser does not
@@ -369,9 +369,9 @@ def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | N
         return _normalized_link(link)
     if guid:
         return guid
-    if title:
-        raw = f"{title}|{entry.get('published') or entry.get('updated') or ''}"
-        return "sha1:" + hashlib.sha1(raw.encode()).hexdigest()
+    dated = entry.get("published") or entry.get("updated") or ""
+    if title or dated:  # (an untitled note of a microblog's feed: its moment names it)
+        return "sha1:" + hashlib.sha1(f"{title}|{dated}".encode()).hexdigest()
     return None
 
 

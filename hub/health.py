@@ -176,8 +176,8 @@ _COMPILED = [(codes, re.compile(pattern, re.IGNORECASE) if pattern else None, e)
 # Warnings the connectors give (English), in German.
 _WARNINGS = [
     (re.compile(r"^selectors matched nothing", re.I), "Die Selektoren finden auf der Seite nichts mehr."),
-    (re.compile(r"skipped an entry with neither id, link nor title", re.I),
-     "Ein Eintrag ohne Kennung, Link und Titel wurde übersprungen."),
+    (re.compile(r"skipped an entry with neither id, link(,| nor) title", re.I),  # (older: "... nor title")
+     "Ein Eintrag ohne Kennung, Link, Titel und Datum wurde übersprungen."),
     (re.compile(r"entry id .* appears twice", re.I), "Ein Eintrag kommt doppelt vor; der erste wurde genommen."),
 ]
 
