@@ -159,6 +159,7 @@ def tally_for(store, timezone: str = "Europe/Berlin") -> Tally:
         tally = _TALLIES.get(store)
         if tally is None or tally._closed:
             tally = _TALLIES[store] = Tally(store, timezone)
+            store.on_close.append(tally.close)  # its counts go in while the store is still there
         return tally
 
 

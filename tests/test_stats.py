@@ -139,6 +139,25 @@ async def test_a_failed_write_keeps_the_counts_for_the_next_try(town):
     tally.close()
 
 
+def test_closing_a_store_writes_its_counts_first(tmp_path):
+    """What a process counted for a store goes in when the store is closed, not at the
+    process's exit, when the store (a town removed, a test's database) may be gone."""
+    from hub.store import Store
+
+    url = f"sqlite:///{tmp_path / 'counts.db'}"
+    store = Store(url)
+    stats.count(store, "page_view", subject="/", channel="web", n=2)
+    assert stats.pending(store) == 2
+    store.close()
+    again = Store(url)
+    try:
+        with again.engine.connect() as conn:  # whatever the day (the count is today's in Berlin)
+            rows = conn.exec_driver_sql("SELECT event, subject, n FROM stat_counts").all()
+        assert [tuple(r) for r in rows] == [("page_view", "/", 2)]
+    finally:
+        again.close()
+
+
 async def test_deliveries_are_counted_from_the_ledger_and_by_one_call(town):
     settings, store = town
     async with Fetcher(settings.fetcher, base_dir=settings.base_dir) as fetcher:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, or_, select, update
@@ -154,6 +154,7 @@ class Store:
         if schema is not None and not _SCHEMA.match(schema):
             raise StoreError(f"'{schema}' is not a usable schema name", hint="lowercase letters, digits and '_'")
         self.engine = _make_engine(self.url, autocheckpoint, schema, keep)
+        self.on_close: list[Callable[[], None]] = []  # what writes the last of its buffers first (hub.stats)
         # Canonical records, one per real thing, kept in step with the items (issue 4).
         self.records = Records(self.engine, lambda row: _from_row(row).item)
         if migrate:
@@ -183,6 +184,9 @@ class Store:
         self.records.backfill()  # items stored before records existed get theirs
 
     def close(self) -> None:
+        for write_the_rest in self.on_close:
+            write_the_rest()
+        self.on_close.clear()
         self.engine.dispose()
 
     def checkpoint(self) -> None:
