@@ -36,8 +36,9 @@ flight (leased, from the claim until the job planned its next fetch), spaces a h
 (hub/store/dispatch.py), and a job fetches one host's sources at its spacing. Jobs put several
 hosts' batches together: a worker takes one job at a time from the queue (~10 ms each), so a
 job per host (a source or two) capped a worker at ~90 sources/s. The dispatch tick
-defers no more than QUEUE_TARGET fetch jobs in all (backpressure): when workers fall behind,
-due sources stay in the database, oldest first, instead of piling up in the queue.
+tops the queue up to QUEUE_TARGET x FETCH_BATCH sources (backpressure; packed FETCH_JOB_SOURCES
+to a job, that is up to ~200 jobs): when workers fall behind, due sources stay in the database,
+oldest first, instead of piling up in the queue.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ FETCH_BATCH = 50  # sources per fetch job without a host (a host's batch is as b
 # Sources per fetch job, of several hosts: a worker fetches one job at a time from the queue
 # (~10 ms each), so jobs of a host's source or two capped a worker at ~90 sources/s.
 FETCH_JOB_SOURCES = 16
-QUEUE_TARGET = 64  # fetch jobs waiting at most; the dispatch tick tops the queue up to this
+QUEUE_TARGET = 64  # the queue's depth in FETCH_BATCH-sized units of sources; a tick tops it up to this
 # Workers take jobs by priority, then in order: the ticks, which only defer work, go before the
 # queued fetch jobs (a dispatch behind a full queue ran only once the queue was empty again).
 TICK_PRIORITY = 10
