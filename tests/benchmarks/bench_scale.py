@@ -2,13 +2,14 @@
 processes and one `hub serve`, fetching 100,000 sources from thousands of loopback hosts.
 
     .venv/bin/python tests/benchmarks/bench_scale.py [--sources 100000] [--workers 2 | --compare]
-        [--seconds 180] [--interval 15m] [--hosts 2000] [--concurrency 16]
+        [--seconds 180] [--interval 15m] [--hosts 2000] [--concurrency 16] [--latency MS]
 
 Each run: a fresh PostgreSQL database (HUB_TEST_PG, default postgres@127.0.0.1:5432; dropped
 at the end), four towns holding 55/25/15/5 % of the sources (fair shares), one merchant per
 source, the sources spread over `--hosts` loopback hosts (127.1.x.y) served by ONE separate
 feed-server process (tests/benchmarks/scalefeeds.py: small feeds, ETag/304, a new item per
-feed every `--change-every`). `hub migrate`, then W `hub worker` and one `hub serve`; every
+feed every `--change-every`, each answer after `--latency` ms x 0.5-1.5, as remote hosts
+take; 0: at once, which makes every worker CPU-bound). `hub migrate`, then W `hub worker` and one `hub serve`; every
 `--sample` seconds it reads each town's dispatch figures (the functions behind `hub status
 --json`), the feed server's request counts, the processes' CPU and RSS, and times a town page
 and `/metrics` on the web process. `--compare` runs 1 and then 2 workers, each on a fresh
