@@ -291,6 +291,7 @@ def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True,
         folded = {c.casefold() for c in chosen}
         return [Choice("", _("Alle"), not chosen)] + [Choice(v, label, v.casefold() in folded) for v, label in values]
 
+    listable = len(configured) <= MAX_MERCHANT_CHOICES
     selects = []
     if merchants:
         categories = {(m.category, category_name(m.category)) for m in configured if m.category}
@@ -298,7 +299,7 @@ def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True,
         districts = {(m.district, m.district) for m in configured if m.district}
         if districts:
             selects.append(("district", _("Ortsteil"), choices(sorted(districts, key=_by_label), filters.district)))
-        if len(configured) <= MAX_MERCHANT_CHOICES:
+        if listable:
             selects.append(("merchant", _("Teilnehmer"), choices(sorted(((m.id, m.name) for m in configured),
                                                                         key=_by_label), filters.merchant)))
     kind_links = []
@@ -307,7 +308,7 @@ def filter_bar(site: Site, action: str, filters: Filters, *, kinds: bool = True,
         kind_links += [(_(KIND_NAMES[k]), link(replace(filters, kind=(k,))), filters.kind == (k,)) for k in KINDS]
     # Filters the form has no field for ride along: kinds and tags (links), a merchant chosen
     # on a card when the town has too many for a list.
-    listed = ("kind", "tag") if len(configured) <= MAX_MERCHANT_CHOICES else ("kind", "tag", "merchant")
+    listed = ("kind", "tag") if listable else ("kind", "tag", "merchant")
     hidden = [(k, v) for k, v in [*keep, *filters.pairs()] if k in listed or (k, v) in keep]
     hidden = [(k, v) for k, v in hidden if k not in ("von", "bis", "q")]  # those have their own fields
     if i18n.chosen():
