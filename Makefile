@@ -13,12 +13,10 @@ PORT   ?= 8000
 
 setup: $(VENV)/.installed
 
-# --no-compile: Python compiles what it imports on first use (and keeps it); compiling every
-# module of every package at install took ~14 s of a fresh clone's `make test`.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # The demo's Facebook page and Instagram account come from a fake Graph API on this machine
