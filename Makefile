@@ -43,6 +43,10 @@ run: setup
 # another axis than the date: PostgreSQL (the same code as SQLite), the browser (the pages'
 # dates are checked without it), the tests that start and kill processes, and those with no
 # dates in or out (marked `timeless`).
+# Compiled modules are kept (__pycache__, ignored by git) even where the environment says
+# not to write them: the suite starts some hundred Python processes, and each would compile
+# the hub's modules and the tests' rewritten asserts again.
+test: export PYTHONDONTWRITEBYTECODE =
 test: setup chromium
 	$(BIN)/python -m pytest -n 4 --dist worksteal
 	$(BIN)/python -m pytest -n 4 --dist worksteal -q --clock-ahead 365 -m "not postgres and not browser and not slow and not timeless"

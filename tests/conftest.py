@@ -5,6 +5,7 @@ it a second time a year ahead, so no test can depend on today's date)."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from datetime import date
 from pathlib import Path
@@ -45,6 +46,28 @@ def pytest_unconfigure(config):
 def pytest_report_header(config):
     if days := config.getoption("--clock-ahead"):
         return f"clock moved {days:g} days ahead: today is {date.today().isoformat()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sqlite_template(tmp_path_factory):
+    """A new SQLite store of this test process starts as a copy of one migrated here once:
+    ~1 ms instead of ~0.1 s of migrations, a thousand times a run. `Store.migrate` still runs
+    on the copy (it finds it at the newest revision); stores that `hub` processes started by
+    the tests create are migrated from scratch, as a user's are."""
+    template = tmp_path_factory.mktemp("sqlite-template") / "hub.db"
+    Store(f"sqlite:///{template}").close()
+    migrate = Store.migrate
+
+    def from_template(store: Store) -> None:
+        path = store.url.removeprefix("sqlite:///")
+        if store.url.startswith("sqlite:///") and path != ":memory:" and not any(
+                os.path.exists(path + suffix) for suffix in ("", "-wal", "-journal")):
+            shutil.copyfile(template, path)
+        migrate(store)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Store, "migrate", from_template)
+        yield template
 
 
 PG_ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
