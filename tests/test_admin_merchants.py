@@ -4,6 +4,7 @@ German reminder sent through a real SMTP server on loopback (aiosmtpd)."""
 
 from __future__ import annotations
 
+import re
 import socket
 from datetime import date, datetime
 from email import message_from_bytes, policy
@@ -132,6 +133,40 @@ async def test_quiet_merchants_get_a_reminder_by_mail(town, smtp):
     assert "seit Ihrem letzten Beitrag am" in text and "erscheint automatisch auch auf Teststadt erleben" in text
     entry = AdminStore(store).audit(limit=1)[0]
     assert (entry.user, entry.action, entry.target, entry.detail["subject"]) == ("anna", "remind", "gaertnerei", subject)
+
+
+async def test_a_big_town_s_merchants_come_a_page_at_a_time(town, monkeypatch):
+    """Thousands of merchants: the activity table a page at a time, highest score first, and
+    the quiet ones with their reminders on pages of their own; counts over all; each list's
+    pager keeps the other list's page and the chosen month."""
+    from hub.web.admin import pages
+
+    settings, store = town
+    monkeypatch.setattr(pages, "MERCHANTS_PAGE_SIZE", 2)  # the test town has five merchants
+    monkeypatch.setattr(pages, "QUIET_PAGE_SIZE", 1)  # two of them are quiet
+    month = this_month(settings).isoformat()[:7]
+    ranked = [a.merchant_id for a in activity.month_activity(settings, store, this_month(settings))]
+
+    def listed(html: str) -> tuple[list[str], str, str]:
+        active, quiet = html.split('id="still"')
+        return re.findall(r'data-label="Teilnehmer"><a href="/admin\?teilnehmer=([^"]+)"', active), active, quiet
+
+    with TestClient(create_app(*town), base_url="http://127.0.0.1", follow_redirects=False) as client:
+        login(client)
+        rows, active, quiet = listed(client.get("/admin/merchants").text)
+        assert rows == ranked[:2] and "5 Teilnehmer" in active and "Seite 1 von 3" in active
+        assert '<a href="/admin/merchants?seite=2">Weiter</a>' in active
+        assert "Kiosk Kaputt" in quiet and "Gärtnerei Blüte" not in quiet  # never posted: the longest quiet
+        assert "2 Teilnehmer" in quiet and '<a href="/admin/merchants?still=2#still">Weiter</a>' in quiet
+        rows, active, quiet = listed(client.get("/admin/merchants?seite=3&still=2").text)
+        assert rows == ranked[4:] and "Gärtnerei Blüte" in quiet and "Kiosk Kaputt" not in quiet
+        assert "Wir vermissen Ihre Neuigkeiten" in quiet  # its reminder is on its page
+        assert '<a href="/admin/merchants?seite=2&amp;still=2">Zurück</a>' in active
+        assert '<a href="/admin/merchants?still=1&amp;seite=3#still">Zurück</a>' in quiet
+        seen = [listed(client.get(f"/admin/merchants?seite={n}").text)[0] for n in (1, 2, 3, 99)]
+        assert [r for page in seen[:3] for r in page] == ranked and seen[3] == seen[2]  # past the last: the last
+        _, active, _ = listed(client.get(f"/admin/merchants?monat={month}&seite=2").text)
+        assert f'<a href="/admin/merchants?seite=3&amp;monat={month}">Weiter</a>' in active
 
 
 async def test_only_admins_send_and_only_where_an_address_is_known(town, smtp):

@@ -25,6 +25,8 @@ from hub.web.pages import MAX_MERCHANT_CHOICES
 
 PAGE_SIZE = 20
 SOURCES_PAGE_SIZE = 100  # the overview's rows per page, worst first: page 1 is what needs a person
+MERCHANTS_PAGE_SIZE = 100  # activity rows per page, highest score first
+QUIET_PAGE_SIZE = 50  # quiet merchants per page, longest quiet first, each with its reminder
 MESSAGES = {
     "approved": "Beitrag {nr} ist freigegeben und erscheint jetzt auf der Plattform.",
     "hidden": "Beitrag {nr} ist verborgen; der Grund ist im Protokoll vermerkt.",
@@ -52,12 +54,10 @@ def _health(router: APIRouter, cockpit: Cockpit) -> None:
         zustand, teilnehmer = zustand or state, teilnehmer or merchant  # the English names work too
         found = health.report(cockpit.settings, cockpit.store)
         matching = [h for h in found if (not zustand or h.state == zustand) and (not teilnehmer or h.merchant_id == teilnehmer)]
-        pages = max(1, -(-len(matching) // SOURCES_PAGE_SIZE))
-        page = min(max(1, seite), pages)
+        shown, page, pages = page_of(matching, seite, SOURCES_PAGE_SIZE)
         merchants = cockpit.settings.merchants
         return cockpit.render(request, "health.html", user, found=found, matching=len(matching),
-                              shown=matching[(page - 1) * SOURCES_PAGE_SIZE:page * SOURCES_PAGE_SIZE],
-                              page=page, pages=pages, counts=health.counts(found),
+                              shown=shown, page=page, pages=pages, counts=health.counts(found),
                               states=health.STATES, state=zustand, merchant=teilnehmer,
                               merchant_name=m.name if (m := cockpit.merchants.get(teilnehmer)) else teilnehmer,
                               merchants=merchants if len(merchants) <= MAX_MERCHANT_CHOICES else None,
@@ -67,6 +67,13 @@ def _health(router: APIRouter, cockpit: Cockpit) -> None:
     def health_json(request: Request):
         cockpit.page_user(request)
         return JSONResponse(health_body(cockpit), headers=NO_STORE)
+
+
+def page_of(rows: list, page: int, size: int) -> tuple[list, int, int]:
+    """(the rows of page `page`, that page, the number of pages): a page past the last is the last."""
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(1, page), pages)
+    return rows[(page - 1) * size:page * size], page, pages
 
 
 def health_body(cockpit: Cockpit) -> dict[str, Any]:
@@ -189,18 +196,25 @@ def _message(code: str, **values: str) -> str | None:
 def _merchants(router: APIRouter, cockpit: Cockpit) -> None:
     @router.get("/admin/merchants")
     def merchants_page(request: Request, monat: str = "", month: str = "", meldung: str = "", wer: str = "",
-                       fehler: str = ""):
+                       fehler: str = "", seite: int = 1, still: int = 1):
+        """A big town's merchants come a page at a time (`seite`: the activity table,
+        `still`: the quiet ones with their reminders); the counts are over all."""
         user = cockpit.page_user(request)
         now = datetime.now(timezone.utc)
+        asked = bool(monat or month)  # else this month, and the pages' links need not say which
         month = month_param(monat or month, cockpit)
-        rows = activity.month_activity(cockpit.settings, cockpit.store, month)
+        every = activity.month_activity(cockpit.settings, cockpit.store, month)
+        rows, page, pages = page_of(every, seite, MERCHANTS_PAGE_SIZE)
         scores = activity.history(cockpit.settings, cockpit.store, month, months=6)
         months = sorted({m for s in scores.values() for m in s})
         failing = {h.id for h in health.report(cockpit.settings, cockpit.store, now) if h.severity >= 70}
-        quiet = activity.quiet(cockpit.settings, cockpit.store, now, failing)
+        all_quiet = activity.quiet(cockpit.settings, cockpit.store, now, failing)
+        quiet, quiet_page, quiet_pages = page_of(all_quiet, still, QUIET_PAGE_SIZE)
         reminders = {q.merchant.id: activity.reminder(cockpit.settings, q, user.name) for q in quiet}
         sent = cockpit.admin.last_of("remind", [q.merchant.id for q in quiet])
         return cockpit.render(request, "merchants.html", user, rows=rows, month=month, months=months, scores=scores,
+                              total=len(every), page=page, pages=pages, quiet_total=len(all_quiet),
+                              quiet_page=quiet_page, quiet_pages=quiet_pages, asked=asked,
                               quiet=quiet, reminders=reminders, sent=sent, cfg=cockpit.settings.admin,
                               mail=cockpit.settings.mail, parts=activity.PARTS, doc=activity.__doc__,
                               choices=month_choices(cockpit), message=_message(meldung, wer=wer),
