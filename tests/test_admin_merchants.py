@@ -158,9 +158,14 @@ async def test_a_big_town_s_merchants_come_a_page_at_a_time(town, monkeypatch):
         assert '<a href="/admin/merchants?seite=2">Weiter</a>' in active
         assert "Kiosk Kaputt" in quiet and "Gärtnerei Blüte" not in quiet  # never posted: the longest quiet
         assert "2 Teilnehmer" in quiet and '<a href="/admin/merchants?still=2#still">Weiter</a>' in quiet
-        rows, active, quiet = listed(client.get("/admin/merchants?seite=3&still=2").text)
+        page = client.get("/admin/merchants?seite=3&still=2").text
+        rows, active, quiet = listed(page)
         assert rows == ranked[4:] and "Gärtnerei Blüte" in quiet and "Kiosk Kaputt" not in quiet
         assert "Wir vermissen Ihre Neuigkeiten" in quiet  # its reminder is on its page
+        sent = client.post("/admin/merchants/gaertnerei/remind", data={
+            "csrf": csrf_of(page), "still": re.search(r'name="still" value="(\d+)"', quiet).group(1),
+            "betreff": "Wir vermissen Sie", "text": "Guten Tag"})
+        assert sent.status_code == 303 and "still=2" in sent.headers["location"]  # back where it was sent from
         assert '<a href="/admin/merchants?seite=2&amp;still=2">Zurück</a>' in active
         assert '<a href="/admin/merchants?still=1&amp;seite=3#still">Zurück</a>' in quiet
         seen = [listed(client.get(f"/admin/merchants?seite={n}").text)[0] for n in (1, 2, 3, 99)]

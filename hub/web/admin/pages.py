@@ -232,16 +232,17 @@ def _merchants(router: APIRouter, cockpit: Cockpit) -> None:
         if cockpit.settings.mail is None:
             raise Forbidden("In der Konfiguration fehlt der Abschnitt mail: (SMTP-Server).", status=400)
         subject, body = field(fields, "betreff")[:200], str(fields.get("text") or "").strip()[:10_000]
+        page = {"still": still} if (still := field(fields, "still")).isdigit() else {}  # back to the page it was sent from
         if not subject or not body:
             raise Forbidden("Betreff und Text der Erinnerung dürfen nicht leer sein.", status=400)
         try:
             message_id = await Mailer(cockpit.settings.mail).send_async(Mail(merchant.contact_email, subject, body))
         except MailError as exc:
             cockpit.admin.log(user.name, "remind_failed", merchant_id, error=str(exc))
-            query = urlencode({"fehler": f"Die Erinnerung an {merchant.name} wurde nicht verschickt: {exc}"})
+            query = urlencode({"fehler": f"Die Erinnerung an {merchant.name} wurde nicht verschickt: {exc}", **page})
             return RedirectResponse(f"/admin/merchants?{query}#still", status_code=303, headers=NO_STORE)
         cockpit.admin.log(user.name, "remind", merchant_id, subject=subject, message_id=message_id)
-        query = urlencode({"meldung": "reminded", "wer": merchant.name})
+        query = urlencode({"meldung": "reminded", "wer": merchant.name, **page})
         return RedirectResponse(f"/admin/merchants?{query}#still", status_code=303, headers=NO_STORE)
 
 
