@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_counting.py
 	$(BIN)/python tests/benchmarks/bench_newsletter.py
 	$(BIN)/python tests/benchmarks/bench_channels.py
+	$(BIN)/python tests/benchmarks/bench_cockpit.py
 	$(BIN)/python tests/benchmarks/bench_web.py   # builds 1,000,000 records first (once a day, in /tmp)
 	$(BIN)/python tests/benchmarks/bench_claim.py  # the scaled tier's dispatch claim (needs PostgreSQL)
 	$(BIN)/python tests/benchmarks/bench_scale.py --compare  # 100,000 sources, 1 then 2 workers (needs PostgreSQL; ~15 min)
