@@ -240,7 +240,7 @@ def report(settings, store, now: datetime | None = None) -> list[SourceHealth]:
     stats = StatsStore(store)
     codes, weekly = stats.error_codes(), stats.items_per_week(now)
     found = []
-    for s in store.source_statuses():
+    for s in store.source_statuses(item_counts=False):
         merchant = configured.get(s.id)
         if merchant is None:
             continue

@@ -114,6 +114,26 @@ async def test_a_town_with_many_sources_pages_them_worst_first(town, monkeypatch
         assert "Seite 2 von 2" in ok and '<a href="/admin?seite=1&amp;zustand=ok">Zurück</a>' in ok
 
 
+async def test_the_overview_and_healthz_do_not_count_every_source_s_items(town):
+    """What is asked often (the cockpit's overview, /healthz, polled by load balancers) does
+    not count each source's items, which reads every item of the store; `hub sources` does."""
+    from dataclasses import replace
+
+    from sqlalchemy import event
+
+    settings, store = town
+    counted = store.source_statuses()
+    assert {s.id: s.items for s in counted}["baeckerei-rss"] == 3
+    assert store.source_statuses(item_counts=False) == [replace(s, items=None) for s in counted]
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with TestClient(create_app(*town), base_url="http://127.0.0.1", follow_redirects=False) as client:
+        login(client, "ben")
+        assert client.get("/admin").status_code == 200
+        assert client.get("/healthz").json()["sources"]["total"] == 5
+    assert statements and not [q for q in statements if "GROUP BY items.source_id" in q and "count(" in q]
+
+
 async def test_items_per_week_against_the_usual_rate(town):
     settings, store = town
     found = {h.id: h for h in health.report(settings, store)}
