@@ -32,6 +32,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from statistics import median
+from time import monotonic
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.config import ActivityConfig, MerchantConfig, Settings
@@ -115,8 +117,29 @@ def score(parts: dict[str, float | None], cfg: ActivityConfig) -> int:
     return round(100 * sum(weights[p] * parts[p] for p in counted) / total)  # type: ignore[operator]
 
 
+PAST_KEPT = 600.0  # seconds a past month's activity is kept (`month_activity`)
+_past: dict[tuple, tuple[float, Settings, list[Activity]]] = {}
+
+
 def month_activity(settings: Settings, store, month: date) -> list[Activity]:
-    """Every configured merchant's activity in `month`, highest score first."""
+    """Every configured merchant's activity in `month`, highest score first. A month that is
+    over is kept for `PAST_KEPT` seconds: only late edits change it, and a big town's month
+    reads tens of thousands of records (the cockpit pages through them and shows six months)."""
+    if month >= month_of(datetime.now(ZoneInfo(settings.platform.timezone)).date()):
+        return _month_activity(settings, store, month)
+    key: tuple[Any, ...] = (store.url, store.schema, month)
+    now = monotonic()
+    kept = _past.get(key)
+    if kept is not None and kept[1] is settings and now - kept[0] < PAST_KEPT:  # a reloaded config: anew
+        return kept[2]
+    found = _month_activity(settings, store, month)
+    for old in [k for k, (at, _, _) in _past.items() if now - at >= PAST_KEPT]:
+        _past.pop(old, None)
+    _past[key] = (now, settings, found)
+    return found
+
+
+def _month_activity(settings: Settings, store, month: date) -> list[Activity]:
     cfg = settings.admin.activity
     stats = StatsStore(store)
     start, end = bounds(month, settings.platform.timezone)
@@ -153,8 +176,10 @@ def month_activity(settings: Settings, store, month: date) -> list[Activity]:
     return sorted(found, key=lambda a: (-a.score, a.name.casefold()))
 
 
-def history(settings: Settings, store, last: date, months: int = 6) -> dict[str, dict[date, int]]:
-    """merchant id -> month -> score, for the `months` months up to `last` (oldest first)."""
+def history(settings: Settings, store, last: date, months: int = 6,
+            known: list[Activity] | None = None) -> dict[str, dict[date, int]]:
+    """merchant id -> month -> score, for the `months` months up to `last` (oldest first);
+    `known`: `month_activity` of `last`, if the caller has it already."""
     found: dict[str, dict[date, int]] = defaultdict(dict)
     month = month_of(last)
     wanted = [month]
@@ -162,7 +187,7 @@ def history(settings: Settings, store, last: date, months: int = 6) -> dict[str,
         month = month_of(month - timedelta(days=1))
         wanted.append(month)
     for month in reversed(wanted):
-        for a in month_activity(settings, store, month):
+        for a in known if known is not None and month == month_of(last) else month_activity(settings, store, month):
             found[a.merchant_id][month] = a.score
     return dict(found)
 

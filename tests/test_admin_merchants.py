@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
 
@@ -172,6 +172,31 @@ async def test_a_big_town_s_merchants_come_a_page_at_a_time(town, monkeypatch):
         assert [r for page in seen[:3] for r in page] == ranked and seen[3] == seen[2]  # past the last: the last
         _, active, _ = listed(client.get(f"/admin/merchants?monat={month}&seite=2").text)
         assert f'<a href="/admin/merchants?seite=3&amp;monat={month}">Weiter</a>' in active
+
+
+async def test_a_past_month_is_read_once_in_a_while_this_month_every_time(town, monkeypatch):
+    """A big town's month reads tens of thousands of records, and the cockpit shows six: a
+    month that is over is kept for a while (only late edits change it); this month is read
+    anew each time, as is any month after a config reload."""
+    from sqlalchemy import event
+
+    settings, store = town
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def reads(month, settings_=settings) -> int:
+        before = len(statements)
+        activity.month_activity(settings_, store, month)
+        return len(statements) - before
+
+    now = this_month(settings)
+    last = activity.month_of(now - timedelta(days=1))
+    assert reads(now) and reads(now)  # this month: read every time
+    assert reads(last) and not reads(last)  # a past month: kept
+    reloaded = settings.model_copy()
+    assert reads(last, reloaded) and not reads(last, reloaded)  # another config: read anew
+    monkeypatch.setattr(activity, "PAST_KEPT", 0.0)
+    assert reads(last, reloaded)  # kept no longer than PAST_KEPT
 
 
 async def test_only_admins_send_and_only_where_an_address_is_known(town, smtp):

@@ -205,7 +205,7 @@ def _merchants(router: APIRouter, cockpit: Cockpit) -> None:
         month = month_param(monat or month, cockpit)
         every = activity.month_activity(cockpit.settings, cockpit.store, month)
         rows, page, pages = page_of(every, seite, MERCHANTS_PAGE_SIZE)
-        scores = activity.history(cockpit.settings, cockpit.store, month, months=6)
+        scores = activity.history(cockpit.settings, cockpit.store, month, months=6, known=every)
         months = sorted({m for s in scores.values() for m in s})
         failing = {h.id for h in health.report(cockpit.settings, cockpit.store, now) if h.severity >= 70}
         all_quiet = activity.quiet(cockpit.settings, cockpit.store, now, failing)
