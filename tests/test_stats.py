@@ -226,3 +226,24 @@ async def test_no_address_cookie_or_user_agent_in_the_store_after_browsing(town,
     for secret in secrets:
         assert secret not in dump, secret
     assert "203.0.113" not in dump
+
+
+def test_the_ingest_delay_histogram_reads_the_window_s_items_not_the_store(tmp_path):
+    """/metrics counts the items first seen in the last 7 days on every scrape: by the index
+    on first sight, not by reading every item of the store (`ix_items_first_seen`)."""
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import event
+
+    from hub.metrics import DELAY_BUCKETS, WINDOW
+    from hub.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda c, cur, sql, params, *_: statements.append((sql, params)))
+    StatsStore(store).ingest_delay_histogram(datetime.now(timezone.utc) - WINDOW, DELAY_BUCKETS)
+    [(sql, params)] = [s for s in statements if "first_seen_at" in s[0]]
+    with store.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+    store.close()
+    assert "ix_items_first_seen" in plan and "SCAN items" not in plan, plan

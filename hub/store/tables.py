@@ -76,6 +76,7 @@ class ItemRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source_id", "external_id", name="uq_items_source_external"),
         Index("ix_items_visible_sort", "deleted_at", "sort_at"),
+        Index("ix_items_first_seen", "first_seen_at"),  # /metrics: the items first seen in the last 7 days
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
