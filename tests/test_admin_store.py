@@ -110,3 +110,36 @@ def test_the_review_queue_lists_waiting_records_oldest_first(store):
     assert total == 2 and sorted(ids) == sorted([one, two])
     admin.approve(one, "anna")
     assert admin.review_ids() == ([two], 1)
+
+
+def test_the_review_queue_is_found_by_status_not_by_reading_every_record(store):
+    """The queue's count is on every cockpit page (the menu says how many wait): found by an
+    index on status, not by reading the store's every record; the expired and removed wait no
+    more, and what a rule hid waits, what a person hid does not."""
+    from sqlalchemy import event, update
+
+    from hub.store.tables import RecordRow
+
+    RECORDS = RecordRow.__table__
+    ingested(store)
+    store.apply([FetchOutcome("laden-rss", T0, "ok", parsed=Parsed((entry(1), entry(2), entry(3)), complete=True))])
+    admin = AdminStore(store)
+    one, two, three = (record_of(store, f"Beitrag {n}") for n in (1, 2, 3))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE records SET status = 'hidden', status_by = 'rule' WHERE id = {one}")
+        conn.exec_driver_sql(f"UPDATE records SET status = 'hidden', status_by = 'anna' WHERE id = {two}")
+        conn.exec_driver_sql(f"UPDATE records SET status = 'held' WHERE id = {three}")
+    ids, total = admin.review_ids()
+    assert sorted(ids) == sorted([one, three]) and total == 2
+    with store.engine.begin() as conn:
+        conn.execute(update(RECORDS).where(RECORDS.c.id == three).values(expires_at=datetime.now(timezone.utc) - timedelta(days=1)))
+    assert admin.review_ids() == ([one], 1)
+    if store.dialect != "sqlite":
+        return
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda c, cur, sql, params, *_: statements.append((sql, params)))
+    admin.review_ids()
+    [(sql, params)] = [s for s in statements if s[0].lstrip().startswith("SELECT")]
+    with store.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX" in plan and "SCAN records" not in plan, plan

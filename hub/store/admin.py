@@ -194,14 +194,15 @@ class AdminStore:
         """Ids of the records that wait for a person, oldest first, and how many there are:
         waiting (`WAITING`) or hidden by a rule (a block word), neither removed nor expired."""
         now = now or _now()
-        waiting = and_(RECORDS.c.removed_at.is_(None),
-                       or_(RECORDS.c.expires_at.is_(None), RECORDS.c.expires_at > now),
-                       or_(RECORDS.c.status.in_(WAITING), and_(RECORDS.c.status == "hidden", RECORDS.c.status_by == "rule")))
+        # Found by status alone (an index), the expired left out here: with either OR in SQL,
+        # SQLite read every record of the store (~0.2 s at 300,000) for a queue of a few.
+        waiting = and_(RECORDS.c.status.in_((*WAITING, "hidden")), RECORDS.c.removed_at.is_(None),
+                       or_(RECORDS.c.status != "hidden", RECORDS.c.status_by == "rule"))
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(RECORDS).where(waiting)).scalar_one()
-            ids = conn.execute(select(RECORDS.c.id).where(waiting).order_by(RECORDS.c.created_at, RECORDS.c.id)
-                               .limit(limit).offset(offset)).scalars().all()
-        return list(ids), total
+            rows = conn.execute(select(RECORDS.c.id, RECORDS.c.expires_at).where(waiting)
+                                .order_by(RECORDS.c.created_at, RECORDS.c.id)).all()
+        ids = [r.id for r in rows if r.expires_at is None or r.expires_at > now]
+        return ids[offset:offset + limit], len(ids)
 
     def edit_of(self, record_id: int) -> RecordEdit | None:
         with self.engine.connect() as conn:
