@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from statistics import median
 from time import monotonic
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.config import ActivityConfig, MerchantConfig, Settings
@@ -127,7 +126,7 @@ def month_activity(settings: Settings, store, month: date) -> list[Activity]:
     reads tens of thousands of records (the cockpit pages through them and shows six months)."""
     if month >= month_of(datetime.now(ZoneInfo(settings.platform.timezone)).date()):
         return _month_activity(settings, store, month)
-    key: tuple[Any, ...] = (store.url, store.schema, month)
+    key = (store.url, store.schema, month)
     now = monotonic()
     kept = _past.get(key)
     if kept is not None and kept[1] is settings and now - kept[0] < PAST_KEPT:  # a reloaded config: anew

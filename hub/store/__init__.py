@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, and_, bindparam, case, create_engine, event, func, literal_column, or_, select, update
+from sqlalchemy import (Boolean, Engine, and_, bindparam, case, create_engine, event, func, literal_column, or_, select,
+                        update)
 from sqlalchemy.engine import Connection
 
 from hub.errors import HOLDING, StoreError
