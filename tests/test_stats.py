@@ -247,3 +247,31 @@ def test_the_ingest_delay_histogram_reads_the_window_s_items_not_the_store(tmp_p
         plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
     store.close()
     assert "ix_items_first_seen" in plan and "SCAN items" not in plan, plan
+
+
+async def test_a_merchant_s_last_post_is_looked_up_not_found_by_reading_every_item(town):
+    """The cockpit's quiet list asks when each participant last posted: the newest item of
+    each (deleted ones too: a post that was taken down was still posted), found through the
+    index on (merchant, time), not by grouping every item of the store."""
+    from sqlalchemy import event, func, select
+
+    from hub.store import ITEMS
+
+    settings, store = town
+    with store.engine.begin() as conn:  # one of them is gone from its source since
+        newest = conn.execute(select(ITEMS.c.id).order_by(ITEMS.c.sort_at.desc()).limit(1)).scalar_one()
+        conn.execute(ITEMS.update().where(ITEMS.c.id == newest).values(deleted_at=func.now()))
+        expected = dict(conn.execute(select(ITEMS.c.merchant_id, func.max(ITEMS.c.sort_at))
+                                     .group_by(ITEMS.c.merchant_id)).all())
+    statements = []
+    listen = lambda c, cur, sql, params, *_: statements.append((sql, params))  # noqa: E731
+    event.listen(store.engine, "before_cursor_execute", listen)
+    last = StatsStore(store).last_posts()
+    event.remove(store.engine, "before_cursor_execute", listen)
+
+    assert len(expected) >= 2
+    assert last == expected
+    [(sql, params)] = [s for s in statements if "sort_at" in s[0]]
+    with store.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "ix_items_merchant_sort" in plan and "SCAN items" not in plan, plan

@@ -245,10 +245,14 @@ class StatsStore:
                        _backfill(r.first_seen_at, first.get(r.source_id))) for r in rows]
 
     def last_posts(self) -> dict[str, datetime]:
-        """merchant id -> when it last posted anything (`sort_at` of its newest item)."""
+        """merchant id -> when it last posted anything (`sort_at` of its newest item), for
+        the merchants with sources. One look into `ix_items_merchant_sort` per merchant,
+        where grouping the items by merchant would read all of them."""
+        merchants = select(SOURCES.c.merchant_id).distinct().subquery()
+        newest = (select(func.max(ITEMS.c.sort_at)).where(ITEMS.c.merchant_id == merchants.c.merchant_id)
+                  .scalar_subquery())
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ITEMS.c.merchant_id, func.max(ITEMS.c.sort_at))
-                                .group_by(ITEMS.c.merchant_id)).all()
+            rows = conn.execute(select(merchants.c.merchant_id, newest)).all()
         return {m: _utc(at) for m, at in rows if at is not None}
 
     def record_facts(self, start: datetime, end: datetime) -> list[tuple[str, str, str]]:

@@ -77,12 +77,14 @@ class ItemRow(SQLModel, table=True):
         UniqueConstraint("source_id", "external_id", name="uq_items_source_external"),
         Index("ix_items_visible_sort", "deleted_at", "sort_at"),
         Index("ix_items_first_seen", "first_seen_at"),  # /metrics: the items first seen in the last 7 days
+        # A merchant's items, newest last: also a merchant's last post in one look (the cockpit's quiet list)
+        Index("ix_items_merchant_sort", "merchant_id", "sort_at"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
     source_id: str  # indexed as the first column of uq_items_source_external
     external_id: str
-    merchant_id: str = Field(index=True)
+    merchant_id: str  # indexed as the first column of ix_items_merchant_sort
     kind: str = "post"
     title: str = ""
     summary: str = Field(default="", sa_column=Column(Text, nullable=False))
