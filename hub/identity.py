@@ -584,8 +584,14 @@ def apart(a: Words, b: Words) -> bool:
     things: after the opening they share, the first place where they go their own ways has
     words of its own on both sides (words the other text does not have at all, also not
     as an inflection or a compound of them), and beyond what they share word for word (the
-    opening, the closing, runs of `SHARED_RUN` words: a template or boilerplate) they have
-    little in common: fewer than 2 words, or fewer than a third of what each says alone.
+    opening, the closing, runs of `SHARED_RUN` words: a template or boilerplate; and a
+    word that stands in the same place in both, between what each says alone: "Apotheke"
+    of "Stadt-Apotheke am Marktplatz" and "Löwen-Apotheke in der Bahnhofstraße") they
+    have little in common: fewer than 2 words, or fewer than a third of what each says alone.
+
+    Where the texts go their own ways is found between the runs of two or more words they
+    share in order: a single word in common may stand elsewhere in another role ("am
+    Samstag … bis Sonntag" and "am Sonntag … bis Montag").
 
     "Mittagstisch heute: Schnitzel …" and "Mittagstisch heute: Linsensuppe …" are apart.
     A cross-post that only adds words ("knusprige", hashtags, "Buon appetito!") is not,
@@ -600,22 +606,22 @@ def apart(a: Words, b: Words) -> bool:
     own_b = a.lacks(rest_b)
     if not any(own_b):
         return False
-    matcher = SequenceMatcher(None, rest_a, rest_b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        mine, theirs = any(own_a[i1:i2]), any(own_b[j1:j2])
+    blocks = SequenceMatcher(None, rest_a, rest_b, autojunk=False).get_matching_blocks()
+    i = j = 0  # the gaps between runs of 2+ shared words, in order (the last block is empty)
+    for block in [block for block in blocks if block.size != 1]:
+        mine, theirs = any(own_a[i:block.a]), any(own_b[j:block.b])
         if mine and theirs:
             break  # both go their own way: the first sign of two things
         if mine or theirs:
             return False  # one adds something where the other goes on: an addition
+        i, j = block.a + block.size, block.b + block.size
     else:
         return False
-    # Two things, unless they agree outside what they share word for word.
+    # Two things, unless they agree outside what they share word for word or in place.
     frame = {*a[:head], *a[len(a) - tail:]}
     alone_a, alone_b = [True] * len(rest_a), [True] * len(rest_b)
-    for block in matcher.get_matching_blocks():
-        if block.size >= SHARED_RUN:
+    for block in blocks:
+        if block.size >= SHARED_RUN or block.size == 1:
             alone_a[block.a:block.a + block.size] = [False] * block.size
             alone_b[block.b:block.b + block.size] = [False] * block.size
     left_a = {w: own for w, own, alone in zip(rest_a, own_a, alone_a) if alone and w not in frame}
