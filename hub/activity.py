@@ -142,13 +142,11 @@ def _month_activity(settings: Settings, store, month: date) -> list[Activity]:
     cfg = settings.admin.activity
     stats = StatsStore(store)
     start, end = bounds(month, settings.platform.timezone)
-    posted = stats.posted(start, end)
-    items, channels, delays = Counter(), defaultdict(Counter), defaultdict(list)
-    for p in posted:
-        items[p.merchant_id] += 1
-        channels[p.merchant_id][CHANNEL_NAMES.get(p.connector, p.connector)] += 1
-        if p.published is not None and not p.backfill:
-            delays[p.merchant_id].append(max(timedelta(0), p.first_seen_at - p.published))
+    items, channels = Counter(), defaultdict(Counter)
+    for merchant_id, connector, n in stats.posted_counts(start, end):
+        items[merchant_id] += n
+        channels[merchant_id][CHANNEL_NAMES.get(connector, connector)] += n
+    delays = stats.posting_delays(start, end)  # microseconds
     records = defaultdict(list)
     for merchant_id, kind, snapshot in stats.record_facts(start, end):
         records[merchant_id].append((kind, json.loads(snapshot)))
@@ -161,7 +159,7 @@ def _month_activity(settings: Settings, store, month: date) -> list[Activity]:
             failures[source_of[source_id]] += x
     found = []
     for m in settings.merchants:
-        delay = median(delays[m.id]) if delays[m.id] else None
+        delay = timedelta(microseconds=median(delays[m.id])) if m.id in delays else None
         shares = _completeness(records[m.id])
         parts = {
             "posts": min(1.0, len(records[m.id]) / cfg.target_posts),

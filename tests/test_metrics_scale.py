@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from hub import health
 from hub.metrics import DELAY_BUCKETS, WINDOW, _histogram
@@ -22,7 +22,7 @@ from hub.store import ITEMS, SOURCES
 from hub.store import stats as stats_mod
 from hub.store.holds import HOLDS
 from hub.store.ledger import LEDGER
-from hub.store.stats import DELIVERIES, FETCH_DAYS, StatsStore, _backfill, _utc
+from hub.store.stats import DELIVERIES, FETCH_DAYS, StatsStore, _utc
 from hub.store.tokens import TokenChecks
 
 # Delays (seconds) on and around every bound, fractions, zero, negative (published after
@@ -34,13 +34,20 @@ DELAYS = [0, -30, 0.000001, 59.999999, 60, 60.000001, 299.5, 300, 300.000001, 89
 # --- the computations before issue 18's scale work: every delay loaded into Python ------------
 
 def old_ingest_delays(stats: StatsStore, since: datetime) -> list[float]:
-    first = stats.first_fetch_days()
+    with stats.engine.connect() as conn:
+        first = {sid: date.fromisoformat(day) for sid, day in conn.execute(
+            select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day)).group_by(FETCH_DAYS.c.source_id))}
     query = (select(ITEMS.c.source_id, ITEMS.c.published, ITEMS.c.first_seen_at)
              .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None)))
     with stats.engine.connect() as conn:
         rows = conn.execute(query).all()
     return [max(0.0, (r.first_seen_at - r.published).total_seconds()) for r in rows
             if not _backfill(r.first_seen_at, first.get(r.source_id))]
+
+
+def _backfill(first_seen: datetime, first_fetch_day: date | None) -> bool:
+    """Seen on (or before) the day of its source's first fetch: posted before the hub knew it."""
+    return first_fetch_day is not None and first_seen.astimezone(timezone.utc).date() <= first_fetch_day
 
 
 def old_publish_delays(stats: StatsStore, since: datetime) -> dict[str, list[float]]:
@@ -236,3 +243,32 @@ def test_states_are_counted_as_the_report_counts_them(store):
     assert health.state_counts({s.id for _, s in configured}, store, now) == expected
     assert expected == {"reconnect": 3, "robots": 2, "failing": 1, "selectors": 2, "token": 1, "stale": 2,
                         "new": 1, "pushing": 1, "ok": 6}
+
+
+def test_a_month_s_posts_and_their_delays_are_counted_as_before(store):
+    """The cockpit's participants page reads a month's items per merchant and connector, and
+    each one's delay from publication to first sight (not those of a source's first fetch):
+    counted and computed by the database, exactly as Python did from every item's times."""
+    now = datetime.now(timezone.utc)
+    fill_items(store, now)
+    stats = StatsStore(store)
+    start, end = now - timedelta(days=40), now  # by sort_at: all of them
+    with stats.engine.connect() as conn:
+        first = {sid: date.fromisoformat(day) for sid, day in conn.execute(
+            select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day)).group_by(FETCH_DAYS.c.source_id))}
+        rows = conn.execute(select(ITEMS.c.merchant_id, ITEMS.c.source_id, SOURCES.c.connector, ITEMS.c.published,
+                                   ITEMS.c.first_seen_at).join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
+                            .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end)).all()
+    counts = defaultdict(int)
+    delays = defaultdict(list)
+    for r in rows:
+        counts[(r.merchant_id, r.connector)] += 1
+        if r.published is not None and not _backfill(r.first_seen_at, first.get(r.source_id)):
+            delays[r.merchant_id].append(max(timedelta(0), r.first_seen_at - r.published) // timedelta(microseconds=1))
+
+    assert {(m, c): n for m, c, n in stats.posted_counts(start, end)} == counts
+    assert len(rows) == 4 * (len(DELAYS) + 2) + 1  # the undated ones counted too
+    found = stats.posting_delays(start, end)
+    assert {m: sorted(d) for m, d in found.items()} == {m: sorted(d) for m, d in delays.items()}
+    # `fresh`'s, `uncounted`'s and the even ones of `seen-later`, with `old` and `edge` where not backfill
+    assert len(found["m"]) == 2 * (len(DELAYS) + 1) + 1 + (len(DELAYS) + 1) // 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -84,18 +85,6 @@ class SourcePlan(NamedTuple):
 
     interval_seconds: int | None
     push_state: str | None
-
-
-@dataclass(frozen=True)
-class Posted:
-    """An item as merchant activity looks at it."""
-
-    merchant_id: str
-    source_id: str
-    connector: str
-    published: datetime | None
-    first_seen_at: datetime
-    backfill: bool  # first seen on the day its source was first fetched: its delay means nothing
 
 
 class StatsStore:
@@ -226,23 +215,32 @@ class StatsStore:
         with self.engine.connect() as conn:
             return {c: (int(f or 0), int(x or 0)) for c, f, x in conn.execute(query)}
 
-    def first_fetch_days(self) -> dict[str, date]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day))
-                                .group_by(FETCH_DAYS.c.source_id)).all()
-        return {sid: date.fromisoformat(day) for sid, day in rows}
-
-    def posted(self, start: datetime, end: datetime) -> list[Posted]:
-        """Items posted (by `sort_at`) in [start, end), with what activity needs of them."""
-        first = self.first_fetch_days()
-        query = (select(ITEMS.c.merchant_id, ITEMS.c.source_id, SOURCES.c.connector, ITEMS.c.published,
-                        ITEMS.c.first_seen_at)
+    def posted_counts(self, start: datetime, end: datetime) -> list[tuple[str, str, int]]:
+        """(merchant id, connector, items) posted (by `sort_at`) in [start, end), counted by
+        the database: a big town's month holds tens of thousands of items."""
+        query = (select(ITEMS.c.merchant_id, SOURCES.c.connector, func.count())
                  .join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
-                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end))
+                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end)
+                 .group_by(ITEMS.c.merchant_id, SOURCES.c.connector))
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [Posted(r.merchant_id, r.source_id, r.connector, r.published, r.first_seen_at,
-                       _backfill(r.first_seen_at, first.get(r.source_id))) for r in rows]
+            return [(m, c, int(n)) for m, c, n in conn.execute(query)]
+
+    def posting_delays(self, start: datetime, end: datetime) -> dict[str, list[int]]:
+        """merchant id -> microseconds from publication to first sight of its items posted in
+        [start, end), but those of a source's first fetch (posted long before the hub knew
+        it): computed by the database, so no item's times are read into Python."""
+        first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
+                 .group_by(FETCH_DAYS.c.source_id).subquery())
+        query = (select(ITEMS.c.merchant_id, self._delay_micros(ITEMS.c.published, ITEMS.c.first_seen_at))
+                 .select_from(ITEMS.join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
+                              .outerjoin(first, first.c.source_id == ITEMS.c.source_id))
+                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end, ITEMS.c.published.is_not(None),
+                        or_(first.c.day.is_(None), self._utc_day(ITEMS.c.first_seen_at) > first.c.day)))
+        delays: dict[str, list[int]] = defaultdict(list)
+        with self.engine.connect() as conn:
+            for merchant_id, micros in conn.execute(query):
+                delays[merchant_id].append(int(micros))
+        return dict(delays)
 
     def last_posts(self) -> dict[str, datetime]:
         """merchant id -> when it last posted anything (`sort_at` of its newest item), for
@@ -286,7 +284,7 @@ class StatsStore:
         counted per bucket by the database: the work in Python does not grow with the items."""
         first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
                  .group_by(FETCH_DAYS.c.source_id).subquery())
-        seen_day = self._utc_day(ITEMS.c.first_seen_at)  # `_backfill` in SQL: seen after the first fetch's day
+        seen_day = self._utc_day(ITEMS.c.first_seen_at)  # seen after the day of its source's first fetch
         delays = (select(self._delay_micros(ITEMS.c.published, ITEMS.c.first_seen_at).label("micros"))
                   .select_from(ITEMS.outerjoin(first, first.c.source_id == ITEMS.c.source_id))
                   .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None),
@@ -362,10 +360,6 @@ def _counted(delays, bounds: Sequence[float], *keys):
 def _histogram_from(row: Sequence, bounds: Sequence[float]) -> DelayHistogram:
     count, micros, *buckets = row
     return DelayHistogram(tuple(int(b) for b in buckets), int(count), int(micros) / 1_000_000)
-
-
-def _backfill(first_seen: datetime, first_fetch_day: date | None) -> bool:
-    return first_fetch_day is not None and first_seen.astimezone(timezone.utc).date() <= first_fetch_day
 
 
 def _utc(value: Any) -> datetime:
