@@ -34,15 +34,19 @@ DELAYS = [0, -30, 0.000001, 59.999999, 60, 60.000001, 299.5, 300, 300.000001, 89
 # --- the computations before issue 18's scale work: every delay loaded into Python ------------
 
 def old_ingest_delays(stats: StatsStore, since: datetime) -> list[float]:
-    with stats.engine.connect() as conn:
-        first = {sid: date.fromisoformat(day) for sid, day in conn.execute(
-            select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day)).group_by(FETCH_DAYS.c.source_id))}
+    first = first_fetch_days(stats)
     query = (select(ITEMS.c.source_id, ITEMS.c.published, ITEMS.c.first_seen_at)
              .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None)))
     with stats.engine.connect() as conn:
         rows = conn.execute(query).all()
     return [max(0.0, (r.first_seen_at - r.published).total_seconds()) for r in rows
             if not _backfill(r.first_seen_at, first.get(r.source_id))]
+
+
+def first_fetch_days(stats: StatsStore) -> dict[str, date]:
+    with stats.engine.connect() as conn:
+        return {sid: date.fromisoformat(day) for sid, day in conn.execute(
+            select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day)).group_by(FETCH_DAYS.c.source_id))}
 
 
 def _backfill(first_seen: datetime, first_fetch_day: date | None) -> bool:
@@ -253,9 +257,8 @@ def test_a_month_s_posts_and_their_delays_are_counted_as_before(store):
     fill_items(store, now)
     stats = StatsStore(store)
     start, end = now - timedelta(days=40), now  # by sort_at: all of them
+    first = first_fetch_days(stats)
     with stats.engine.connect() as conn:
-        first = {sid: date.fromisoformat(day) for sid, day in conn.execute(
-            select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day)).group_by(FETCH_DAYS.c.source_id))}
         rows = conn.execute(select(ITEMS.c.merchant_id, ITEMS.c.source_id, SOURCES.c.connector, ITEMS.c.published,
                                    ITEMS.c.first_seen_at).join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
                             .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end)).all()

@@ -257,7 +257,7 @@ async def test_a_merchant_s_last_post_is_looked_up_not_found_by_reading_every_it
 
     from hub.store import ITEMS
 
-    settings, store = town
+    _, store = town
     with store.engine.begin() as conn:  # one of them is gone from its source since
         newest = conn.execute(select(ITEMS.c.id).order_by(ITEMS.c.sort_at.desc()).limit(1)).scalar_one()
         conn.execute(ITEMS.update().where(ITEMS.c.id == newest).values(deleted_at=func.now()))
