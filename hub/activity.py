@@ -26,7 +26,6 @@ A merchant is quiet when its newest post is older than `admin.quiet_days` [30].
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -147,9 +146,9 @@ def _month_activity(settings: Settings, store, month: date) -> list[Activity]:
         items[merchant_id] += n
         channels[merchant_id][CHANNEL_NAMES.get(connector, connector)] += n
     delays = stats.posting_delays(start, end)  # microseconds
-    records = defaultdict(list)
-    for merchant_id, kind, snapshot in stats.record_facts(start, end):
-        records[merchant_id].append((kind, json.loads(snapshot)))
+    records = defaultdict(dict)  # merchant id -> kind -> (records, field -> how many have it)
+    for (merchant_id, kind), facts in stats.record_fields(start, end, _FIELD_KEYS).items():
+        records[merchant_id][kind] = facts
     fetched = stats.fetch_days(start.date(), (end - timedelta(seconds=1)).date())
     source_of = {s.id: m.id for m, s in settings.sources()}
     fetches, failures = Counter(), Counter()
@@ -160,15 +159,16 @@ def _month_activity(settings: Settings, store, month: date) -> list[Activity]:
     found = []
     for m in settings.merchants:
         delay = timedelta(microseconds=median(delays[m.id])) if m.id in delays else None
+        posts = sum(n for n, _ in records[m.id].values())
         shares = _completeness(records[m.id])
         parts = {
-            "posts": min(1.0, len(records[m.id]) / cfg.target_posts),
-            "speed": speed(delay, cfg) if records[m.id] or items[m.id] else 0.0,
+            "posts": min(1.0, posts / cfg.target_posts),
+            "speed": speed(delay, cfg) if posts or items[m.id] else 0.0,
             "reliability": (fetches[m.id] - failures[m.id]) / fetches[m.id] if fetches[m.id] else None,
-            "completeness": _mean(shares.values()) if records[m.id] else 0.0,
+            "completeness": _mean(shares.values()) if posts else 0.0,
             "channels": min(1.0, len(channels[m.id]) / cfg.target_channels),
         }
-        found.append(Activity(m.id, m.name, month, len(records[m.id]), items[m.id], dict(channels[m.id]), delay,
+        found.append(Activity(m.id, m.name, month, posts, items[m.id], dict(channels[m.id]), delay,
                               fetches[m.id], failures[m.id], shares, parts, score(parts, cfg)))
     return sorted(found, key=lambda a: (-a.score, a.name.casefold()))
 
@@ -227,13 +227,14 @@ def reminder(settings: Settings, q: Quiet, sender: str) -> tuple[str, str]:
     return subject, body
 
 
-def _completeness(records: list[tuple[str, dict]]) -> dict[str, float]:
-    """field -> share of the records it applies to that have it."""
+def _completeness(kinds: dict[str, tuple[int, dict[str, int]]]) -> dict[str, float]:
+    """field -> share of the records it applies to that have it; `kinds`: kind -> (records,
+    field -> how many of them have it)."""
     have, applies = Counter(), Counter()
-    for kind, snapshot in records:
+    for kind, (n, had) in kinds.items():
         for name in _APPLIES.get(kind, ("image",)):
-            applies[name] += 1
-            have[name] += any(snapshot.get(k) for k in _FIELD_KEYS[name])
+            applies[name] += n
+            have[name] += had[name]
     return {name: have[name] / applies[name] for name in ("image", "date", "place", "price") if applies[name]}
 
 

@@ -275,3 +275,35 @@ def test_a_month_s_posts_and_their_delays_are_counted_as_before(store):
     assert {m: sorted(d) for m, d in found.items()} == {m: sorted(d) for m, d in delays.items()}
     # `fresh`'s, `uncounted`'s and the even ones of `seen-later`, with `old` and `edge` where not backfill
     assert len(found["m"]) == 2 * (len(DELAYS) + 1) + 1 + (len(DELAYS) + 1) // 2
+
+
+def test_a_month_s_record_fields_are_counted_as_before(store):
+    """Completeness (the participants page) counts, per merchant and kind, the records of a
+    month that have an image, a date, a place, a price: read from the snapshots' JSON by the
+    database, as Python read them (a field is had when one of its keys holds a value)."""
+    from hub.activity import _FIELD_KEYS
+    from hub.store.placement import RECORDS
+
+    now = datetime.now(timezone.utc)
+    values = [{}, {"image": "https://x.example/a.jpg"}, {"event_start": "2026-12-24T18:00:00+00:00"},
+              {"offer_valid_until": "2026-12-31"}, {"event_location": "Stadthalle", "offer_price": "6,90"},
+              {"offer_price": ""}, {"image": "", "event_location": 'Kirche "St. Marien" 🎄'}]
+    rows = []
+    for n in range(60):
+        snapshot = {"kind": ("post", "event", "offer")[n % 3], **values[n % len(values)]}
+        rows.append({"kind": snapshot["kind"], "merchant_id": f"m{n % 4}", "status": "published", "status_by": "hub",
+                     "snapshot": json.dumps(snapshot, ensure_ascii=False), "sort_at": now - timedelta(hours=n),
+                     "created_at": now, "changed_at": now, "removed_at": now if n % 11 == 0 else None})
+    with store.engine.begin() as conn:
+        conn.execute(insert(RECORDS), rows)
+    start, end = now - timedelta(hours=50), now + timedelta(hours=1)
+
+    expected: dict = {}
+    for r in rows:
+        if r["removed_at"] is None and start <= r["sort_at"] < end:
+            n, have = expected.get((r["merchant_id"], r["kind"]), (0, dict.fromkeys(_FIELD_KEYS, 0)))
+            snapshot = json.loads(r["snapshot"])
+            expected[(r["merchant_id"], r["kind"])] = (n + 1, {name: have[name] + any(snapshot.get(k) for k in keys)
+                                                              for name, keys in _FIELD_KEYS.items()})
+    assert StatsStore(store).record_fields(start, end, _FIELD_KEYS) == expected
+    assert sum(n for n, _ in expected.values()) == 51 - 5  # 51 in the window, 5 of them removed

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from sqlalchemy import BigInteger, DateTime, MetaData, Table, case, cast, extract, func, inspect, or_, select, type_coerce
+from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Table, case, cast, extract, func, inspect, or_, select, type_coerce
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
@@ -253,13 +253,27 @@ class StatsStore:
             rows = conn.execute(select(merchants.c.merchant_id, newest)).all()
         return {m: _utc(at) for m, at in rows if at is not None}
 
-    def record_facts(self, start: datetime, end: datetime) -> list[tuple[str, str, str]]:
-        """(merchant id, kind, snapshot JSON) of the records posted in [start, end): what
-        completeness looks at (image, date, place, price of the merged record)."""
-        query = (select(RECORDS.c.merchant_id, RECORDS.c.kind, RECORDS.c.snapshot)
-                 .where(RECORDS.c.sort_at >= start, RECORDS.c.sort_at < end, RECORDS.c.removed_at.is_(None)))
+    def record_fields(self, start: datetime, end: datetime, fields: Mapping[str, Sequence[str]]
+                      ) -> dict[tuple[str, str], tuple[int, dict[str, int]]]:
+        """(merchant id, kind) -> (records posted in [start, end), field -> how many of them
+        have it), a field being had when any of its snapshot keys holds a value (`fields`,
+        e.g. "date": ("event_start", "offer_valid_until")): what completeness looks at,
+        counted by the database, which reads the snapshots' JSON itself."""
+        names = list(fields)
+        query = (select(RECORDS.c.merchant_id, RECORDS.c.kind, func.count(),
+                        *(func.sum(case((or_(*(func.coalesce(self._snapshot_value(k), "") != "" for k in fields[n])),
+                                         1), else_=0)) for n in names))
+                 .where(RECORDS.c.sort_at >= start, RECORDS.c.sort_at < end, RECORDS.c.removed_at.is_(None))
+                 .group_by(RECORDS.c.merchant_id, RECORDS.c.kind))
         with self.engine.connect() as conn:
-            return [(r.merchant_id, r.kind, r.snapshot) for r in conn.execute(query)]
+            return {(m, kind): (int(n), {name: int(have or 0) for name, have in zip(names, counts)})
+                    for m, kind, n, *counts in conn.execute(query)}
+
+    def _snapshot_value(self, key: str):
+        """A record's snapshot field as text (NULL when absent: the snapshot leaves out empty fields)."""
+        if self.store.dialect == "postgresql":
+            return func.json_extract_path_text(cast(RECORDS.c.snapshot, JSON), key)
+        return func.json_extract(RECORDS.c.snapshot, f"$.{key}")
 
     # --- reading: for /metrics ------------------------------------------------------------
 
