@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Table, case, cast, extract, func, inspect, or_, select, type_coerce
+from sqlalchemy import (JSON, BigInteger, DateTime, MetaData, Table, and_, case, cast, extract, func, inspect, or_, select,
+                        type_coerce)
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
@@ -229,13 +230,11 @@ class StatsStore:
         """merchant id -> microseconds from publication to first sight of its items posted in
         [start, end), but those of a source's first fetch (posted long before the hub knew
         it): computed by the database, so no item's times are read into Python."""
-        first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
-                 .group_by(FETCH_DAYS.c.source_id).subquery())
+        first, counts = self._delay_counts()
         query = (select(ITEMS.c.merchant_id, self._delay_micros(ITEMS.c.published, ITEMS.c.first_seen_at))
                  .select_from(ITEMS.join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
                               .outerjoin(first, first.c.source_id == ITEMS.c.source_id))
-                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end, ITEMS.c.published.is_not(None),
-                        or_(first.c.day.is_(None), self._utc_day(ITEMS.c.first_seen_at) > first.c.day)))
+                 .where(ITEMS.c.sort_at >= start, ITEMS.c.sort_at < end, counts))
         delays: dict[str, list[int]] = defaultdict(list)
         with self.engine.connect() as conn:
             for merchant_id, micros in conn.execute(query):
@@ -296,13 +295,10 @@ class StatsStore:
         """Seconds from publication to first sight, of the items first seen since `since`
         (not those of a source's first fetch: they were posted long before the hub knew it),
         counted per bucket by the database: the work in Python does not grow with the items."""
-        first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
-                 .group_by(FETCH_DAYS.c.source_id).subquery())
-        seen_day = self._utc_day(ITEMS.c.first_seen_at)  # seen after the day of its source's first fetch
+        first, counts = self._delay_counts()
         delays = (select(self._delay_micros(ITEMS.c.published, ITEMS.c.first_seen_at).label("micros"))
                   .select_from(ITEMS.outerjoin(first, first.c.source_id == ITEMS.c.source_id))
-                  .where(ITEMS.c.first_seen_at >= since, ITEMS.c.published.is_not(None),
-                         or_(first.c.day.is_(None), seen_day > first.c.day)))
+                  .where(ITEMS.c.first_seen_at >= since, counts))
         with self.engine.connect() as conn:
             return _histogram_from(conn.execute(_counted(_computed_once(delays), bounds)).one(), bounds)
 
@@ -324,6 +320,16 @@ class StatsStore:
         query = _counted(delays, bounds, delays.c.channel_id).group_by(delays.c.channel_id)
         with self.engine.connect() as conn:
             return {row[0]: _histogram_from(row[1:], bounds) for row in conn.execute(query)}
+
+    def _delay_counts(self):
+        """(each source's first fetch day, to join on items' source_id; the condition under
+        which an item's delay from publication to first sight counts): it has a publication
+        date and was first seen after the day of its source's first fetch (what that fetch
+        found was posted long before the hub knew the source)."""
+        first = (select(FETCH_DAYS.c.source_id, func.min(FETCH_DAYS.c.day).label("day"))
+                 .group_by(FETCH_DAYS.c.source_id).subquery())
+        seen_day = self._utc_day(ITEMS.c.first_seen_at)
+        return first, and_(ITEMS.c.published.is_not(None), or_(first.c.day.is_(None), seen_day > first.c.day))
 
     def _delay_micros(self, start, end):
         """max(0, end - start) in whole microseconds: exact integers on both databases (no
