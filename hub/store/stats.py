@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from sqlalchemy import (JSON, BigInteger, DateTime, MetaData, Table, and_, case, cast, extract, func, inspect, or_, select,
-                        type_coerce)
+from sqlalchemy import (JSON, BigInteger, DateTime, MetaData, Table, and_, case, cast, extract, func, inspect, or_,
+                        select, type_coerce)
 from sqlmodel import Column, Field, SQLModel
 
 from hub.store import ITEMS, SOURCES
