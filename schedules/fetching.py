@@ -8,7 +8,9 @@ can serve politely: the rest of a busy host's sources are moved to the following
 which also spreads a crowd of due sources evenly over time.
 
 A source is fetched only by the process holding its lease (see hub/store/scheduling.py).
-Planning the next fetch releases the lease; a process that dies just lets it pass.
+The holder renews it while the fetch is under way (`leases_kept`), so a fetch slower than a
+lease is not taken over and fetched twice. Planning the next fetch releases the lease; a
+process that dies just lets it pass.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from hub.config import MerchantConfig, Settings, SourceConfig
@@ -37,6 +40,26 @@ AfterFetch = Callable[[list[SourceReport]], Awaitable[None]]
 def bounds_of(settings: Settings) -> policy.Bounds:
     cfg = settings.schedule
     return policy.Bounds(cfg.min_interval, cfg.max_interval, cfg.max_backoff, cfg.jitter, cfg.push_slowdown)
+
+
+@asynccontextmanager
+async def leases_kept(plans: ScheduleStore, ids: Sequence[str], owner: str, clock: Clock, lease: timedelta
+                      ) -> AsyncIterator[None]:
+    """Renew `owner`'s leases of `ids` whenever a third of a lease has passed, while the body
+    runs: a slow host or a loaded machine can make a batch's fetch outlast its lease, and
+    another process would then claim the sources and fetch them a second time. A lease that
+    passed and went to another process stays with that one (`renew_leases`)."""
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            await asyncio.to_thread(plans.renew_leases, list(ids), owner, clock.now() + lease)
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
 
 
 class FetchDispatcher:
@@ -142,7 +165,8 @@ class FetchDispatcher:
             if self.fetch_task is not None:  # the task function both runtimes run (schedules/tasks.py)
                 await self.fetch_task(ids, self.owner)
                 return
-            reports = await self.pipeline.run([self._sources[sid] for sid in ids])
+            async with leases_kept(self.plans, ids, self.owner, self.clock, self.settings.schedule.lease):
+                reports = await self.pipeline.run([self._sources[sid] for sid in ids])
             await self.plan_next(reports)
         except Exception:  # e.g. the database is gone; the leases pass and the work comes back
             log.exception("fetching %d sources failed; they are tried again once their lease passes", len(ids))

@@ -32,7 +32,7 @@ from hub.store import TOWN_KEEPS, Store
 from hub.store.scheduling import ScheduleStore
 from hub.tokens import daily_check
 from schedules.clock import Clock, SystemClock
-from schedules.fetching import FetchDispatcher
+from schedules.fetching import FetchDispatcher, leases_kept
 from schedules.maintenance import maintain
 from schedules.publishing import ChannelPublisher, prepare_channels, push_channels
 from schedules.websub import Subscriber
@@ -94,7 +94,7 @@ async def fetch_sources(ctx: TownContext, source_ids: Sequence[str], owner: str)
     retried job (its worker was killed) carries the same `owner`, so it takes its own
     sources over at once instead of waiting for their leases to pass; a source whose lease
     passed and went to a later dispatch is left to that one, so no source is fetched twice
-    at the same time."""
+    at the same time. The leases are renewed while the fetch runs (`leases_kept`)."""
     until = ctx.clock.now() + ctx.settings.schedule.lease
     held = await asyncio.to_thread(ctx.plans.renew_leases, list(source_ids), owner, until)
     chosen = [pair for sid in held if (pair := ctx.source(sid)) is not None]
@@ -103,7 +103,8 @@ async def fetch_sources(ctx: TownContext, source_ids: Sequence[str], owner: str)
         await asyncio.to_thread(ctx.plans.release_sources, gone, owner)
     if not chosen:
         return []
-    reports = await ctx.pipeline.run(chosen)
+    async with leases_kept(ctx.plans, [s.id for _, s in chosen], owner, ctx.clock, ctx.settings.schedule.lease):
+        reports = await ctx.pipeline.run(chosen)
     await _as_owner(ctx.fetching, owner).plan_next(reports)
     await ctx.subscriber.after_fetch(reports)
     return reports

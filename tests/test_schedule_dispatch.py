@@ -133,6 +133,24 @@ async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server
         assert t.store.source_statuses()[0].status == "new"  # nothing half-written
 
 
+async def test_a_fetch_that_outlasts_its_lease_keeps_it_and_no_one_else_takes_the_source(server, tmp_path):
+    path = write_config(tmp_path / "c.yaml", sources(server, ["langsam"], "?delay=1.5"),
+                        store_url=f"sqlite:///{tmp_path}/h.db", schedule=", lease: 0.3s")
+    clock = ManualClock()
+    async with town(path, clock) as t:
+        clock.advance(1)
+        assert await t.dispatcher.tick() == ["langsam"]
+        while not server.in_flight:
+            await asyncio.sleep(0.01)
+        clock.advance(5)  # the lease it was claimed with has long passed ...
+        await asyncio.sleep(0.3)  # ... but its holder renewed it since (every third of a lease)
+        assert t.plans.claim_sources(["langsam"], clock.now(), "another process", clock.now() + timedelta(minutes=1)) == []
+        await t.dispatcher.drain()
+        assert requests_to(server, "langsam") == 1
+        assert t.store.source_statuses()[0].status == "ok"
+        assert t.plans.due_sources(clock.now(), 10) == []  # planned and released: not due again yet
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     return f"sqlite:///{tmp_path}/hub.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
