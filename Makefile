@@ -64,6 +64,7 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_ingest.py
 	$(BIN)/python tests/benchmarks/bench_schedule.py
 	$(BIN)/python tests/benchmarks/bench_identity.py
+	$(BIN)/python tests/benchmarks/bench_placement.py
 	$(BIN)/python tests/benchmarks/bench_facebook.py
 	$(BIN)/python tests/benchmarks/bench_website.py
 	$(BIN)/python tests/benchmarks/bench_ical.py
