@@ -584,9 +584,10 @@ def apart(a: Words, b: Words) -> bool:
     things: after the opening they share, the first place where they go their own ways has
     words of its own on both sides (words the other text does not have at all, also not
     as an inflection or a compound of them), and beyond what they share word for word (the
-    opening, the closing, runs of `SHARED_RUN` words: a template or boilerplate; and a
-    word that stands in the same place in both, between what each says alone: "Apotheke"
-    of "Stadt-Apotheke am Marktplatz" and "Löwen-Apotheke in der Bahnhofstraße") they
+    opening, the closing, runs of `SHARED_RUN` words: a template or boilerplate; a single
+    word, which may stand anywhere in another role; and a shorter run that stands in the
+    same place in both, between what each says alone: "Apotheke" of "Stadt-Apotheke am
+    Marktplatz" and "Löwen-Apotheke in der Bahnhofstraße", `_in_place`) they
     have little in common: fewer than 2 words, or fewer than a third of what each says alone.
 
     Where the texts go their own ways is found between the runs of two or more words they
@@ -621,7 +622,7 @@ def apart(a: Words, b: Words) -> bool:
     frame = {*a[:head], *a[len(a) - tail:]}
     alone_a, alone_b = [True] * len(rest_a), [True] * len(rest_b)
     for block in blocks:
-        if block.size >= SHARED_RUN or block.size == 1:
+        if block.size >= SHARED_RUN or block.size == 1 or _in_place(block, own_a, own_b):
             alone_a[block.a:block.a + block.size] = [False] * block.size
             alone_b[block.b:block.b + block.size] = [False] * block.size
     left_a = {w: own for w, own, alone in zip(rest_a, own_a, alone_a) if alone and w not in frame}
@@ -632,6 +633,15 @@ def apart(a: Words, b: Words) -> bool:
     agree = min(sum(map(kin_left_b.has, left_a)), sum(map(kin_left_a.has, left_b)))
     own = min(sum(left_a.values()), sum(left_b.values()))
     return agree < max(2, own / 3)
+
+
+def _in_place(block, own_a: list[bool], own_b: list[bool]) -> bool:
+    """Whether a run of shared words stands in the same place in both texts, between words
+    each says alone on either side: the template's "abgegeben, gefunden" between "ein
+    Schlüsselbund … am Spielplatz" and "eine Lesebrille … im Stadtpark"."""
+    end_a, end_b = block.a + block.size, block.b + block.size
+    return (0 < block.a and own_a[block.a - 1] and 0 < block.b and own_b[block.b - 1]
+            and end_a < len(own_a) and own_a[end_a] and end_b < len(own_b) and own_b[end_b])
 
 
 def _shared_ends(a: Words, b: Words) -> tuple[int, int]:
@@ -818,6 +828,8 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
         titles = 0.0  # what the titles share, many of the merchant's posts share
     if (common_prices and titles >= 0.5) or (common_prices >= 2 and titles >= OTHER_TITLES):
         return Match("similar-offer", round(0.5 + titles / 4, 3))
+    if new.prices and old.prices and not common_prices:
+        return None  # each names its prices, none the other's: two offers ("Angebot der Woche: …")
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
     return None
