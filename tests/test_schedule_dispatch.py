@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -117,15 +119,22 @@ async def test_a_failing_source_backs_off_and_stays_visible_never_disabled(serve
         assert "HTTP" in health["failing_sources"][0]["error"] and not health["failing_sources"][0]["waiting_for_a_person"]
 
 
-async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server, tmp_path):
-    path = write_config(tmp_path / "c.yaml", sources(server, ["langsam"], "?delay=30"),
-                        store_url=f"sqlite:///{tmp_path}/h.db")
+@asynccontextmanager
+async def fetching_slowly(server: FeedServer, tmp_path, delay: float, schedule: str = "") -> AsyncIterator[tuple]:
+    """A town whose one source "langsam" answers after `delay` seconds, once its fetch is under way."""
+    path = write_config(tmp_path / "c.yaml", sources(server, ["langsam"], f"?delay={delay:g}"),
+                        store_url=f"sqlite:///{tmp_path}/h.db", schedule=schedule)
     clock = ManualClock()
     async with town(path, clock) as t:
         clock.advance(1)
         assert await t.dispatcher.tick() == ["langsam"]
         while not server.in_flight:
             await asyncio.sleep(0.01)
+        yield t, clock
+
+
+async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server, tmp_path):
+    async with fetching_slowly(server, tmp_path, delay=30) as (t, clock):
         assert t.plans.due_sources(clock.now(), 10) == []  # leased
         await t.dispatcher.close(grace=0.1)
         assert t.plans.due_sources(clock.now(), 10) == ["langsam"]  # free again, still due
@@ -134,14 +143,7 @@ async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server
 
 
 async def test_a_fetch_that_outlasts_its_lease_keeps_it_and_no_one_else_takes_the_source(server, tmp_path):
-    path = write_config(tmp_path / "c.yaml", sources(server, ["langsam"], "?delay=1.5"),
-                        store_url=f"sqlite:///{tmp_path}/h.db", schedule=", lease: 0.3s")
-    clock = ManualClock()
-    async with town(path, clock) as t:
-        clock.advance(1)
-        assert await t.dispatcher.tick() == ["langsam"]
-        while not server.in_flight:
-            await asyncio.sleep(0.01)
+    async with fetching_slowly(server, tmp_path, delay=1.5, schedule=", lease: 0.3s") as (t, clock):
         clock.advance(5)  # the lease it was claimed with has long passed ...
         await asyncio.sleep(0.3)  # ... but its holder renewed it since (every third of a lease)
         assert t.plans.claim_sources(["langsam"], clock.now(), "another process", clock.now() + timedelta(minutes=1)) == []
