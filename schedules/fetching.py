@@ -52,7 +52,10 @@ async def leases_kept(plans: ScheduleStore, ids: Sequence[str], owner: str, cloc
     async def renew() -> None:
         while True:
             await asyncio.sleep(lease.total_seconds() / 3)
-            await asyncio.to_thread(plans.renew_leases, list(ids), owner, clock.now() + lease)
+            try:
+                await asyncio.to_thread(plans.renew_leases, list(ids), owner, clock.now() + lease)
+            except Exception as exc:  # the database away for a moment: try again a third later
+                log.warning("could not renew the leases of %d sources being fetched: %s", len(ids), exc)
 
     renewing = asyncio.create_task(renew())
     try:
