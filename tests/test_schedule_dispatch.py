@@ -143,9 +143,12 @@ async def test_shutdown_abandons_slow_fetches_and_hands_their_leases_back(server
 
 
 async def test_a_fetch_that_outlasts_its_lease_keeps_it_and_no_one_else_takes_the_source(server, tmp_path):
-    async with fetching_slowly(server, tmp_path, delay=1.5, schedule=", lease: 0.3s") as (t, clock):
+    async with fetching_slowly(server, tmp_path, delay=3, schedule=", lease: 0.3s") as (t, clock):
         clock.advance(5)  # the lease it was claimed with has long passed ...
-        await asyncio.sleep(0.3)  # ... but its holder renewed it since (every third of a lease)
+        for _ in range(100):  # ... until its holder renews it (every third of a lease)
+            if not t.plans.due_sources(clock.now(), 10):
+                break
+            await asyncio.sleep(0.02)
         assert t.plans.claim_sources(["langsam"], clock.now(), "another process", clock.now() + timedelta(minutes=1)) == []
         await t.dispatcher.drain()
         assert requests_to(server, "langsam") == 1
