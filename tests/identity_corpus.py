@@ -159,24 +159,26 @@ def main() -> None:
 
     results, failed = [], 0
     with tempfile.TemporaryDirectory() as tmp:
-        for n, case in enumerate(cases()):
-            store = Store(f"sqlite:///{tmp}/{n}.db")
-            actual = run(case, store)
-            store.close()
-            want = expected(case)
-            problems = compare(actual, want)
+        for case in cases():
+            actual, want, problems = _tried(case, Path(tmp))
             failed += bool(problems)
             print(f"{'ok  ' if not problems else 'FAIL'} {case.stem}" + "".join(f"\n       {p}" for p in problems))
             results.append(([a["origins"] for a in actual], truth_of(want)))
-    precision, recall, tp, fp, fn = score(results)
-    print(f"\n{len(results)} cases, {failed} failed; merging over origin pairs: precision {precision:.3f}, "
-          f"recall {recall:.3f} ({tp} right, {fp} wrong merges, {fn} missed)")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, case in enumerate(cases(DATA / "open")):
-            store = Store(f"sqlite:///{tmp}/{n}.db")
-            problems = compare(run(case, store), expected(case))
-            store.close()
+        precision, recall, tp, fp, fn = score(results)
+        print(f"\n{len(results)} cases, {failed} failed; merging over origin pairs: precision {precision:.3f}, "
+              f"recall {recall:.3f} ({tp} right, {fp} wrong merges, {fn} missed)")
+        for case in cases(DATA / "open"):
+            problems = _tried(case, Path(tmp))[2]
             print(f"open {'(now right) ' if not problems else ''}{case.stem}: {json.loads(case.read_text())['about']}")
+
+
+def _tried(case: Path, folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """(the records a case ends with in a store of its own, the expected ones, what differs)."""
+    store = Store(f"sqlite:///{folder}/{case.parent.name}-{case.stem}.db")
+    actual = run(case, store)
+    store.close()
+    want = expected(case)
+    return actual, want, compare(actual, want)
 
 
 if __name__ == "__main__":
