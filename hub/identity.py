@@ -25,6 +25,10 @@ Rules, checked in this order (the first that holds wins):
                             in common and titles with a word in common.
 - `similar-title-and-text`  same merchant, similar titles and related texts, or somewhat
                             similar titles and close texts.
+- `same-details`            same merchant, a post reworded under its own title: related
+                            texts (close ones if the titles share no word) that name a day
+                            in common, or prices that agree, and agree on most of what the
+                            shorter says beyond a template (`confirm`, `_same_details`).
 
 The three text rules see words, not what the words are about: two job ads "Stellenanzeige
 Filiale Nord: Wir suchen …" for different jobs, or two days' "Mittagstisch heute: …", share
@@ -32,7 +36,9 @@ most of their words. So a text rule holds only when `apart` finds no sign of two
 the texts themselves (`sequence`): a shared opening, template or boilerplate is no evidence;
 what follows it is. When the first place where the two texts go their own ways has words of
 its own on both sides (a dish, a job, a street the other text never names), and outside
-what they share word for word they agree on little, they are two things.
+what they share word for word they agree on little, they are two things. So are two texts
+whose days disagree (`dates_disagree`): each names days and none of the other's, or one
+came before a day both name and the other after it (an invitation and its thanks).
 
 Title words that many of a merchant's recent posts carry ("Angebot", "Mittagstisch": its
 common keys, see below) are no evidence either: titles that share only such words are not
@@ -46,7 +52,7 @@ are two events); posts more than 4 days apart (the weekly "Sonntagsbrötchen" po
 
 Candidates come from keys, never from a merchant's whole window (`index_keys`): a post of
 a merchant with several sources is indexed under its title as a whole, its longest title
-words, the first words of its text and a price (`post_terms`), each scoped to its merchant
+words, the first words of its text, a price and the days it names (`post_terms`), each scoped to its merchant
 and an 8-day bucket, so a new post looks up its own keys in two buckets. The store caps every key's list and skips a key that too many items share
 (`hub.store.placement`): the work per item is bounded whatever a merchant's volume, and the
 keys that are left to find a match by are the rare ones.
@@ -58,7 +64,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from difflib import SequenceMatcher
 from functools import cache, lru_cache
 from itertools import chain, filterfalse, islice
@@ -82,7 +88,8 @@ MAX_LINKS = 5
 MAX_EVENT_WORDS = 8  # title words an event is indexed under
 MAX_TOKENS = 160  # distinct words that make a text's SimHash; the start of a post says it
 TEXT_CHARS = 600  # ... and so does reading only its first characters
-TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text"})  # see `apart`
+TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text", "same-details"})  # `apart`
+DETAILS_AGREE = 0.4  # reworded posts of one thing: 0.45-0.87 of the words; one template, two things: up to 0.33
 SEQUENCE_CHARS = 1500  # `apart` reads further: a job ad's shared introduction can fill 600
 MAX_SEQUENCE = 80  # content words of it
 SHARED_RUN = 3  # words in a row that two texts share: copied text or template, not agreement
@@ -91,6 +98,7 @@ POST_BUCKET = 2 * POST_WINDOW  # a post's ±4 days lie in its own bucket and one
 OPENING_WORDS = 3  # the first content words of a text, which a copy of it shares (`post_terms`)
 MAX_TITLE_TERMS = 3
 MAX_PRICE_TERMS = 1
+MAX_DATE_TERMS = 2
 
 # Social networks: their profile pages say nothing about one item, and a merchant's own site
 # is the better link for residents (hub.records).
@@ -107,7 +115,9 @@ _FILLER = frozenset("""fuer ueber nur statt noch schon sehr gern gerne mehr kein
     immer wieder einfach diese dieser diesen diesem dieses dies jede jeden jeder jedes alles viel viele etwas
     ganz gleich er sich sonst ihre ihren ihrem ihrer eure euren euer unserem unseren unserer woche wochen kw
     morgen gestern tag tage abend mittag uhr liebe lieber hallo hi danke dank vielen bitte guten gute neu neue
-    neuen neuer kg stueck euro eur ca inkl gibt gibts hat haben habt war will wollen""".split())
+    neuen neuer kg stueck euro eur ca inkl gibt gibts hat haben habt war will wollen
+    kann koennt koennen muss muessen soll sollen darf duerfen also sein seid bist bin
+    website webseite homepage link bio weiterlesen""".split())  # "mehr auf unserer Website", "Link in Bio"
 _TOKEN = re.compile(r"[a-z0-9]{2,}")
 _TAG = re.compile(r"[#@][^\s#@]+")  # hashtags and mentions: labels, not what a post says
 _TITLE_TOKEN = re.compile(r"[a-z0-9]+")  # titles keep "A" of "A-Jugend" and "1" of "Teil 1"
@@ -190,7 +200,8 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
                     simhash=_simhash_distinct(tokens), text_words=len(tokens), prices=found_prices,
                     link_keys=frozenset(link_keys(item.content_html, own_url)),
                     event_keys=event_keys(event_day, title_key),
-                    terms=post_terms(title, title_words, opening, found_prices) if full else ())
+                    terms=post_terms(title, title_words, opening, found_prices,
+                                     dates(f"{title} {start}") if full else ()) if full else ())
 
 
 def _distinct_words(title_runs: list[str], start_runs: list[str]) -> Collection[str]:
@@ -233,11 +244,12 @@ def index_keys(f: Features) -> tuple[list[int], list[int]]:
 
 
 def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str],
-               found_prices: Iterable[str]) -> tuple[int, ...]:
+               found_prices: Iterable[str], found_dates: Iterable[tuple[int, int]] = ()) -> tuple[int, ...]:
     """Hashes of what a post is indexed under, evidence of the same post where it is rare:
     its title as a whole, its longest title words, the first words of its text (a copy
-    opens alike; what a post is about comes first) and a price. Filler words and numbers
-    never count: they say nothing about a post."""
+    opens alike; what a post is about comes first), a price and the days it names (a post
+    reworded under a title of its own shares nothing else: `same-details`). Filler words
+    and numbers never count: they say nothing about a post."""
     named = [w for w in title_words if len(w) > 2 and w not in _FILLER and not w.isdigit()]
     # A title as a whole is one of a kind: hashed, not cached (the word cache is for words).
     terms = [key_of(f"title {' '.join(named)}")] if len(named) > 1 and not title.endswith(("…", "...")) else []
@@ -253,6 +265,8 @@ def post_terms(title: str, title_words: Sequence[str], text_words: Sequence[str]
     terms += [cached(w) or term_hash(w) for w in words_]  # most are cached (by `simhash`)
     if found_prices:
         terms += (term_hash(f"€{p}") for p in sorted(found_prices)[:MAX_PRICE_TERMS])
+    if found_dates:
+        terms += (term_hash(f"day {month}.{day}") for month, day in sorted(found_dates)[:MAX_DATE_TERMS])
     return tuple(dict.fromkeys(terms))
 
 
@@ -574,9 +588,98 @@ def sequence(title: str, text: str) -> Words:
     """The content words of an item (its title and plain text) in order, as `apart`
     compares them: the title (unless it was cut from the text, which says it again) and the
     start of the text, without hashtags, mentions, stop and filler words and numbers."""
-    title = "" if title.endswith(("…", "...")) else title
-    raw = _TAG.sub(" ", f"{title} {text[:SEQUENCE_CHARS]}")
-    return Words([w for w in words(raw) if w not in _FILLER and not w.isdigit()][:MAX_SEQUENCE])
+    raw = _TAG.sub(" ", _sequence_text(title, text))
+    found = Words([w for w in words(raw) if w not in _FILLER and not w.isdigit()][:MAX_SEQUENCE])
+    found.dates = dates(raw)
+    return found
+
+
+def text_dates(title: str, text: str) -> frozenset[tuple[int, int]]:
+    """`sequence(title, text).dates` without the words, ~10x faster: whether a text rule
+    can hold at all, before the words are compared (`hub.store.placement`)."""
+    return dates(_TAG.sub(" ", _sequence_text(title, text)))
+
+
+def _sequence_text(title: str, text: str) -> str:
+    return f"{'' if title.endswith(('…', '...')) else title} {text[:SEQUENCE_CHARS]}"
+
+
+# --- dates a text names ------------------------------------------------------------------
+
+_MONTHS = {"januar": 1, "jan": 1, "februar": 2, "feb": 2, "märz": 3, "maerz": 3, "mär": 3, "mrz": 3,
+           "april": 4, "apr": 4, "mai": 5, "juni": 6, "jun": 6, "juli": 7, "jul": 7, "august": 8, "aug": 8,
+           "september": 9, "sept": 9, "sep": 9, "oktober": 10, "okt": 10, "november": 11, "nov": 11,
+           "dezember": 12, "dez": 12}
+_DATE_AFTER_DAY = re.compile(r"\.\s*(?:(\d{1,2})\.|([a-zä]{3,9}))")  # from the dot of "28.": "11." or "november"
+_RANGE_BEFORE = re.compile(r"(?<![\d.,])(\d{1,2})\.?\s*(?:-|–|bis(?:\s+zum)?)\s*$")  # the 7 of "7. bis 11. Dez."
+_DIGITS = "0123456789"
+
+
+def dates(text: str) -> frozenset[tuple[int, int]]:
+    """The calendar days a German text names, as (month, day): "28. November", "28.11.",
+    "28.11.2026", both ends of "7. bis 11. Dezember" and "7.–11.12."; not a weekday, not
+    "heute", not a time ("17.30 Uhr"). Read from each dot after a day's one or two digits: a
+    regular expression tried at every character costs ~100x more."""
+    found: set[tuple[int, int] | None] = set()
+    lowered = None
+    at = text.find(".")
+    while at != -1:
+        if at and text[at - 1] in _DIGITS:
+            start = at - 2 if at > 1 and text[at - 2] in _DIGITS else at - 1
+            if not (start and text[start - 1] in "0123456789.,"):  # not "1.200", not "2.11.5"
+                lowered = lowered or text.lower()
+                m = _DATE_AFTER_DAY.match(lowered, at)
+                month = m and (int(m[1]) if m[1] else _MONTHS.get(m[2]))
+                if month:
+                    found.add(_day(int(text[start:at]), month))
+                    before = lowered[max(0, start - 16):start]
+                    if "bis" in before or "-" in before or "–" in before:
+                        first = _RANGE_BEFORE.search(before)
+                        if first:
+                            found.add(_day(int(first[1]), month))
+        at = text.find(".", at + 1)
+    found.discard(None)
+    return frozenset(found)  # type: ignore[arg-type]
+
+
+def _day(day: int, month: int) -> tuple[int, int] | None:
+    return (month, day) if 1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month - 1] else None
+
+
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAY_WORDS = frozenset(_MONTHS) | frozenset("montag dienstag mittwoch donnerstag freitag samstag sonnabend sonntag".split())
+
+
+def _nearest(month: int, day: int, around: datetime) -> date | None:
+    """The day (month, day) of the year nearest to `around`: a post names the coming
+    days, or the ones just past, without a year."""
+    near = around.date()
+    options = []
+    for year in (near.year - 1, near.year, near.year + 1):
+        try:
+            options.append(date(year, month, day))
+        except ValueError:  # 29 February
+            continue
+    return min(options, key=lambda d: abs(d - near), default=None)
+
+
+def dates_disagree(a: Features, b: Features, dates_a: frozenset, dates_b: frozenset) -> bool:
+    """Whether two posts' dates say they are about two things: each names dates and none of
+    the other's (a practice's holidays "vom 7. bis 11. Dezember" and "24. Dezember bis
+    1. Januar"), or one was posted before a day they both name and the other after it (the
+    invitation to a bazaar and the thanks for it)."""
+    if not (dates_a and dates_b):
+        return False
+    shared = dates_a & dates_b
+    if not shared:
+        return True
+    for month, day in shared:
+        on_a, on_b = _nearest(month, day, a.at), _nearest(month, day, b.at)
+        if on_a is None or on_a != on_b:
+            continue
+        if (a.at.date() < on_a < b.at.date()) or (b.at.date() < on_a < a.at.date()):
+            return True
+    return False
 
 
 def apart(a: Words, b: Words) -> bool:
@@ -670,6 +773,23 @@ def copied(a: Words, b: Words) -> float:
     return (head + tail + sum(block.size for block in runs if block.size >= SHARED_RUN)) / n
 
 
+def _runs_of(words_: Sequence[str]) -> dict[tuple[str, ...], list[int]]:
+    """Each run of `SHARED_RUN` words in a text -> where it starts."""
+    starts: dict[tuple[str, ...], list[int]] = {}
+    for start, run in enumerate(zip(*(words_[k:] for k in range(SHARED_RUN)))):
+        starts.setdefault(run, []).append(start)
+    return starts
+
+
+def _in_runs(words_: Sequence[str], runs: dict[tuple[str, ...], list[int]], shared: set) -> list[bool]:
+    """Per word: whether it stands in one of the `shared` runs."""
+    in_runs = [False] * len(words_)
+    for run in shared:
+        for start in runs[run]:
+            in_runs[start:start + SHARED_RUN] = [True] * SHARED_RUN
+    return in_runs
+
+
 def _is_copy(a: Words, b: Words) -> bool:
     """`copied(a, b) >= COPIED`, without the SequenceMatcher where the words of `a` that
     could be in runs shared with `b` are too few: two texts SimHash finds alike by chance
@@ -695,12 +815,49 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
             common: frozenset[str] = frozenset()) -> Match | None:
     """`m` (from `match`) as the texts themselves confirm it: a near-duplicate must be a
     copy (`copied` at least `COPIED`; else the other text rules may still hold), and no
-    text rule holds where the texts say two things (`apart`)."""
+    text rule holds where the texts say two things: their dates disagree (`dates_disagree`)
+    or their words do (`apart`). `same-details` holds only where the texts name a day or a
+    price in common and agree on most of what the shorter one says (`_same_details`)."""
     if m.rule == "near-duplicate-text" and not _is_copy(new_words, old_words):
         m = _as_posts(new, old, near_duplicates=False, common=common)
-    if m is not None and m.rule in TEXT_RULES and apart(new_words, old_words):
+    if m is None or m.rule not in TEXT_RULES:
+        return m
+    if m.rule == "same-details" and not (
+            has_details(new, old, new_words.dates, old_words.dates) and _same_details(new_words, old_words)):
         return None
-    return m
+    if dates_disagree(new, old, new_words.dates, old_words.dates):
+        return None
+    return None if apart(new_words, old_words) else m
+
+
+def has_details(new: Features, old: Features, new_dates: frozenset, old_dates: frozenset) -> bool:
+    """Whether two posts name a day in common, or, under titles with a word in common,
+    prices that mostly agree (two products of a café may cost the same, and two price
+    lists share a price by chance): what `same-details` asks first."""
+    if new_dates & old_dates:
+        return True
+    if not _share_a_word(new.title_key, old.title_key):
+        return False
+    shared = len(new.prices & old.prices)
+    return bool(shared) and 2 * shared >= min(len(new.prices), len(old.prices))
+
+
+def _same_details(a: Words, b: Words) -> bool:
+    """Whether, beyond the runs of `SHARED_RUN` or more words two texts share (a template,
+    or copied text), the other has (or has a relative of) at least `DETAILS_AGREE` of the
+    words of the one that says less (`confirm` asks first for a day or a price in common):
+    a reworded post of the same thing under its own title ("Einladung zu unserem
+    Adventsbasar" / "Adventsbasar am 28. November"), not two posts of one template for the
+    same day (a taster day's guitar and its drums)."""
+    if min(len(set(a)), len(set(b))) < MIN_TEXT_WORDS:
+        return False
+    runs_a, runs_b = _runs_of(a), _runs_of(b)
+    shared = runs_a.keys() & runs_b.keys()
+    # The day is compared as a day: "21.11." has no word for the month of "21. November".
+    left_a = Words(w for w, run in zip(a, _in_runs(a, runs_a, shared)) if not run and w not in _DAY_WORDS)
+    left_b = Words(w for w, run in zip(b, _in_runs(b, runs_b, shared)) if not run and w not in _DAY_WORDS)
+    short, other = (set(left_a), left_b) if len(set(left_a)) <= len(set(left_b)) else (set(left_b), left_a)
+    return sum(map(other.has, short)) >= DETAILS_AGREE * len(short)
 
 
 class Words(list):
@@ -709,10 +866,11 @@ class Words(list):
     "Dinkel"/"Dinkelbrot"), but not two compounds that only share a part ("Kürbissuppe"/
     "Tomatensuppe", "Teilzeit"/"Vollzeit")."""
 
-    __slots__ = ("_set", "_heads", "_tails")
+    __slots__ = ("_set", "_heads", "_tails", "dates")
 
     def __init__(self, words_: Iterable[str] = ()) -> None:
         super().__init__(words_)
+        self.dates: frozenset[tuple[int, int]] = frozenset()  # see `sequence`
         self._set: set[str] | None = None
         self._heads: dict[str, list[str]] = {}
         self._tails: dict[str, list[str]] = {}
@@ -769,7 +927,7 @@ def match(new: Features, old: Features, common: frozenset[str] = frozenset()) ->
     if new.event_day is not None and old.event_day is not None:
         if new.event_day != old.event_day:
             return None  # two events on different days are two events
-        return _by_url(new, old) or _as_events(new, old)  # text alike is not enough for two events
+        return _by_url(new, old) or _as_events(new, old) or _as_event_posts(new, old, common)
     return _by_url(new, old) or _as_posts(new, old, common=common)
 
 
@@ -796,6 +954,17 @@ def _as_events(new: Features, old: Features) -> Match | None:
     if titles >= 0.85 and _may_be_repost(new, old):
         return Match("event-moved", round(0.6 * titles, 3))
     return None
+
+
+def _as_event_posts(new: Features, old: Features, common: frozenset[str]) -> Match | None:
+    """Two posts of one merchant that announce an event on the same day at the same time
+    (or one without a time), each on its own channel and under its own title, are one
+    post where the text rules find them so: text alike alone is not enough for two
+    events of different merchants, or at different times."""
+    assert new.event_start is not None and old.event_start is not None
+    if abs(new.event_start - old.event_start) > SAME_START and not (new.all_day or old.all_day):
+        return None
+    return _as_posts(new, old, common=common)
 
 
 def _share_a_word(a: str, b: str) -> bool:
@@ -832,6 +1001,8 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
         return None  # each names its prices, none the other's: two offers ("Angebot der Woche: …")
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
+    if distance <= RELATED_TEXT_BITS:  # any titles: a post's own title on each channel
+        return Match("same-details", round((1 + titles) * (1 - distance / 64) / 4, 3))  # if `confirm` finds them
     return None
 
 

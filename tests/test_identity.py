@@ -12,8 +12,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import func, select
 
-from hub.identity import (Words, apart, canonical_url, copied, features, match, sequence, simhash, title_similarity,
-                          words)
+from hub.identity import (Words, apart, canonical_url, confirm, copied, dates, features, match, sequence, simhash,
+                          title_similarity, words)
 from hub.models import Event, FetchState, Item, Parsed
 from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store, placement, tables
 from hub.store import records as records_module
@@ -195,6 +195,71 @@ def test_relatives_are_inflections_and_compounds_of_a_word_not_compounds_that_sh
     known = Words(["vorbestellen", "butterstollen", "dinkel", "kuerbissuppe", "teilzeit"])
     assert known.has("vorbestellt") and known.has("stollen") and known.has("dinkelbrot")
     assert not known.has("tomatensuppe") and not known.has("vollzeit")
+
+
+# --- the days two posts name ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, days", [
+    ("Am Samstag, dem 28. November, um 17.30 Uhr", {(11, 28)}),
+    ("Samstag, 28.11., 14–17 Uhr im Foyer", {(11, 28)}),
+    ("am 11.11.2026 ab 11:11 Uhr", {(11, 11)}),
+    ("vom 7. bis zum 11. Dezember geschlossen, ab Montag, dem 14. Dez. wieder da", {(12, 7), (12, 11), (12, 14)}),
+    ("Urlaub 23.12.-2.1., Betriebsferien 7.–11.12.", {(12, 23), (1, 2), (12, 7), (12, 11)}),
+    ("am 3. März und am 1. Sept.", {(3, 3), (9, 1)}),
+    ("heute ab 17.30 Uhr, Rinderhüftsteak 2.99 €, Version 1.2, am Samstag", set()),
+    ("am 31.02. oder 12.13.", set()),  # no such days
+])
+def test_the_days_a_text_names(text, days):
+    assert dates(text) == days
+
+
+def fingerprinted(source: str, title: str, text: str, published: datetime) -> tuple:
+    item = Item(source_id=source, merchant_id="m", external_id=f"{source}-{title}", title=title, content_text=text,
+                content_html=f"<p>{text}</p>", published=published)
+    return features(item, at=published, zone="Europe/Berlin"), sequence(title, text)
+
+
+def confirmed(a: tuple, b: tuple):
+    m = match(b[0], a[0])
+    return m and confirm(m, b[0], a[0], b[1], a[1])
+
+
+NOTICE = ("Liebe Patientinnen und Patienten, unsere Praxis bleibt wegen Urlaubs geschlossen. In dringenden Fällen "
+          "wenden Sie sich an die Praxis Dr. Lindner in der Bahnhofstraße 12. ")
+
+
+def test_copies_of_one_notice_for_different_days_are_two_posts():
+    first = fingerprinted("web", "Praxis geschlossen", NOTICE + "Geschlossen sind wir vom 7. bis 11. Dezember.", T0)
+    second = fingerprinted("fb", "Praxis geschlossen", NOTICE + "Geschlossen sind wir vom 24.12. bis 1.1.", T0 + timedelta(days=1))
+    same_days = fingerprinted("fb", "Praxis geschlossen", NOTICE + "Geschlossen: 7.12. bis 11.12.", T0 + timedelta(days=1))
+    assert confirmed(first, second) is None
+    assert confirmed(first, same_days) is not None
+
+
+def test_an_invitation_and_the_thanks_for_it_are_two_posts_though_they_name_the_same_day():
+    text = ("Adventsbasar am Samstag, 28. November, im Haus Lindenhof: Gestecke, Strickwaren und Marmeladen "
+            "der Bewohner, Kaffee und Kuchen in der Cafeteria, um 15:30 Uhr singt der Kinderchor.")
+    invitation = fingerprinted("web", "Adventsbasar im Lindenhof", text, datetime(2026, 11, 25, 9, tzinfo=timezone.utc))
+    thanks = fingerprinted("fb", "Adventsbasar im Lindenhof", "Danke! " + text, datetime(2026, 11, 29, 9, tzinfo=timezone.utc))
+    cross_post = fingerprinted("fb", "Adventsbasar im Lindenhof", text + " #advent", datetime(2026, 11, 26, 9, tzinfo=timezone.utc))
+    assert confirmed(invitation, thanks) is None
+    assert confirmed(invitation, cross_post) is not None
+
+
+def test_a_post_reworded_under_its_own_title_is_the_same_post_when_it_names_the_same_day():
+    article = fingerprinted("web", "Winterball der Tanzschule 2026", (
+        "Unser Winterball findet am Samstag, dem 12. Dezember, in der Stadthalle statt. Es spielt die Band "
+        "Swingtime, um Mitternacht gibt es eine Show. Karten mit Buffet gibt es an der Rezeption. "
+        "Abendgarderobe erwünscht."), T0)
+    teaser = fingerprinted("fb", "Karten für den Winterball!", (
+        "Karten für den Winterball gibt es an unserer Rezeption, mit Buffet! Live-Musik von Swingtime, um "
+        "Mitternacht eine Show. Samstag, 12. Dezember, Stadthalle. Dresscode: Abendgarderobe."), T0 + timedelta(hours=3))
+    other_day = fingerprinted("fb", "Karten für den Winterball!", (
+        "Karten für den Winterball gibt es an unserer Rezeption, mit Buffet! Live-Musik von Swingtime, um "
+        "Mitternacht eine Show. Samstag, 19. Dezember, Stadthalle. Dresscode: Abendgarderobe."), T0 + timedelta(hours=3))
+    found = confirmed(article, teaser)
+    assert found is not None and found.rule == "same-details"
+    assert confirmed(article, other_day) is None
 
 
 # --- candidates from the key index, in the store ----------------------------------------------

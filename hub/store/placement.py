@@ -44,8 +44,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, confirm, event_keys, features, index_keys, match,
-                          sequence, word_keys)
+from hub.identity import (POST_WINDOW, TEXT_RULES, Features, Match, Words, confirm, event_keys, features, has_details,
+                          index_keys, match, sequence, text_dates, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
@@ -105,7 +105,8 @@ class Placement:
         self.joined: set[int] = set()  # existing records that got a new origin in this batch
         self.common: set[int] = set()  # keys known to be common (identity_common_keys)
         self.key_counts: dict[int, int] = {}  # key -> items stored under it, where known
-        self.sequences: dict[int, list[str]] = {}  # item id -> identity.sequence, as needed
+        self.sequences: dict[int, Words] = {}  # item id -> identity.sequence, as needed
+        self.dates: dict[int, frozenset[tuple[int, int]]] = {}  # item id -> identity.text_dates, as needed
         self.keys_stored: dict[int, list[int]] = {}  # item id -> its stored_keys, as computed
         self.record_sources: dict[int, set[str]] = defaultdict(set)  # record id -> sources of its live origins
         self.keys_probed: dict[int, list[int]] = {}
@@ -238,6 +239,9 @@ class Placement:
                 found.append((m.score, -_record_order(cand.record), cand, m))
         found.sort(key=lambda t: t[:2], reverse=True)
         for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
+            if m.rule == "same-details" and not has_details(f, cand.features, self._dates(item_id),
+                                                            self._dates(cand.item_id)):
+                continue  # most of them: no need to compare their words
             if m.rule in TEXT_RULES:
                 m = confirm(m, f, cand.features, self._sequence(item_id), self._sequence(cand.item_id),
                             common if common is not None else self._common_title_words(f) if f.terms else frozenset())
@@ -273,15 +277,28 @@ class Placement:
             return any(o.item.source_id == source_id for o in record.members)
         return source_id in self.record_sources[record]
 
-    def _sequence(self, item_id: int) -> list[str]:
+    def _sequence(self, item_id: int) -> Words:
         """The words `identity.apart` compares: of an item of this batch, or read from the store."""
         found = self.sequences.get(item_id)
         if found is None:
-            item = self.items.get(item_id)
-            title, text = (item.title, item.content_text) if item is not None else self.conn.execute(
-                select(ITEMS.c.title, ITEMS.c.content_text).where(ITEMS.c.id == item_id)).one()
-            found = self.sequences[item_id] = sequence(title, text)
+            found = self.sequences[item_id] = sequence(*self._texts(item_id))
         return found
+
+    def _dates(self, item_id: int) -> frozenset[tuple[int, int]]:
+        """The days its text names (`identity.text_dates`), as its `_sequence` has them."""
+        found = self.sequences.get(item_id)
+        if found is not None:
+            return found.dates
+        dates = self.dates.get(item_id)
+        if dates is None:
+            dates = self.dates[item_id] = text_dates(*self._texts(item_id))
+        return dates
+
+    def _texts(self, item_id: int) -> tuple[str, str]:
+        item = self.items.get(item_id)
+        if item is not None:
+            return item.title, item.content_text
+        return tuple(self.conn.execute(select(ITEMS.c.title, ITEMS.c.content_text).where(ITEMS.c.id == item_id)).one())
 
     def _place_new(self, item_id: int, index: _Index) -> None:
         best = self._best(item_id, index)
@@ -727,7 +744,7 @@ def _ranked(f: Features, keys: Iterable[int], lists: dict[int, list[int]], commo
     return [i for i, _ in sorted(counts.items(), key=_second, reverse=True)[:limit]]
 
 
-_BY_TITLE = frozenset({"similar-offer", "similar-title-and-text"})  # the rules that compare titles
+_BY_TITLE = frozenset({"similar-offer", "similar-title-and-text", "same-details"})  # the rules that compare titles
 _first = itemgetter(0)
 _second = itemgetter(1)
 
