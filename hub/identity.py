@@ -38,7 +38,8 @@ what follows it is. When the first place where the two texts go their own ways h
 its own on both sides (a dish, a job, a street the other text never names), and outside
 what they share word for word they agree on little, they are two things. So are two texts
 whose days disagree (`dates_disagree`): each names days and none of the other's, or one
-came before a day both name and the other after it (an invitation and its thanks).
+came before a day both name and the other after it (an invitation and its thanks); and two
+that each name times of day and none of the other's (`times`).
 
 Title words that many of a merchant's recent posts carry ("Angebot", "Mittagstisch": its
 common keys, see below) are no evidence either: titles that share only such words are not
@@ -590,7 +591,7 @@ def sequence(title: str, text: str) -> Words:
     start of the text, without hashtags, mentions, stop and filler words and numbers."""
     raw = _TAG.sub(" ", _sequence_text(title, text))
     found = Words([w for w in words(raw) if w not in _FILLER and not w.isdigit()][:MAX_SEQUENCE])
-    found.dates = dates(raw)
+    found.dates, found.times = dates(raw), times(raw)
     return found
 
 
@@ -640,6 +641,28 @@ def dates(text: str) -> frozenset[tuple[int, int]]:
         at = text.find(".", at + 1)
     found.discard(None)
     return frozenset(found)  # type: ignore[arg-type]
+
+
+_BEFORE_UHR = re.compile(r"(?:(\d{1,2})(?:[:.](\d{2}))?\s*(?:-|–|bis)\s*)?(?<![\d.,:])(\d{1,2})(?:[:.](\d{2}))?\s*$")
+_CLOCK = re.compile(r"(?<![\d.,:])(\d{1,2}):(\d{2})(?![\d:])")
+
+
+def times(text: str) -> frozenset[int]:
+    """The times of day a German text names, in minutes after midnight: "17:30", "17.30 Uhr",
+    "18 Uhr", both ends of "10 bis 13 Uhr" and "14–17 Uhr"; not a bare "17.30" (a date?)."""
+    found = set()
+    if ":" in text:
+        found.update(int(h) * 60 + int(m) for h, m in _CLOCK.findall(text) if int(h) < 24 and int(m) < 60)
+    lowered = text.lower()
+    at = lowered.find("uhr")
+    while at != -1:
+        m = _BEFORE_UHR.search(lowered, max(0, at - 24), at)
+        if m:
+            for hour, minute in ((m[1], m[2]), (m[3], m[4])):
+                if hour and int(hour) < 24 and int(minute or 0) < 60:
+                    found.add(int(hour) * 60 + int(minute or 0))
+        at = lowered.find("uhr", at + 3)
+    return frozenset(found)
 
 
 def _day(day: int, month: int) -> tuple[int, int] | None:
@@ -825,8 +848,9 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
     if m.rule == "same-details" and not (
             has_details(new, old, new_words.dates, old_words.dates) and _same_details(new_words, old_words)):
         return None
-    if dates_disagree(new, old, new_words.dates, old_words.dates):
-        return None
+    if dates_disagree(new, old, new_words.dates, old_words.dates) or (
+            new_words.times and old_words.times and not new_words.times & old_words.times):
+        return None  # each names times of day, none of the other's: "montags 16.30 bis 18 Uhr", "mittwochs 17 bis 18.30 Uhr"
     return None if apart(new_words, old_words) else m
 
 
@@ -866,11 +890,12 @@ class Words(list):
     "Dinkel"/"Dinkelbrot"), but not two compounds that only share a part ("Kürbissuppe"/
     "Tomatensuppe", "Teilzeit"/"Vollzeit")."""
 
-    __slots__ = ("_set", "_heads", "_tails", "dates")
+    __slots__ = ("_set", "_heads", "_tails", "dates", "times")
 
     def __init__(self, words_: Iterable[str] = ()) -> None:
         super().__init__(words_)
         self.dates: frozenset[tuple[int, int]] = frozenset()  # see `sequence`
+        self.times: frozenset[int] = frozenset()
         self._set: set[str] | None = None
         self._heads: dict[str, list[str]] = {}
         self._tails: dict[str, list[str]] = {}

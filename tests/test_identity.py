@@ -13,7 +13,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import func, select
 
 from hub.identity import (Words, apart, canonical_url, confirm, copied, dates, features, match, sequence, simhash,
-                          title_similarity, words)
+                          times, title_similarity, words)
 from hub.models import Event, FetchState, Item, Parsed
 from hub.store import MIGRATIONS, FetchOutcome, SourceSpec, Store, placement, tables
 from hub.store import records as records_module
@@ -213,6 +213,17 @@ def test_the_days_a_text_names(text, days):
     assert dates(text) == days
 
 
+@pytest.mark.parametrize("text, minutes", [
+    ("montags von 16.30 bis 18 Uhr", {16 * 60 + 30, 18 * 60}),
+    ("Einlass 19 Uhr, Beginn 19:30", {19 * 60, 19 * 60 + 30}),
+    ("14–17 Uhr im Foyer", {14 * 60, 17 * 60}),
+    ("am 28.11. um 10 Uhr", {10 * 60}),
+    ("Rinderhüftsteak 2.99 €, ein Uhrwerk, Telefon 0171 4455210, am 17.30.", set()),
+])
+def test_the_times_of_day_a_text_names(text, minutes):
+    assert times(text) == minutes
+
+
 def fingerprinted(source: str, title: str, text: str, published: datetime) -> tuple:
     item = Item(source_id=source, merchant_id="m", external_id=f"{source}-{title}", title=title, content_text=text,
                 content_html=f"<p>{text}</p>", published=published)
@@ -234,6 +245,18 @@ def test_copies_of_one_notice_for_different_days_are_two_posts():
     same_days = fingerprinted("fb", "Praxis geschlossen", NOTICE + "Geschlossen: 7.12. bis 11.12.", T0 + timedelta(days=1))
     assert confirmed(first, second) is None
     assert confirmed(first, same_days) is not None
+
+
+def test_copies_of_one_notice_for_different_times_of_day_are_two_posts():
+    notice = ("Ab dem 9. November trifft sich die Gruppe im Pfadfinderheim am Waldweg, neue Kinder sind jederzeit "
+              "willkommen, einfach vorbeikommen! ")
+    first = fingerprinted("web", "Neue Zeit für die Gruppenstunde", notice + "Immer montags von 16.30 bis 18 Uhr.", T0)
+    second = fingerprinted("fb", "Neue Zeit für die Gruppenstunde", notice + "Immer montags von 17 bis 18.30 Uhr.",
+                           T0 + timedelta(hours=5))  # the same words: only the times tell the two groups apart
+    same_time = fingerprinted("fb", "Neue Zeit für die Gruppenstunde", notice + "Montags, 16:30 bis 18 Uhr!",
+                              T0 + timedelta(hours=5))
+    assert confirmed(first, second) is None
+    assert confirmed(first, same_time) is not None
 
 
 def test_an_invitation_and_the_thanks_for_it_are_two_posts_though_they_name_the_same_day():
