@@ -25,10 +25,11 @@ Rules, checked in this order (the first that holds wins):
                             in common and titles with a word in common.
 - `similar-title-and-text`  same merchant, similar titles and related texts, or somewhat
                             similar titles and close texts.
-- `same-details`            same merchant, a post reworded under its own title: related
-                            texts (close ones if the titles share no word) that name a day
-                            in common, or prices that agree, and agree on most of what the
-                            shorter says beyond a template (`confirm`, `_same_details`).
+- `same-details`            same merchant, a post reworded under its own title, whatever
+                            the titles: SimHash distance ≤ 28, a day in common (or prices
+                            that agree under titles with a word in common), and most of what
+                            the shorter says beyond a template the other says too (`confirm`,
+                            `_same_details`).
 
 The three text rules see words, not what the words are about: two job ads "Stellenanzeige
 Filiale Nord: Wir suchen …" for different jobs, or two days' "Mittagstisch heute: …", share
@@ -83,6 +84,7 @@ PLACES_ALIKE = 0.3  # title_similarity of two place names that name the same pla
 NEAR_DUPLICATE_BITS = 10  # SimHash distance (of 64) up to which two texts are near-duplicates
 MIN_TEXT_WORDS = 6  # "Heute geöffnet!" vs "Heute geschlossen!": too short for SimHash to tell
 RELATED_TEXT_BITS = 24  # clearly below the ~32 of unrelated texts
+REWORDED_TEXT_BITS = 28  # a post reworded under its own title: below unrelated texts; its words decide (`same-details`)
 CLOSE_TEXT_BITS = 18  # closer texts need less alike titles ("Neue Öffnungszeiten ab Januar"/"... am Marktplatz")
 OTHER_TITLES = 0.3  # two prices in common (a menu, a price list) need titles that merely share a word
 MAX_LINKS = 5
@@ -1015,8 +1017,8 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
     if near_duplicates and distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
     common_prices = len(new.prices & old.prices)
-    if not common_prices and distance > RELATED_TEXT_BITS:
-        return None  # neither rule below can hold, however alike the titles: no need to compare them
+    if not common_prices and distance > REWORDED_TEXT_BITS:
+        return None  # no rule below can hold, however alike the titles: no need to compare them
     titles = title_similarity(new.title_key, old.title_key)
     if titles and common and _only_common(new.title_key, old.title_key, common):
         titles = 0.0  # what the titles share, many of the merchant's posts share
@@ -1026,7 +1028,7 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
         return None  # each names its prices, none the other's: two offers ("Angebot der Woche: …")
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
-    if distance <= RELATED_TEXT_BITS:  # any titles: a post's own title on each channel
+    if distance <= REWORDED_TEXT_BITS:  # any titles: a post's own title on each channel
         return Match("same-details", round((1 + titles) * (1 - distance / 64) / 4, 3))  # if `confirm` finds them
     return None
 
