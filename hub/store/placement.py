@@ -107,6 +107,7 @@ class Placement:
         self.key_counts: dict[int, int] = {}  # key -> items stored under it, where known
         self.sequences: dict[int, Words] = {}  # item id -> identity.sequence, as needed
         self.dates: dict[int, frozenset[tuple[int, int]]] = {}  # item id -> identity.text_dates, as needed
+        self.texts: dict[int, tuple[str, str]] = {}  # stored item id -> (title, plain text), as needed
         self.keys_stored: dict[int, list[int]] = {}  # item id -> its stored_keys, as computed
         self.record_sources: dict[int, set[str]] = defaultdict(set)  # record id -> sources of its live origins
         self.keys_probed: dict[int, list[int]] = {}
@@ -238,6 +239,7 @@ class Placement:
             if m is not None:
                 found.append((m.score, -_record_order(cand.record), cand, m))
         found.sort(key=lambda t: t[:2], reverse=True)
+        self._load_texts([cand.item_id for _, _, cand, m in found if m.rule in TEXT_RULES])
         for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
             if m.rule == "same-details" and not has_details(f, cand.features, self._dates(item_id),
                                                             self._dates(cand.item_id)):
@@ -295,10 +297,20 @@ class Placement:
         return dates
 
     def _texts(self, item_id: int) -> tuple[str, str]:
+        """(title, plain text) of an item of this batch, or of a stored one (`_load_texts`)."""
         item = self.items.get(item_id)
         if item is not None:
             return item.title, item.content_text
-        return tuple(self.conn.execute(select(ITEMS.c.title, ITEMS.c.content_text).where(ITEMS.c.id == item_id)).one())
+        if item_id not in self.texts:
+            self._load_texts([item_id])
+        return self.texts[item_id]
+
+    def _load_texts(self, item_ids: list[int]) -> None:
+        """The texts of the stored candidates a text rule may ask about, in one query."""
+        wanted = [i for i in item_ids if i not in self.items and i not in self.texts and i not in self.sequences]
+        if wanted:
+            rows = self.conn.execute(select(ITEMS.c.id, ITEMS.c.title, ITEMS.c.content_text).where(ITEMS.c.id.in_(wanted)))
+            self.texts.update((r.id, (r.title, r.content_text)) for r in rows)
 
     def _place_new(self, item_id: int, index: _Index) -> None:
         best = self._best(item_id, index)
