@@ -131,7 +131,7 @@ def started_mid_fetch(tmp_path: Path, server: FeedServer, n: int, delay: float, 
     path = town_config(tmp_path, server, n, f"sqlite:///{tmp_path}/hub.db", "eins", delay)
     store = open_store(path)
     run = HubRun(path)
-    wait_until(lambda: server.in_flight >= busy, 20)
+    wait_until(lambda: server.in_flight >= busy, 60)  # a loaded machine starts `hub run` slowly
     return path, store, run
 
 

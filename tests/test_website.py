@@ -122,9 +122,10 @@ def test_the_crawl_delay_spaces_the_pages_of_one_host():
         fetch(options(site.url("/liste"), items="article.t", follow=True))
         times = [r.at for r in site.requests if r.path != "/robots.txt"]
     assert len(times) == 4
-    # The server notes when a request arrives; on a loaded machine one may arrive a little
-    # late, which shortens the next gap: each gap may lose that much, the whole span cannot.
-    assert all(b - a >= 0.45 for a, b in zip(times, times[1:]))
+    # The server notes when a request arrives; on a loaded machine one may arrive late,
+    # which shortens the next gap (by 0.2 s in one CI run): each gap may lose that much,
+    # the whole span cannot. No gap is missing: pages without the delay come within ms.
+    assert all(b - a >= 0.3 for a, b in zip(times, times[1:]))
     assert times[-1] - times[0] >= 3 * 0.6 - 0.05
 
 
