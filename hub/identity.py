@@ -203,8 +203,8 @@ def features(item: Item, *, at: datetime, zone: str, full: bool = True) -> Featu
                     simhash=_simhash_distinct(tokens), text_words=len(tokens), prices=found_prices,
                     link_keys=frozenset(link_keys(item.content_html, own_url)),
                     event_keys=event_keys(event_day, title_key),
-                    terms=post_terms(title, title_words, opening, found_prices,
-                                     dates(f"{title} {start}") if full else ()) if full else ())
+                    terms=post_terms(title, title_words, opening, found_prices, dates(f"{title} {start}"))
+                    if full else ())
 
 
 def _distinct_words(title_runs: list[str], start_runs: list[str]) -> Collection[str]:
