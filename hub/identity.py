@@ -826,11 +826,8 @@ def _is_copy(a: Words, b: Words) -> bool:
     rest_a, rest_b = a[head:len(a) - tail], b[head:len(b) - tail]
     # A word of a shared run of SHARED_RUN or more words lies in a window of SHARED_RUN words
     # of `rest_a` that `rest_b` has too: those windows' words bound what `copied` counts.
-    runs_b = set(zip(*(rest_b[k:] for k in range(SHARED_RUN))))
-    in_runs = [False] * len(rest_a)
-    for start, run in enumerate(zip(*(rest_a[k:] for k in range(SHARED_RUN)))):
-        if run in runs_b:
-            in_runs[start:start + SHARED_RUN] = [True] * SHARED_RUN
+    runs_a = _runs_of(rest_a)
+    in_runs = _in_runs(rest_a, runs_a, runs_a.keys() & _runs_of(rest_b).keys())
     if (head + tail + sum(in_runs)) / n < COPIED:
         return False
     return copied(a, b) >= COPIED
