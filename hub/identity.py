@@ -18,6 +18,11 @@ Rules, checked in this order (the first that holds wins):
 - `event-moved` the same day at another time, near-identical titles: a repost that changed
                 the time. Across sources, or within one source when the repost came at least
                 an hour later (a cinema lists its two screenings together: they stay two).
+                Not where both texts are long and say two things (`apart`; two matches at
+                15 and 19 Uhr), as for `same-event` between one merchant's posts.
+- `time-changed` one merchant's events of one day at different times, one of them a notice
+                of a new time ("Achtung, neue Uhrzeit", "verschoben") that names a word of
+                the other's title ("Adventsmusik"), whatever the titles (`confirm`).
 - `near-duplicate-text`     the same merchant's text on two channels: SimHash distance ≤ 10,
                             and (`confirm`) a copy: half of the shorter text in runs of words
                             the other has too (SimHash sees words, not their order).
@@ -92,6 +97,12 @@ MAX_EVENT_WORDS = 8  # title words an event is indexed under
 MAX_TOKENS = 160  # distinct words that make a text's SimHash; the start of a post says it
 TEXT_CHARS = 600  # ... and so does reading only its first characters
 TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text", "same-details"})  # `apart`
+EVENT_RULES = frozenset({"same-event", "event-moved"})
+CONFIRMED_RULES = TEXT_RULES | EVENT_RULES | {"time-changed"}  # the rules `confirm` reads the texts for
+# Words of a notice that an event's time changed ("Achtung, neue Uhrzeit!", "auf 16 Uhr vorverlegt")
+TIME_CHANGE_WORDS = frozenset("""uhrzeit beginnzeit anfangszeit zeitaenderung terminaenderung verschoben verschieben
+    verlegt vorverlegt angekuendigt""".split())
+LONG_TEXT_WORDS = 20  # content words: a notice of a new time says little else (6-11); longer texts apart are two events
 DETAILS_AGREE = 0.4  # reworded posts of one thing: 0.45-0.87 of the words; one template, two things: up to 0.33
 SEQUENCE_CHARS = 1500  # `apart` reads further: a job ad's shared introduction can fill 600
 MAX_SEQUENCE = 80  # content words of it
@@ -839,11 +850,29 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
     copy (`copied` at least `COPIED`; else the other text rules may still hold), and no
     text rule holds where the texts say two things: their dates disagree (`dates_disagree`)
     or their words do (`apart`). `same-details` holds only where the texts name a day or a
-    price in common and agree on most of what the shorter one says (`_same_details`)."""
+    price in common and agree on most of what the shorter one says (`_same_details`).
+    One merchant's events of one day at different times that no other rule confirms are
+    one where one text is a notice of the new time (`time-changed`)."""
+    found = _confirmed(m, new, old, new_words, old_words, common)
+    if found is None and _moved(new, old) and new.merchant_id == old.merchant_id and _may_be_repost(new, old) and (
+            _notice_of_new_time(new_words, old) or _notice_of_new_time(old_words, new)):
+        return Match("time-changed", 0.5)
+    return found
+
+
+def _confirmed(m: Match, new: Features, old: Features, new_words: Words, old_words: Words,
+               common: frozenset[str]) -> Match | None:
     if m.rule == "near-duplicate-text" and not _is_copy(new_words, old_words):
         m = _as_posts(new, old, near_duplicates=False, common=common)
-    if m is None or m.rule not in TEXT_RULES:
+    if m is None or m.rule == "time-changed":
+        return None  # (`confirm` asks for a notice of the new time)
+    if m.rule in EVENT_RULES:
+        long_texts = new.merchant_id == old.merchant_id and min(len(new_words), len(old_words)) >= LONG_TEXT_WORDS
+        return None if long_texts and apart(new_words, old_words) else m
+    if m.rule not in TEXT_RULES:
         return m
+    if _moved(new, old) and not (new_words.times or old_words.times):
+        return None  # a post that moves an event says when it now starts
     if m.rule == "same-details" and not (
             has_details(new, old, new_words.dates, old_words.dates) and _same_details(new_words, old_words)):
         return None
@@ -853,11 +882,18 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
     return None if apart(new_words, old_words) else m
 
 
+def _notice_of_new_time(notice: Words, event: Features) -> bool:
+    """Whether a text says that an event's time changed and names it by a word of its
+    title: "Achtung, neue Uhrzeit: Unsere Adventsmusik … beginnt bereits um 16 Uhr"."""
+    return not TIME_CHANGE_WORDS.isdisjoint(notice) and any(
+        len(w) > 3 and w not in _FILLER and w not in _DAY_WORDS and notice.has(w) for w in event.title_key.split())
+
+
 def has_details(new: Features, old: Features, new_dates: frozenset, old_dates: frozenset) -> bool:
-    """Whether two posts name a day in common, or, under titles with a word in common,
-    prices that mostly agree (two products of a café may cost the same, and two price
-    lists share a price by chance): what `same-details` asks first."""
-    if new_dates & old_dates:
+    """Whether two posts name a day in common (an event's own day counts), or, under titles
+    with a word in common, prices that mostly agree (two products of a café may cost the
+    same, and two price lists share a price by chance): what `same-details` asks first."""
+    if new_dates & old_dates or (new.event_day is not None and new.event_day == old.event_day):
         return True
     if not _share_a_word(new.title_key, old.title_key):
         return False
@@ -981,14 +1017,21 @@ def _as_events(new: Features, old: Features) -> Match | None:
 
 
 def _as_event_posts(new: Features, old: Features, common: frozenset[str]) -> Match | None:
-    """Two posts of one merchant that announce an event on the same day at the same time
-    (or one without a time), each on its own channel and under its own title, are one
-    post where the text rules find them so: text alike alone is not enough for two
-    events of different merchants, or at different times."""
-    assert new.event_start is not None and old.event_start is not None
-    if abs(new.event_start - old.event_start) > SAME_START and not (new.all_day or old.all_day):
-        return None
-    return _as_posts(new, old, common=common)
+    """Two posts of one merchant that announce an event on the same day, each on its own
+    channel and under its own title, are one post where the text rules find them so (text
+    alike alone is not enough for two events of different merchants). At different times
+    (`_moved`), one moves the other ("Achtung, neue Uhrzeit"): `confirm` asks that a text
+    names a time and, where both do, that they share one."""
+    found = _as_posts(new, old, common=common)
+    if found is None and _moved(new, old) and new.merchant_id == old.merchant_id and _may_be_repost(new, old):
+        return Match("time-changed", 0.5)  # if one is a notice of the new time (`confirm`)
+    return found
+
+
+def _moved(new: Features, old: Features) -> bool:
+    """Two events of one day at different times."""
+    return (new.event_start is not None and old.event_start is not None and not (new.all_day or old.all_day)
+            and abs(new.event_start - old.event_start) > SAME_START)
 
 
 def _share_a_word(a: str, b: str) -> bool:
@@ -1013,6 +1056,9 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
     distance = hamming(new.simhash, old.simhash)
     if near_duplicates and distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
+    if new.prices - old.prices and old.prices - new.prices and _own_price(new.prices, old.prices) and _own_price(
+            old.prices, new.prices):
+        return None  # each names a price the other does not: two offers ("Angebot der Woche: …", "9,99 € statt 13,99 €")
     common_prices = len(new.prices & old.prices)
     if not common_prices and distance > REWORDED_TEXT_BITS:
         return None  # no rule below can hold, however alike the titles: no need to compare them
@@ -1021,13 +1067,24 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
         titles = 0.0  # what the titles share, many of the merchant's posts share
     if (common_prices and titles >= 0.5) or (common_prices >= 2 and titles >= OTHER_TITLES):
         return Match("similar-offer", round(0.5 + titles / 4, 3))
-    if new.prices and old.prices and not common_prices:
-        return None  # each names its prices, none the other's: two offers ("Angebot der Woche: …")
     if (titles >= 0.7 and distance <= RELATED_TEXT_BITS) or (titles >= 0.5 and distance <= CLOSE_TEXT_BITS):
         return Match("similar-title-and-text", round(titles * (1 - distance / 64), 3))
     if distance <= REWORDED_TEXT_BITS:  # any titles: a post's own title on each channel
         return Match("same-details", round((1 + titles) * (1 - distance / 64) / 4, 3))  # if `confirm` finds them
     return None
+
+
+def _own_price(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether `a` names a price that `b` does not, also not as what two of b's prices differ
+    by (a saving: "39 € statt 49 €" and "nur 39 €, ihr spart 10 €")."""
+    cents = sorted(_cents(p) for p in b)
+    savings = {high - low for i, low in enumerate(cents) for high in cents[i + 1:]}
+    return any(p not in b and _cents(p) not in savings for p in a)
+
+
+def _cents(price: str) -> int:
+    euros, _, cents = price.partition(".")
+    return int(euros) * 100 + int(cents or 0)
 
 
 def _only_common(a: str, b: str, common: frozenset[str]) -> bool:

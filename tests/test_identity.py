@@ -273,6 +273,82 @@ def test_an_invitation_and_the_thanks_for_it_are_two_posts_though_they_name_the_
     assert confirmed(invitation, cross_post) is not None
 
 
+def test_two_offers_that_share_a_sale_price_but_each_name_a_price_of_their_own_are_two_posts():
+    service = fingerprinted("web", "Winter-Check fürs Fahrrad", (
+        "Licht, Bremsen und Schaltung: beim Winter-Check prüfen wir Ihr Rad für 29 € statt 45 €, "
+        "nur bis zum 15. Dezember."), T0)
+    other = fingerprinted("fb", "Winter-Check fürs E-Bike", (
+        "Akku, Motor und Bremsen: beim Winter-Check prüfen wir Ihr E-Bike für 29 € statt 59 €, "
+        "nur bis zum 15. Dezember."), T0 + timedelta(hours=4))
+    cross_post = fingerprinted("fb", "Winter-Check fürs Fahrrad 🚲", (
+        "Licht, Bremsen, Schaltung: Winter-Check für nur 29 € – bis 15. Dezember!"), T0 + timedelta(hours=4))
+    saving = fingerprinted("fb", "Winter-Check fürs Fahrrad 🚲", (
+        "Dein Rad braucht Licht, Bremsen und eine Schaltung, die funktioniert: Winter-Check jetzt 29 €, du sparst "
+        "16 €. Gilt bis 15. Dezember."), T0 + timedelta(hours=4))  # 45 € - 29 €: the same offer, not one of its own
+    assert match(other[0], service[0]) is None
+    assert confirmed(service, cross_post) is not None
+    assert confirmed(service, saving) is not None
+
+
+def event_post(source: str, title: str, text: str, start: datetime, published: datetime, all_day: bool = False
+               ) -> tuple:
+    item = Item(source_id=source, merchant_id="m", external_id=f"{source}-{start}", title=title, content_text=text,
+                content_html=f"<p>{text}</p>", published=published,
+                event=Event(start=start, timezone="Europe/Berlin", location="Turnhalle", all_day=all_day))
+    return features(item, at=published, zone="Europe/Berlin"), sequence(title, text)
+
+
+def test_two_long_posts_of_one_day_at_other_times_are_two_events_and_a_notice_of_a_new_time_is_one():
+    opening = "Großer Handballtag in der Turnhalle Nord am Samstag! "
+    youth = event_post("web", "Handballtag in der Turnhalle", opening + (
+        "Um 13 Uhr spielt unsere A-Jugend gegen die HSG Bruchsal, die Jungs wollen nach dem Pokalsieg auch in der "
+        "Liga punkten. Die Eltern verkaufen Waffeln und Kinderpunsch, der Erlös geht an die Jugendkasse."),
+        datetime(2026, 12, 12, 12, tzinfo=timezone.utc), T0)
+    seniors = event_post("fb", "Handballtag in der Turnhalle", opening + (
+        "Um 18 Uhr empfängt die erste Herrenmannschaft den Tabellenführer TSG Weinheim. Nach drei Niederlagen "
+        "in Folge zählt jeder Fan auf der Tribüne, also bringt Trommeln und gute Laune mit!"),
+        datetime(2026, 12, 12, 17, tzinfo=timezone.utc), T0 + timedelta(hours=6))
+    notice = event_post("fb", "Handballtag in der Turnhalle", "Achtung: Anwurf der A-Jugend erst um 14 Uhr!",
+                        datetime(2026, 12, 12, 13, tzinfo=timezone.utc), T0 + timedelta(days=1))
+    assert match(seniors[0], youth[0]).rule == "event-moved"  # for all the titles and days say
+    assert confirmed(youth, seniors) is None  # the texts say two things
+    assert confirmed(youth, notice).rule == "event-moved"
+
+
+def test_a_post_that_moves_an_event_says_the_new_time_and_a_text_alike_alone_moves_nothing():
+    text = ("Vortrag in der Apotheke: Was gehört in die Hausapotheke für den Winter? Apothekerin Jana Hirsch "
+            "erklärt Erkältungsmittel, Fiebermessen und Hausmittel. Eintritt frei, Anmeldung erbeten.")
+    announced = event_post("web", "Vortrag: Die Hausapotheke für den Winter", text + " Beginn 19 Uhr.",
+                           datetime(2026, 12, 3, 18, tzinfo=timezone.utc), T0)
+    moved = event_post("cal", "Vortrag der Apotheke zur Hausapotheke", text + " Neu: Beginn erst 19:30 Uhr statt 19 Uhr.",
+                       datetime(2026, 12, 3, 18, 30, tzinfo=timezone.utc), T0 + timedelta(days=1))
+    announced_untimed = event_post("web", "Vortrag: Die Hausapotheke für den Winter", text,
+                                   datetime(2026, 12, 3, 18, tzinfo=timezone.utc), T0)
+    second_talk = event_post("cal", "Vortrag der Apotheke zur Hausapotheke", text,  # the same talk given twice a day
+                             datetime(2026, 12, 3, 15, tzinfo=timezone.utc), T0 + timedelta(days=1))
+    assert confirmed(announced, moved) is not None
+    assert match(second_talk[0], announced_untimed[0]) is not None  # the texts alike, for all the rules see
+    assert confirmed(announced_untimed, second_talk) is None  # no text says the time changed
+
+
+def test_two_long_posts_of_one_merchant_on_one_day_that_say_two_things_are_two_events():
+    day = datetime(2026, 12, 19, tzinfo=timezone.utc)
+    opening = "Am Samstag, 19. Dezember, laden wir zu unseren Adventsvorspielen in den Saal der Musikschule ein. "
+    piano = event_post("web", "Adventsvorspiel der Klavierklasse", opening + (
+        "Am Nachmittag zeigen die Schülerinnen und Schüler der Klavierklasse, was sie gelernt haben: von den "
+        "ersten Stücken bis zu Walzern und Jazz-Standards. Spenden für neue Noten sind willkommen."), day, T0,
+        all_day=True)
+    strings = event_post("fb", "Adventsvorspiel der Streicher", opening + (
+        "Das Streicherensemble spielt Corelli und ein Medley aus Weihnachtsliedern, zum ersten Mal mit den "
+        "jüngsten Geigerinnen aus der Anfängergruppe. Kommt vorbei und bringt Oma und Opa mit!"), day,
+        T0 + timedelta(hours=5), all_day=True)
+    calendar = event_post("cal", "Adventsvorspiel der Klavierklasse", "Vorspiel im Saal der Musikschule.", day,
+                          T0 + timedelta(hours=5), all_day=True)
+    assert match(strings[0], piano[0]).rule == "same-event"  # for all the titles and the day say
+    assert confirmed(piano, strings) is None
+    assert confirmed(piano, calendar).rule == "same-event"
+
+
 def test_a_post_reworded_under_its_own_title_is_the_same_post_when_it_names_the_same_day():
     article = fingerprinted("web", "Winterball der Tanzschule 2026", (
         "Unser Winterball findet am Samstag, dem 12. Dezember, in der Stadthalle statt. Es spielt die Band "
