@@ -854,7 +854,7 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
     One merchant's events of one day at different times that no other rule confirms are
     one where one text is a notice of the new time (`time-changed`)."""
     found = _confirmed(m, new, old, new_words, old_words, common)
-    if found is None and _moved(new, old) and new.merchant_id == old.merchant_id and _may_be_repost(new, old) and (
+    if found is None and _may_have_moved(new, old) and (
             _notice_of_new_time(new_words, old) or _notice_of_new_time(old_words, new)):
         return Match("time-changed", 0.5)
     return found
@@ -1023,7 +1023,7 @@ def _as_event_posts(new: Features, old: Features, common: frozenset[str]) -> Mat
     (`_moved`), one moves the other ("Achtung, neue Uhrzeit"): `confirm` asks that a text
     names a time and, where both do, that they share one."""
     found = _as_posts(new, old, common=common)
-    if found is None and _moved(new, old) and new.merchant_id == old.merchant_id and _may_be_repost(new, old):
+    if found is None and _may_have_moved(new, old):
         return Match("time-changed", 0.5)  # if one is a notice of the new time (`confirm`)
     return found
 
@@ -1032,6 +1032,12 @@ def _moved(new: Features, old: Features) -> bool:
     """Two events of one day at different times."""
     return (new.event_start is not None and old.event_start is not None and not (new.all_day or old.all_day)
             and abs(new.event_start - old.event_start) > SAME_START)
+
+
+def _may_have_moved(new: Features, old: Features) -> bool:
+    """One merchant's events of one day at different times, the later one possibly a
+    notice that the other moved (`time-changed`)."""
+    return _moved(new, old) and new.merchant_id == old.merchant_id and _may_be_repost(new, old)
 
 
 def _share_a_word(a: str, b: str) -> bool:
