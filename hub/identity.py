@@ -882,6 +882,12 @@ def _confirmed(m: Match, new: Features, old: Features, new_words: Words, old_wor
     return None if apart(new_words, old_words) else m
 
 
+def says_time_changed(title: str, text: str) -> bool:
+    """Whether a post is a notice that an event's time changed ("Achtung, neue Uhrzeit!"):
+    its start is the newer word on the event (`hub.records`)."""
+    return not TIME_CHANGE_WORDS.isdisjoint(sequence(title, text))
+
+
 def _notice_of_new_time(notice: Words, event: Features) -> bool:
     """Whether a text says that an event's time changed and names it by a word of its
     title: "Achtung, neue Uhrzeit: Unsere Adventsmusik … beginnt bereits um 16 Uhr"."""

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from hub.identity import is_social
+from hub.identity import is_social, says_time_changed
 from hub.models import Event, Item, Kind, Media, Offer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -174,6 +174,7 @@ def _event(live: Sequence[Origin], organiser: str):
     best = _preferred([o for o in live if o.item.event], organiser)
     if best is None:
         return None, None
+    best = _newer_time(live, best) or best
     event = best.item.event
     assert event is not None
     for o in live:  # fill what the chosen one leaves open from an origin with the same start
@@ -183,6 +184,16 @@ def _event(live: Sequence[Origin], organiser: str):
             if event.latitude is None and other.latitude is not None:
                 event = replace(event, latitude=other.latitude, longitude=other.longitude)
     return event, best.item_id
+
+
+def _newer_time(live: Sequence[Origin], chosen: Origin) -> Origin | None:
+    """A later notice of the same merchant that the event's time changed ("Achtung, neue
+    Uhrzeit: … beginnt erst um 15:30 Uhr"), which beats even a calendar entry's start: the
+    calendar may not have been updated yet."""
+    start, merchant = chosen.item.event.start, chosen.item.merchant_id
+    notices = [o for o in live if o.item.event and o.item.event.start != start and o.item.merchant_id == merchant
+               and _changed(o) > _changed(chosen) and says_time_changed(o.item.title, o.item.content_text)]
+    return max(notices, key=_changed, default=None)
 
 
 def _media(live: Sequence[Origin], sizes: Mapping[str, tuple[int, int]]) -> tuple[tuple[Media, ...], int | None]:
