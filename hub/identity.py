@@ -96,6 +96,8 @@ MAX_LINKS = 5
 MAX_EVENT_WORDS = 8  # title words an event is indexed under
 MAX_TOKENS = 160  # distinct words that make a text's SimHash; the start of a post says it
 TEXT_CHARS = 600  # ... and so does reading only its first characters
+RULES = ("same-url", "links-to", "same-event", "event-moved", "time-changed", "near-duplicate-text", "similar-offer",
+         "similar-title-and-text", "same-details")  # every rule an origin may have joined its record by
 TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text", "same-details"})  # `apart`
 EVENT_RULES = frozenset({"same-event", "event-moved"})
 CONFIRMED_RULES = TEXT_RULES | EVENT_RULES | {"time-changed"}  # the rules `confirm` reads the texts for

@@ -9,7 +9,9 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.identity import RULES
 from hub.store.admin import AdminStore
+from hub.web.admin.texts import RULE_NAMES
 from hub.web.app import create_app
 from tests.admintown import csrf_of, files, ingest, login, open_town, record_id, write_config
 from tests.feedserver import FeedServer
@@ -144,6 +146,7 @@ def test_merge_two_records_by_hand_then_split_them_again(client, town):
     assert answer.status_code == 303 and "meldung=merged" in answer.headers["location"]
     merged = store.records.get(keep)
     assert len(merged.origins) == 2 and {o.rule for o in merged.origins} == {"first", "manual"}
+    assert "(von Hand zusammengeführt)" in client.get(f"/admin/records/{keep}").text
     with store.engine.connect() as conn:  # the merged-away record is removed (and has no origins left)
         assert conn.exec_driver_sql(f"SELECT removed_at FROM records WHERE id = {other}").scalar() is not None
     assert store.records.get(other) is None
@@ -182,3 +185,7 @@ def test_actions_on_a_record_that_does_not_exist(client):
     assert act(client, 999999, "approve").status_code == 404
     assert act(client, 999999, "hide", grund="x").status_code == 404
     assert act(client, 1, "zaubern").status_code == 404
+
+
+def test_every_rule_identity_merges_by_has_a_german_name():
+    assert set(RULES) | {"first", "manual"} == set(RULE_NAMES)

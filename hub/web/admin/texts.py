@@ -25,6 +25,14 @@ ACTIONS = {
     "config_apply": "Konfiguration übernommen", "config_refused": "Konfiguration abgelehnt",
     "stats_export": "Statistik exportiert",
 }
+RULE_NAMES = {  # why identity merged an origin into a record (hub.identity), for the project manager
+    "first": "Grundlage", "manual": "von Hand zusammengeführt",
+    "same-url": "dieselbe Adresse", "links-to": "verlinkt auf den anderen Beitrag",
+    "same-event": "dieselbe Veranstaltung", "event-moved": "Veranstaltung mit neuer Uhrzeit erneut veröffentlicht",
+    "time-changed": "Hinweis auf eine neue Uhrzeit",
+    "near-duplicate-text": "fast gleicher Text", "similar-offer": "ähnliches Angebot mit gleichem Preis",
+    "similar-title-and-text": "ähnlicher Titel und Text", "same-details": "umformuliert, gleiche Angaben",
+}
 _REASONS = [
     (re.compile(r"contains the blocked word '(.+)'"), "enthält das gesperrte Wort „{0}“ (block_words)"),
     (re.compile(r"contains none of the keep words"), "enthält keines der Pflichtwörter (keep_words)"),
@@ -62,7 +70,7 @@ def install(env: Any, settings) -> None:
                        prozent=percent, grund=reason, kanal=lambda c: CHANNEL_NAMES.get(c, c),
                        aktion=lambda a: ACTIONS.get(a, a), rolle=lambda r: ROLE_NAMES.get(r, r),
                        status=lambda s: STATUS_NAMES.get(s, s), ereignis=lambda e: EVENTS.get(e, e),
-                       teil=lambda p: PART_LABELS.get(p, p))
+                       teil=lambda p: PART_LABELS.get(p, p), regel=lambda r: RULE_NAMES.get(r, r))
 
 
 def relative(value: datetime | None, now: datetime | None = None) -> str:
