@@ -856,8 +856,8 @@ def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words:
     One merchant's events of one day at different times that no other rule confirms are
     one where one text is a notice of the new time (`time-changed`)."""
     found = _confirmed(m, new, old, new_words, old_words, common)
-    if found is None and _may_have_moved(new, old) and (
-            _notice_of_new_time(new_words, old) or _notice_of_new_time(old_words, new)):
+    if found is None and _may_have_moved(new, old) and (_notice_of_new_time(new, new_words, old, old_words)
+                                                         or _notice_of_new_time(old, old_words, new, new_words)):
         return Match("time-changed", 0.5)
     return found
 
@@ -890,11 +890,44 @@ def says_time_changed(title: str, text: str) -> bool:
     return not TIME_CHANGE_WORDS.isdisjoint(sequence(title, text))
 
 
-def _notice_of_new_time(notice: Words, event: Features) -> bool:
-    """Whether a text says that an event's time changed and names it by a word of its
-    title: "Achtung, neue Uhrzeit: Unsere Adventsmusik … beginnt bereits um 16 Uhr"."""
-    return not TIME_CHANGE_WORDS.isdisjoint(notice) and any(
-        len(w) > 3 and w not in _FILLER and w not in _DAY_WORDS and notice.has(w) for w in event.title_key.split())
+def _notice_of_new_time(notice: Features, notice_words: Words, event: Features, event_words: Words) -> bool:
+    """Whether a text says that an event's time changed and is about that event: it names
+    at least half of the longer words of the event's title, each as it is or inflected
+    ("Adventsmusik … am 2. Advent" for "Adventsmusik des Posaunenchors am 2. Advent"), and
+    its own title names nothing the event's title and text do not. A notice about
+    "Weihnachtsfeier der Jugendfeuerwehr" or the "Kinderkonzert" moves another event of that
+    day than "Weihnachtsfeier der Einsatzabteilung" or the choir's "Adventskonzert"; a
+    compound's part ("Kirche" of "Kirchenchor") does not name it."""
+    if TIME_CHANGE_WORDS.isdisjoint(notice_words):
+        return False
+    named = _long_words(event.title_key)
+    if not named or 2 * sum(_inflected_in(w, notice_words) for w in named) < len(named):
+        return False
+    said = [*event.title_key.split(), *event_words]
+    return all(_inflected_in(w, said) for w in _long_words(notice.title_key) if w not in _NOTICE_WORDS)
+
+
+_NOTICE_WORDS = TIME_CHANGE_WORDS | frozenset("achtung aenderung hinweis wichtig update neue neuer neues".split())
+
+
+def _long_words(title_key: str) -> list[str]:
+    return [w for w in title_key.split() if len(w) >= 5 and w not in _FILLER and w not in _DAY_WORDS]
+
+
+def _inflected_in(word: str, words_: Sequence[str]) -> bool:
+    """Whether `words_` hold the word itself or an inflection of it ("Posaunenchor",
+    "Posaunenchors"), not a compound it is part of."""
+    for other in words_:
+        if other == word:
+            return True
+        common = 0
+        for x, y in zip(word, other):
+            if x != y:
+                break
+            common += 1
+        if common >= max(len(word), len(other)) - 3 and common >= 0.75 * min(len(word), len(other)):
+            return True
+    return False
 
 
 def has_details(new: Features, old: Features, new_dates: frozenset, old_dates: frozenset) -> bool:

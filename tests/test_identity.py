@@ -331,6 +331,27 @@ def test_a_post_that_moves_an_event_says_the_new_time_and_a_text_alike_alone_mov
     assert confirmed(announced_untimed, second_talk) is None  # no text says the time changed
 
 
+def test_a_notice_of_a_new_time_joins_the_event_it_names_and_no_other_of_that_day():
+    day = datetime(2026, 12, 18, 18, tzinfo=timezone.utc)  # 19 Uhr in Berlin
+    party = event_post("cal", "Weihnachtsfeier der Einsatzabteilung", (
+        "Die Kameradinnen und Kameraden der Einsatzabteilung feiern mit ihren Partnern den Jahresabschluss in der "
+        "Fahrzeughalle, mit Ehrungen und Beförderungen."), day, T0)
+    notice = event_post("fb", "Achtung, neue Uhrzeit!", (
+        "Unsere Weihnachtsfeier der Einsatzabteilung am 18. Dezember beginnt schon um 18 Uhr, nicht wie "
+        "angekündigt um 19 Uhr."), day - timedelta(hours=1), T0 + timedelta(days=1))
+    youth = event_post("fb", "Neue Uhrzeit: Weihnachtsfeier der Jugendfeuerwehr", (
+        "Die Weihnachtsfeier unserer Jugendfeuerwehr am 18. Dezember beginnt schon um 16:30 Uhr statt um 17:30 Uhr. "
+        "Bitte denkt an euer Wichtelgeschenk."), day - timedelta(hours=2, minutes=30), T0 + timedelta(days=1))
+    part = event_post("fb", "Achtung, neue Uhrzeit!", (  # "Kirche" is part of "Kirchenchor", not the choir
+        "Das Konzert unseres Kinderchors neben der Kirche beginnt nicht um 11 Uhr, sondern um 15 Uhr."),
+        day - timedelta(hours=4), T0 + timedelta(days=1))
+    choir = event_post("web", "Adventskonzert des Kirchenchors", (
+        "Der Kirchenchor singt Bach und Rutter in der Marienkirche, begleitet vom Kammerorchester."), day, T0)
+    assert confirmed(party, notice).rule == "time-changed"
+    assert confirmed(party, youth) is None
+    assert confirmed(choir, part) is None
+
+
 def test_two_long_posts_of_one_merchant_on_one_day_that_say_two_things_are_two_events():
     day = datetime(2026, 12, 19, tzinfo=timezone.utc)
     opening = "Am Samstag, 19. Dezember, laden wir zu unseren Adventsvorspielen in den Saal der Musikschule ein. "
