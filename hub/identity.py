@@ -920,14 +920,20 @@ def _inflected_in(word: str, words_: Sequence[str]) -> bool:
     for other in words_:
         if other == word:
             return True
-        common = 0
-        for x, y in zip(word, other):
-            if x != y:
-                break
-            common += 1
+        common = _shared_start(word, other)
         if common >= max(len(word), len(other)) - 3 and common >= 0.75 * min(len(word), len(other)):
             return True
     return False
+
+
+def _shared_start(a: str, b: str) -> int:
+    """How many letters two words share from their start."""
+    common = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        common += 1
+    return common
 
 
 def has_details(new: Features, old: Features, new_dates: frozenset, old_dates: frozenset) -> bool:
@@ -1011,11 +1017,7 @@ def _related_heads(a: str, b: str) -> bool:
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
     if long_.startswith(short):
         return True
-    common = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        common += 1
+    common = _shared_start(a, b)
     return common >= 5 and common >= 0.75 * len(short)
 
 
