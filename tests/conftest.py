@@ -43,27 +43,6 @@ def pytest_unconfigure(config):
         traveller.stop()
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under `-n N --dist worksteal` (make test), each of the N workers is first sent an
-    equal share of the collected tests, in order, and an idle worker later takes half of
-    the tests a busy one has not started, from the end. The slow tests (processes started
-    and killed, up to minutes each) are dealt out to the fronts of the shares: each starts
-    early, beside the others, instead of holding up the end of the run."""
-    workers = getattr(config, "workerinput", {}).get("workercount")
-    if not workers or config.getoption("dist", None) != "worksteal":
-        return
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    rest = [item for item in items if not item.get_closest_marker("slow")]
-    order, left = [], len(items)
-    for worker in range(workers):
-        share = left // (workers - worker)  # what worksteal's first round sends this worker
-        first = slow[worker::workers]
-        taken = max(0, share - len(first))
-        order += first + rest[:taken]
-        rest, left = rest[taken:], left - share
-    items[:] = order + rest
-
-
 def pytest_report_header(config):
     if days := config.getoption("--clock-ahead"):
         return f"clock moved {days:g} days ahead: today is {date.today().isoformat()}"
