@@ -100,7 +100,6 @@ RULES = ("same-url", "links-to", "same-event", "event-moved", "time-changed", "n
          "similar-title-and-text", "same-details")  # every rule an origin may have joined its record by
 TEXT_RULES = frozenset({"near-duplicate-text", "similar-offer", "similar-title-and-text", "same-details"})  # `apart`
 EVENT_RULES = frozenset({"same-event", "event-moved"})
-CONFIRMED_RULES = TEXT_RULES | EVENT_RULES | {"time-changed"}  # the rules `confirm` reads the texts for
 # Words of a notice that an event's time changed ("Achtung, neue Uhrzeit!", "auf 16 Uhr vorverlegt")
 TIME_CHANGE_WORDS = frozenset("""uhrzeit beginnzeit anfangszeit zeitaenderung terminaenderung verschoben verschieben
     verlegt vorverlegt angekuendigt""".split())
@@ -844,6 +843,13 @@ def _is_copy(a: Words, b: Words) -> bool:
     if (head + tail + sum(in_runs)) / n < COPIED:
         return False
     return copied(a, b) >= COPIED
+
+
+def reads_texts(m: Match, new: Features, old: Features) -> bool:
+    """Whether `confirm` reads the texts for this match: for a text rule and `time-changed`,
+    and for an event rule between one merchant's events."""
+    return m.rule in TEXT_RULES or m.rule == "time-changed" or (
+        m.rule in EVENT_RULES and new.merchant_id == old.merchant_id)
 
 
 def confirm(m: Match, new: Features, old: Features, new_words: Words, old_words: Words,

@@ -44,8 +44,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (CONFIRMED_RULES, POST_WINDOW, Features, Match, Words, confirm, event_keys, features, has_details,
-                          index_keys, match, sequence, text_dates, word_keys)
+from hub.identity import (POST_WINDOW, Features, Match, Words, confirm, event_keys, features, has_details, index_keys,
+                          match, reads_texts, sequence, text_dates, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
@@ -239,12 +239,12 @@ class Placement:
             if m is not None:
                 found.append((m.score, -_record_order(cand.record), cand, m))
         found.sort(key=lambda t: t[:2], reverse=True)
-        self._load_texts([cand.item_id for _, _, cand, m in found if m.rule in CONFIRMED_RULES])
+        self._load_texts([cand.item_id for _, _, cand, m in found if reads_texts(m, f, cand.features)])
         for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
             if m.rule == "same-details" and not has_details(f, cand.features, self._dates(item_id),
                                                             self._dates(cand.item_id)):
                 continue  # most of them: no need to compare their words
-            if m.rule in CONFIRMED_RULES:
+            if reads_texts(m, f, cand.features):
                 m = confirm(m, f, cand.features, self._sequence(item_id), self._sequence(cand.item_id),
                             common if common is not None else self._common_title_words(f) if f.terms else frozenset())
             if m is not None:
