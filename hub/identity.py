@@ -21,8 +21,9 @@ Rules, checked in this order (the first that holds wins):
                 Not where both texts are long and say two things (`apart`; two matches at
                 15 and 19 Uhr), as for `same-event` between one merchant's posts.
 - `time-changed` one merchant's events of one day at different times, one of them a notice
-                of a new time ("Achtung, neue Uhrzeit", "verschoben") that names a word of
-                the other's title ("Adventsmusik"), whatever the titles (`confirm`).
+                of a new time ("Achtung, neue Uhrzeit", "verschoben") about the other: it
+                names most of the other's title, and its own title nothing the other does
+                not, whatever the titles (`confirm`, `_notice_of_new_time`).
 - `near-duplicate-text`     the same merchant's text on two channels: SimHash distance ≤ 10,
                             and (`confirm`) a copy: half of the shorter text in runs of words
                             the other has too (SimHash sees words, not their order).
@@ -36,7 +37,7 @@ Rules, checked in this order (the first that holds wins):
                             the shorter says beyond a template the other says too (`confirm`,
                             `_same_details`).
 
-The three text rules see words, not what the words are about: two job ads "Stellenanzeige
+The text rules see words, not what the words are about: two job ads "Stellenanzeige
 Filiale Nord: Wir suchen …" for different jobs, or two days' "Mittagstisch heute: …", share
 most of their words. So a text rule holds only when `apart` finds no sign of two things in
 the texts themselves (`sequence`): a shared opening, template or boilerplate is no evidence;
@@ -1111,8 +1112,7 @@ def _as_posts(new: Features, old: Features, near_duplicates: bool = True,
     distance = hamming(new.simhash, old.simhash)
     if near_duplicates and distance <= NEAR_DUPLICATE_BITS and min(new.text_words, old.text_words) >= MIN_TEXT_WORDS:
         return Match("near-duplicate-text", round(1 - distance / 64, 3))
-    if new.prices - old.prices and old.prices - new.prices and _own_price(new.prices, old.prices) and _own_price(
-            old.prices, new.prices):
+    if new.prices and old.prices and _own_price(new.prices, old.prices) and _own_price(old.prices, new.prices):
         return None  # each names a price the other does not: two offers ("Angebot der Woche: …", "9,99 € statt 13,99 €")
     common_prices = len(new.prices & old.prices)
     if not common_prices and distance > REWORDED_TEXT_BITS:
