@@ -48,6 +48,11 @@ MAX_OCCURRENCES = 20_000  # occurrences of one calendar in the window
 MAX_WARNINGS = 20  # warnings of one calendar; the rest are counted
 WIDEN_STEPS = 8  # see `_widen`
 _TIME_PROPERTIES = ("DTSTART", "DTEND", "RECURRENCE-ID", "EXDATE", "RDATE")
+# What an event has at most once (RFC 5545, 3.6.1); icalendar hands a repeated one over as a
+# list, on which everything that reads it would trip ("['Probe', 'Konzert']" as a title).
+_ONCE = ("CLASS", "CREATED", "DESCRIPTION", "DTSTART", "GEO", "LAST-MODIFIED", "LOCATION", "ORGANIZER",
+         "PRIORITY", "DTSTAMP", "SEQUENCE", "STATUS", "SUMMARY", "TRANSP", "UID", "URL", "RECURRENCE-ID",
+         "DTEND", "DURATION")
 _HINT = ("open the url in a browser: it must download an .ics file (in Google Calendar the "
          "'secret address in iCal format', in Nextcloud 'copy subscription link')")
 
@@ -109,11 +114,51 @@ def read_calendars(payload: bytes, days: tuple[date, date] | None = None
     try:
         found = icalendar.Calendar.from_ical(text, multiple=True)
     except ValueError as exc:
-        raise ParseError(f"the calendar cannot be read: {exc}", hint=_HINT) from exc
+        found = _read_repaired(text, exc, warnings)
     calendars = [c for c in found if c.name == "VCALENDAR"]
     if not calendars:
         raise ParseError("the document holds no VCALENDAR", hint=_HINT)
     return calendars, warnings, whole
+
+
+_CONTENT_LINE = re.compile(r"[A-Za-z0-9-]+[;:]")
+_VTIMEZONE = re.compile(r"^BEGIN:VTIMEZONE[ \t]*\n.*?^END:VTIMEZONE[ \t]*\n", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+
+
+def _read_repaired(text: str, problem: ValueError, warnings: list[str]) -> list[icalendar.Component]:
+    """A calendar icalendar refused as a whole, read again without what it tripped over: lines
+    that are no content line (a stray "X" between two events) and time zone definitions it
+    cannot read (an offset of "+5744"); their TZIDs are then read by name, as IANA zones or
+    as unknown. What is taken out is a warning; what still cannot be read, or a calendar with
+    no event left, is the calendar's error."""
+    lines = _TEXT_FOLD.sub("", text).split("\n")
+    junk = [line for line in lines if line.strip() and not _CONTENT_LINE.match(line)]
+    text = "\n".join(line for line in lines if not line.strip() or _CONTENT_LINE.match(line))
+    if junk:
+        shown = ", ".join(repr(line[:40]) for line in junk[:3])
+        warnings.append(f"ignored {len(junk)} line(s) that are no iCalendar content lines: {shown}")
+    for block in _VTIMEZONE.findall(text):
+        if (why := _unreadable(block)) is not None:
+            text = text.replace(block, "", 1)
+            tzid = next((line[5:] for line in block.split("\n") if line.upper().startswith("TZID:")), "?")
+            warnings.append(f"the time zone definition {tzid!r} cannot be read ({why}); "
+                            "read its times by the zone's name")
+    try:
+        found = icalendar.Calendar.from_ical(text, multiple=True)
+    except ValueError as exc:
+        raise ParseError(f"the calendar cannot be read: {problem}", hint=_HINT) from exc
+    if not any(c.walk("VEVENT") for c in found):  # nothing left worth the repair: the error says more
+        raise ParseError(f"the calendar cannot be read: {problem}", hint=_HINT) from problem
+    return found
+
+
+def _unreadable(vtimezone: str) -> str | None:
+    """Why icalendar cannot read this VTIMEZONE block, or None if it can."""
+    try:
+        icalendar.Calendar.from_ical(f"BEGIN:VCALENDAR\n{vtimezone}END:VCALENDAR\n")
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 _FOLD = re.compile(rb"\r?\n[ \t]|\r[ \t]")
@@ -290,9 +335,9 @@ class _Events:
                                    f"those times are read as local times in {zone_name}")
 
     def _keep(self, event: icalendar.Event) -> bool:
+        problems = _drop_broken(event) + _first_of_repeated(event)
         if str(event.get("CLASS", "")).upper() in ("PRIVATE", "CONFIDENTIAL"):
             return False  # the organiser keeps it to themselves: not for the town's listings
-        problems = _drop_broken(event)
         if "DTSTART" not in event:
             why = next((f"its {p.split('; ')[0]}" for p in problems if p.startswith("DTSTART")), "it has no DTSTART")
             self.result.warnings.append(f"skipped {_describe(event)}: {why}")
@@ -456,6 +501,17 @@ def _drop_broken(event: icalendar.Event) -> list[str]:
         if kept:
             event[name] = kept if len(kept) > 1 else kept[0]
     return [f"{name or 'a line'} cannot be read ({message}); ignored it" for name, message in event.errors]
+
+
+def _first_of_repeated(event: icalendar.Event) -> list[str]:
+    """A property that may occur once but occurs more often is read as its first value."""
+    problems = []
+    for name in _ONCE:
+        values = event.get(name)
+        if isinstance(values, list) and values:
+            event[name] = values[0]
+            problems.append(f"{name} appears {len(values)} times; read the first")
+    return problems
 
 
 def _describe(event: icalendar.Event) -> str:
