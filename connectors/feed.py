@@ -87,8 +87,13 @@ class FeedConnector:
         warnings = list(doc.warnings)
         base_url = _xml_base(view, got.url)
         items: dict[str, Item] = {}
+        shared = _shared_guids(doc.entries)
+        if shared:
+            warnings.append(f"{sum(_guid(e) in shared for e in doc.entries)} entries share their id with others "
+                            f"({', '.join(repr(g[:60]) for g in list(shared)[:3])}); named them by their links")
         for entry in doc.entries:
-            item = _entry_to_item(entry, source, base_url, opts.key, doc.language)
+            key = "none" if _guid(entry) in shared else opts.key
+            item = _entry_to_item(entry, source, base_url, key, doc.language)
             if item is None:
                 warnings.append("skipped an entry with neither id, link, title nor date")
             elif item.external_id in items:
@@ -375,12 +380,32 @@ def _title(raw: str) -> str:
     return text_only(raw) if ("<" in raw or "&" in raw) else " ".join(raw.split())
 
 
-def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | None:
-    """guid, else the normalized link, else a hash of title and date (either may be missing).
-    Never the body: an edited entry must stay the same item."""
+def _guid(entry: dict) -> str:
     guid = (entry.get("id") or "").strip()
     if guid and guid == (entry.get("link") or "").strip():
-        guid = ""  # fastfeedparser copies the link into a missing id; feedparser does not
+        return ""  # fastfeedparser copies the link into a missing id; feedparser does not
+    return guid
+
+
+def _shared_guids(entries: list[dict]) -> set[str]:
+    """The guids several entries of one feed carry: some feeds give every entry the same one
+    (a CMS's bug); it then names none of them."""
+    seen: set[str] = set()
+    shared = set()
+    for entry in entries:
+        guid = _guid(entry)
+        if guid in seen:
+            shared.add(guid)
+        seen.add(guid)
+    shared.discard("")
+    return shared
+
+
+def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | None:
+    """guid, else the normalized link, else a hash of title and date (either may be missing).
+    Never the body: an edited entry must stay the same item. `key`: "guid" (the guid first),
+    "link" (the link first) or "none" (a guid other entries share: not an id at all)."""
+    guid = "" if key == "none" else _guid(entry)
     if key == "guid" and guid:
         return guid
     if link:

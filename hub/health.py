@@ -179,6 +179,9 @@ _WARNINGS = [
     (re.compile(r"skipped an entry with neither id, link(,| nor) title", re.I),  # (older: "... nor title")
      "Ein Eintrag ohne Kennung, Link, Titel und Datum wurde übersprungen."),
     (re.compile(r"entry id .* appears twice", re.I), "Ein Eintrag kommt doppelt vor; der erste wurde genommen."),
+    (re.compile(r"entries share their id with others", re.I),
+     "Mehrere Einträge des Feeds tragen dieselbe Kennung (ein Fehler des Systems, das ihn schreibt); "
+     "der Hub unterscheidet sie an ihren Links."),
 ]
 
 

@@ -51,6 +51,18 @@ def test_states_of_working_sources():
     assert health.state_of(nothing, None, [], hourly, NOW) == "selectors"
 
 
+def test_the_feed_connector_s_warnings_about_entries_read_in_german():
+    """The warnings of recorded feeds (their expected files), as the cockpit shows them."""
+    feeds = Path(__file__).parent / "data" / "feeds"
+    warnings = {name: json.loads((feeds / name).read_text())["warnings"]
+                for name in ("rss20_shared_guid.expected.json", "keys.expected.json")}
+    assert [health.german_warning(w) for w in warnings["rss20_shared_guid.expected.json"]] == [
+        "Mehrere Einträge des Feeds tragen dieselbe Kennung (ein Fehler des Systems, das ihn schreibt); "
+        "der Hub unterscheidet sie an ihren Links."]
+    assert "Ein Eintrag kommt doppelt vor; der erste wurde genommen." in map(
+        health.german_warning, warnings["keys.expected.json"])
+
+
 @pytest.fixture(scope="module")
 def server():
     with FeedServer() as s:
