@@ -418,20 +418,24 @@ def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | N
     return None
 
 
-# A link that urlsplit and urlunsplit give back unchanged: scheme and host in lower case, no
-# fragment, nothing they would strip or drop (whitespace, an empty query).
-_PLAIN_LINK = re.compile(r"https?://[a-z0-9.-]+(?::[0-9]+)?(?:/[^?#\s]*)?(?:\?[^#\s]+)?")
+# A link that urlsplit and urlunsplit give back unchanged: scheme and host in lower case,
+# nothing they would strip or drop (whitespace, an empty query or fragment), and a fragment,
+# if any, that names a place on the page.
+_PLAIN_LINK = re.compile(r"https?://[a-z0-9.-]+(?::[0-9]+)?(?:/[^?#\s]*)?(?:\?[^#\s]+)?(?:#[^#=\s]+)?")
 
 
 def _normalized_link(link: str) -> str:
-    """The link as a key: fragment dropped, scheme and host lower-cased."""
+    """The link as a key: scheme and host lower-cased; its fragment kept where it names a
+    place on the page (TYPO3 and hand-made feeds link each entry to its anchor on one page,
+    "aktuelles.html#c1234"), dropped where it carries parameters ("#xtor=RSS-3208")."""
     if _PLAIN_LINK.fullmatch(link):  # most links; urlsplit would cost more than the rest of the key
         return link
     try:
         parts = urlsplit(link)
     except ValueError:  # "http://example.c[o.test/": a "[" that opens no IPv6 address
         return link.split("#", 1)[0]
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+    fragment = "" if "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, fragment))
 
 
 def _absolute_url(url: str | None, base_url: str) -> str | None:

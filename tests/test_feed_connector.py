@@ -49,14 +49,19 @@ def test_fast_path_and_feedparser_agree_on_identity(case):
 
 @pytest.mark.parametrize("link", ["https://m.example/a/b?x=1", "https://M.Example/a", "https://m.example/a#f",
                                   "https://m.example/a?", "https://m.example", "https://m.example:8080//a?b?c",
-                                  "https://user@m.example/a", "https://m.example/a b", "http://m.example/a\t"])
+                                  "https://user@m.example/a", "https://m.example/a b", "http://m.example/a\t",
+                                  "https://m.example/a#", "https://m.example/a#xtor=RSS-3208", "https://m.example/a#c1#c2",
+                                  "https://M.example/a#c12", "https://m.example/a?b=1#a=b&c"])
 def test_normalized_link_is_what_urlsplit_gives(link):
+    """Scheme and host lower-cased; the fragment kept unless it carries parameters."""
     from urllib.parse import urlsplit, urlunsplit
 
     from connectors.feed import _normalized_link
 
     parts = urlsplit(link)
-    assert _normalized_link(link) == urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+    fragment = "" if "=" in parts.fragment else parts.fragment
+    assert _normalized_link(link) == urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query,
+                                                 fragment))
 
 
 def test_urls_urllib_refuses_cost_no_entry():
