@@ -189,7 +189,7 @@ _BUSINESS_HINTS = ("business", "organization", "store", "shop", "restaurant", "c
 # Where items sit inside containers (lists, pages, feeds, a business's own programme).
 _CONTAINED = ("@graph", "itemListElement", "item", "mainEntity", "hasPart", "blogPost", "dataFeedElement",
               "event", "events", "subEvent", "subEvents", "makesOffer", "hasOfferCatalog", "offers",
-              "itemOffered", "about")
+              "itemOffered", "about", "hasCourseInstance")
 
 
 def _local_types(node: dict) -> list[str]:
@@ -249,12 +249,13 @@ class _Reader:
             return self.ids.get(value["@id"], value)
         return value
 
-    def _walk(self, value: Any, syntax: str, depth: int, top: bool = False) -> None:
+    def _walk(self, value: Any, syntax: str, depth: int, top: bool = False, course: dict | None = None) -> None:
+        """`course`: the Course whose `hasCourseInstance` `value` is (its dates are events)."""
         if depth > MAX_DEPTH or self.seen > MAX_NODES:
             return
         if isinstance(value, list):
             for v in value:
-                self._walk(v, syntax, depth + 1, top)
+                self._walk(v, syntax, depth + 1, top, course)
             return
         node = self.resolve(value)
         if not isinstance(node, dict):
@@ -265,7 +266,7 @@ class _Reader:
         if kind is not None:
             if id(node) not in self.taken:
                 self.taken.add(id(node))
-                if (found := self._item(node, kind, types, syntax)) is not None:
+                if (found := self._item(node, kind, types, syntax, course)) is not None:
                     self.out.items.append(found)
             if kind is not Kind.EVENT or not node.get("subEvent"):
                 return  # an item's offers, location and author are its own, not more items
@@ -273,12 +274,15 @@ class _Reader:
             self.out.business = self._business(node, syntax)
         for key in _CONTAINED:
             if key in node:
-                self._walk(node[key], syntax, depth + 1, top=key == "@graph" and top)
+                self._walk(node[key], syntax, depth + 1, top=key == "@graph" and top,
+                           course=node if key == "hasCourseInstance" else None)
 
     # --- items
 
-    def _item(self, node: dict, kind: Kind, types: list[str], syntax: str) -> Found | None:
+    def _item(self, node: dict, kind: Kind, types: list[str], syntax: str, course: dict | None = None) -> Found | None:
         found = Found(self.page.url, kind)
+        if course:  # a course's dates (a Volkshochschule's) have its name, text and price, not their own
+            node = {**course, **node}
         if "offer" in types or "aggregateoffer" in types:
             self._offer_fields(found, node, self.resolve(first(node, "itemOffered")), syntax)
         else:

@@ -134,6 +134,7 @@ CASES = {
     "hostile-plain": Case("hostile-plain.html", {"items": "article.aktion", "kind": "event",
                                                  "fields": {"date": ".wann", "summary": ".text"}}),
     "rdfa-events": Case("rdfa-events.html", {}),
+    "vhs-kurse": Case("vhs-kurse.html", {}),
 }
 
 
