@@ -135,6 +135,7 @@ CASES = {
                                                  "fields": {"date": ".wann", "summary": ".text"}}),
     "rdfa-events": Case("rdfa-events.html", {}),
     "vhs-kurse": Case("vhs-kurse.html", {}),
+    "heimatverein-divs": Case("heimatverein-divs.html", {}),
 }
 
 
