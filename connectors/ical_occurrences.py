@@ -161,8 +161,8 @@ def _unreadable(vtimezone: str) -> str | None:
     return None
 
 
-_FOLD = re.compile(rb"\r?\n[ \t]|\r[ \t]")
-_TEXT_FOLD = re.compile(r"\n[ \t]")
+_FOLD = re.compile(rb"(?:\r?\n|\r)+[ \t]")  # (blank lines before a continuation: old Mozilla exports)
+_TEXT_FOLD = re.compile(r"\n+[ \t]")
 _VEVENT = re.compile(r"^BEGIN:VEVENT[ \t]*\n.*?^END:VEVENT[ \t]*\n", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 _REPEATS = re.compile(r"^(?:RRULE|RDATE|EXRULE|RECURRENCE-ID|DURATION)[;:]", re.IGNORECASE | re.MULTILINE)
 _DAY_OF = {name: re.compile(rf"^{name}(?:;[^\n]*)?:(\d{{4}})(\d{{2}})(\d{{2}})", re.IGNORECASE | re.MULTILINE)

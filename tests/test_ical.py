@@ -216,7 +216,9 @@ def test_line_endings_folding_and_encodings_read_alike():
              "Groß und Klein\r\nLOCATION:Schulhof")
     crlf = calendar(event)
     variants = {"crlf": crlf, "lf": crlf.replace(b"\r\n", b"\n"), "cr": crlf.replace(b"\r\n", b"\r"),
-                "bom": b"\xef\xbb\xbf" + crlf, "utf16": crlf.decode().encode("utf-16")}
+                "bom": b"\xef\xbb\xbf" + crlf, "utf16": crlf.decode().encode("utf-16"),
+                # an old Mozilla export: every value on a continuation line after a blank one
+                "mozilla": crlf.replace(b":", b"\r\n\r\n :").replace(b"SUMMARY\r\n\r\n :", b"SUMMARY:")}
     for name, payload in variants.items():
         parsed = parse(payload)
         assert [(i.title, i.event.location) for i in parsed.items] == [("Flohmarkt für Groß und Klein", "Schulhof")], name
