@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import feedparser
 from fastfeedparser import parse as fastfeedparser_parse
-from fastfeedparser.main import _parse_date as fastfeedparser_date  # to spot its guessed dates
 from pydantic import field_validator
 
-from connectors import websub
+from connectors import feed_dates, websub
 from connectors.base import ConnectorOptions
 from hub.errors import ParseError
 from hub.models import FetchState, Item, Media, Parsed, Retrieved, SourceRef
@@ -49,6 +48,7 @@ _HREF = re.compile(r"href=[\"']([^\"']+)[\"']", re.I)
 # per entry. Marked absent once, the import fails at once (None in sys.modules: Python's way).
 if importlib.util.find_spec("dateparser") is None:
     sys.modules.setdefault("dateparser", None)  # type: ignore[arg-type]
+feed_dates.install()  # German zone names, "+01:00", "Mo, ...", "Dez": see connectors/feed_dates.py
 
 
 class FeedOptions(ConnectorOptions):
@@ -254,7 +254,7 @@ def _drop_guessed_date(entry: dict) -> dict:
     guid = entry.get("id") or ""
     if not guid or guid.startswith(("http://", "https://")) or not entry.get("published"):
         return entry
-    guess = fastfeedparser_date(guid)
+    guess = feed_dates.parse(guid)
     if guess != entry["published"]:
         return entry
     return {k: v for k, v in entry.items() if not (k in ("published", "updated") and v == guess)}
@@ -292,6 +292,10 @@ def _from_feedparser(entry: Any) -> dict:
     """feedparser's entry in the shape fastfeedparser uses (ISO dates, content list)."""
     out = dict(entry)
     for name in ("published", "updated"):
+        raw = dict.get(entry, name)
+        if isinstance(raw, str) and feed_dates.normalized(raw) != raw:  # a form feedparser misreads
+            out[name] = feed_dates.parse(raw)
+            continue
         parsed = dict.get(entry, f"{name}_parsed")  # entry.get("updated_parsed") falls back to published
         out[name] = (datetime.fromtimestamp(calendar.timegm(parsed), timezone.utc).isoformat()
                      if parsed else None)
