@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from zoneinfo import ZoneInfo
 
 import feedparser
 from fastfeedparser import parse as fastfeedparser_parse
@@ -293,8 +294,8 @@ def _from_feedparser(entry: Any) -> dict:
     out = dict(entry)
     for name in ("published", "updated"):
         raw = dict.get(entry, name)
-        if isinstance(raw, str) and feed_dates.normalized(raw) != raw:  # a form feedparser misreads
-            out[name] = feed_dates.parse(raw)
+        if isinstance(raw, str) and (feed_dates.normalized(raw) != raw or feed_dates.floating(raw)):
+            out[name] = feed_dates.parse(raw)  # a form feedparser misreads, or a local time
             continue
         parsed = dict.get(entry, f"{name}_parsed")  # entry.get("updated_parsed") falls back to published
         out[name] = (datetime.fromtimestamp(calendar.timegm(parsed), timezone.utc).isoformat()
@@ -353,7 +354,7 @@ def _entry_to_item(entry: dict, source: SourceRef, base_url: str, key: str,
                    feed_language: str | None) -> Item | None:
     link = _absolute_url(_link_of(entry), base_url)
     title = _title(entry.get("title") or "")
-    published = _date(entry.get("published")) or _date(entry.get("updated"))
+    published = _date(entry.get("published"), source.timezone) or _date(entry.get("updated"), source.timezone)
     external_id = _external_id(entry, link, title, key)
     if external_id is None:
         return None
@@ -375,7 +376,7 @@ def _entry_to_item(entry: dict, source: SourceRef, base_url: str, key: str,
         tags=tuple(_tags_of(entry)),
         language=entry.get("language") or source.language or feed_language,
         published=published,
-        updated=_date(entry.get("updated")),
+        updated=_date(entry.get("updated"), source.timezone),
         origin_url=strip_tracking(base_url),
     )
 
@@ -553,7 +554,8 @@ def _tags_of(entry: dict) -> list[str]:
     return tags
 
 
-def _date(value: Any) -> datetime | None:
+def _date(value: Any, zone: str) -> datetime | None:
+    """The moment, in UTC; a time without a zone (`feed_dates.floating`) is one in `zone`."""
     if not value:
         return None
     if isinstance(value, datetime):
@@ -568,7 +570,7 @@ def _date(value: Any) -> datetime | None:
             except (TypeError, ValueError):
                 return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=ZoneInfo(zone))
     return dt.astimezone(timezone.utc)
 
 

@@ -15,6 +15,11 @@ what German feeds write now and then (checked against feedparser's own date test
 `normalized` rewrites these into RFC 822 with a numeric offset (or a whole ISO date); other
 dates are left as they are. `parse` is fastfeedparser's parser on the rewritten date, the
 one both paths use for such dates (see `connectors.feed`).
+
+A date without a zone ("2026-11-30 10:00:00", as a script writes its server's clock) is a
+local time: `parse` gives it without an offset, and the connector places it in the
+source's zone (the platform's), as the calendar connector does; the parsers would read it
+as UTC, an hour or two off for a German town.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ _ENGLISH_DAYS = frozenset("mon tue wed thu fri sat sun".split())
 _PARTIAL_ISO = re.compile(r"(\d{4})(?:-(\d{2}))?")
 _DIGITS = re.compile(r"[\d-]+")  # "013", "03-12-31": dateutil completes them with today's year, month or day
 _WHOLE_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+_ISO_FLOATING = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?")
 _original = fastfeedparser.main._parse_date
 
 
@@ -66,9 +72,24 @@ def normalized(raw: str) -> str:
     return f"{int(day):02d} {english} {year} {clock.zfill(8)} {zone}".rstrip()
 
 
+def floating(raw: str) -> bool:
+    """Whether the date names no zone (a local time)."""
+    text = raw.strip()
+    if _ISO_FLOATING.fullmatch(text):
+        return True
+    match = _RFC822ISH.fullmatch(text)
+    return match is not None and match.group(6) is None and match.group(7) is None
+
+
 def parse(raw: str | None) -> str | None:
-    """fastfeedparser's reading (an ISO 8601 string in UTC) of the date, rewritten first."""
-    return _original(normalized(raw)) if raw else _original(raw)
+    """fastfeedparser's reading of the date, rewritten first: an ISO 8601 string in UTC, or
+    without an offset for a date that names no zone (`floating`)."""
+    if not raw:
+        return _original(raw)
+    iso = _original(normalized(raw))
+    if iso and iso.endswith("+00:00") and floating(raw):
+        return iso[:-6]  # its wall clock, as the parser read it (as UTC)
+    return iso
 
 
 def install() -> None:

@@ -1,6 +1,7 @@
 """Feed dates as German feeds write them (connectors/feed_dates.py), read alike by both parse
 paths: the fast one (fastfeedparser, which reads them through `feed_dates.parse`) and
-feedparser's, which a feed takes once it turns malformed."""
+feedparser's, which a feed takes once it turns malformed. A time without a zone is one of
+the source's zone (feedcases.SOURCE: Europe/Berlin, the default)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ CASES = [  # as written, and the moment it names (None: no date)
     ("2026-11", datetime(2026, 11, 1, tzinfo=UTC)),
     ("2026", datetime(2026, 1, 1, tzinfo=UTC)),
     ("013", None),
+    # no zone: a local time of the source's zone (Europe/Berlin), winter and summer
+    ("2026-11-30 10:00:00", datetime(2026, 11, 30, 9, 0, tzinfo=UTC)),
+    ("2026-07-01T10:00", datetime(2026, 7, 1, 8, 0, tzinfo=UTC)),
+    ("2026-11-30", datetime(2026, 11, 29, 23, 0, tzinfo=UTC)),
+    ("Mon, 30 Nov 2026 10:00:00", datetime(2026, 11, 30, 9, 0, tzinfo=UTC)),
+    ("2026-11-30T10:00:00Z", datetime(2026, 11, 30, 10, 0, tzinfo=UTC)),
 ]
 
 
