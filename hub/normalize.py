@@ -93,6 +93,8 @@ PAIR_DISTANCE = 40  # characters between a date and its time ("5. Dezember 2026,
 _PERIOD_BEFORE = re.compile(r"\b(?:ab|bis|seit|vom|von|from|until|till|since)\s+(?:dem\s+|den\s+|the\s+)?"
                             r"(?:[^\W\d_]+\.?,?\s+)?$", re.I)
 _PERIOD_AFTER = re.compile(r"\s*(?:bis|–|-|to|until)\s*\d", re.I)
+# The first day of a range that names its month once: the "14." of "14.–16. März", "vom 2. bis 7. November"
+_RANGE_START = re.compile(r"(?<![\d.,:])(\d{1,2})\.?\s*(?:-|–|—|bis(?:\s+zum)?)\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ def find_dates(text: str, reference: date, english: bool = False) -> list[DateMe
     for pos, end_pos, day in dates:
         start, end = _time_near(times, pos, end_pos)
         bounded = bool(_PERIOD_BEFORE.search(text, max(0, pos - 24), pos) or _PERIOD_AFTER.match(text, end_pos))
+        opener = _RANGE_START.search(text, max(0, pos - 16), pos)
+        if opener is not None and 1 <= int(opener.group(1)) < day.day:
+            mentions.append(DateMention(day.replace(day=int(opener.group(1))), start, end, opener.start(), True))
+            bounded = True
         mentions.append(DateMention(day, start, end, pos, bounded))
     return mentions
 

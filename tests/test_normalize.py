@@ -64,6 +64,7 @@ def test_a_post_that_announces_an_event_becomes_one(item, start, all_day):
     post("Danke für den Martinsumzug am 11. November!"),  # in the past
     post("Neue Öffnungszeiten ab 4. November", "Samstags von 8 bis 14 Uhr."),  # a period
     post("Filiale vom 2. bis 7. Dezember geschlossen"),  # a period
+    post("Weihnachtsmarkt 11.–13. Dezember auf dem Marktplatz"),  # a period, its month named once
     post("Vorlesestunde: jeden Mittwoch um 16 Uhr", "Ab 2. Dezember 2026."),  # recurring
     post("Sperrmüll", "Abholung am 1.12., 8.12. und 15.12.2026 ab 7 Uhr."),  # a list of dates
     post("Lebkuchen im Angebot am Marktplatz", "Ab Samstag, 21. November 2026."),  # no time, no event word

@@ -9,7 +9,7 @@ import asyncio
 import gzip
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -363,6 +363,22 @@ def test_dates_as_people_write_them(text, start, all_day):
     when = read_when(text, BERLIN, datetime(2026, 12, 20, 10, tzinfo=BERLIN))
     assert when.start.astimezone(BERLIN).replace(tzinfo=None) == datetime.fromisoformat(start)
     assert when.all_day is all_day
+
+
+@pytest.mark.parametrize("text, first, last", [
+    ("vom 11. bis 13. Dezember", "2026-12-11", "2026-12-13"),
+    ("14.–16. März 2027", "2027-03-14", "2027-03-16"),
+    ("14. bis 16. März 2027", "2027-03-14", "2027-03-16"),
+    ("11.–13.12.2026", "2026-12-11", "2026-12-13"),
+    ("11.12. bis 13.12.2026", "2026-12-11", "2026-12-13"),
+])
+def test_a_period_that_names_its_month_once_starts_on_its_first_day(text, first, last):
+    """A Weihnachtsmarkt "11.–13. Dezember" begins on the 11th (it was read as the 13th)."""
+    from connectors.website_dates import read_when
+
+    when = read_when(text, BERLIN, datetime(2026, 12, 1, 10, tzinfo=BERLIN))
+    assert when.all_day and when.start.date() == date.fromisoformat(first)
+    assert when.end.date() == date.fromisoformat(last) + timedelta(days=1)  # exclusive, as DTEND
 
 
 def test_a_date_without_a_year_is_the_next_one_after_the_fetch_not_today():
