@@ -90,8 +90,9 @@ class FeedConnector:
         items: dict[str, Item] = {}
         shared = _shared_guids(doc.entries)
         if shared:
+            ids = ", ".join(repr(g[:60]) for g in list(shared)[:3])
             warnings.append(f"{sum(_guid(e) in shared for e in doc.entries)} entries share their id with others "
-                            f"({', '.join(repr(g[:60]) for g in list(shared)[:3])}); named them by their links")
+                            f"({ids}); named them by their links, else by title and date")
         for entry in doc.entries:
             key = "none" if _guid(entry) in shared else opts.key
             item = _entry_to_item(entry, source, base_url, key, doc.language)
