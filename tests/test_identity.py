@@ -446,6 +446,31 @@ def test_placing_a_post_matches_a_bounded_number_of_candidates_whatever_the_merc
         assert conn.execute(select(func.count()).select_from(tables.IdentityCommonKeyRow)).scalar() == 0
 
 
+def test_a_post_that_links_to_a_page_several_items_share_joins_the_one_its_text_is_about(store):
+    """A town hall's feed links each notice to its anchor on one news page; its Facebook post
+    links to the page. The URL matches both notices alike: the text decides."""
+    store.sync_sources([SourceSpec("rss", "gemeinde", "feed"), SourceSpec("fb", "gemeinde", "feed")])
+    page = "https://gemeinde.example/aktuelles.html"
+
+    def notice(source: str, key: str, title: str, text: str, url: str, hours: int) -> Item:
+        return Item(source, key, "gemeinde", title=title, content_html=f"<p>{text}</p>", content_text=text, url=url,
+                    published=T0 + timedelta(hours=hours))
+
+    store.apply([fetched("rss", notice("rss", "c1287", "Sperrung der Brückenstraße", "Vom 23. bis 27. November "
+                                       "ist die Brückenstraße wegen Kanalarbeiten voll gesperrt. Die Umleitung führt "
+                                       "über die Schulstraße.", page + "#c1287", 1),
+                         notice("rss", "c1281", "Grünschnittannahme im Winter", "Im Winter nimmt der Bauhof "
+                                "Grünschnitt samstags von 9 bis 12 Uhr an. Bitte nur unbehandeltes Holz und "
+                                "Laub bringen.", page + "#c1281", 0), hours=2)])
+    store.apply([fetched("fb", notice("fb", "p1", "Grünschnitt im Winter", "Ab sofort nimmt der Bauhof im Winter "
+                                      "Grünschnitt nur samstags von 9 bis 12 Uhr an. Bitte nur unbehandeltes Holz "
+                                      "und Laub bringen!", page, 3), hours=3)])
+    joined = {o.item.external_id: r for r in store.records.list(status=None, removed=True, expired=True)
+              for o in r.origins}
+    assert {o.item.external_id for o in joined["p1"].origins} == {"c1281", "p1"}
+    assert [o.item.external_id for o in joined["c1287"].origins] == ["c1287"]
+
+
 NEAR_COPY = "Der Kinderflohmarkt im Gemeindehaus beginnt am Samstag um 10 Uhr, Standgebühr 5 Euro, Kuchenbuffet inklusive."
 
 

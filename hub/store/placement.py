@@ -44,8 +44,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub import moderation
-from hub.identity import (POST_WINDOW, Features, Match, Words, confirm, event_keys, features, has_details, index_keys,
-                          match, reads_texts, sequence, text_dates, word_keys)
+from hub.identity import (POST_WINDOW, Features, Match, Words, confirm, event_keys, features, hamming, has_details,
+                          index_keys, match, reads_texts, sequence, text_dates, word_keys)
 from hub.models import Item
 from hub.records import Origin, canonical, diff, kind_of, snapshot
 import hub.store.ledger as ledger
@@ -236,11 +236,11 @@ class Placement:
                 if common is None:
                     common = self._common_title_words(f)
                 m = match(f, cand.features, common) if common else m
-            if m is not None:
-                found.append((m.score, -_record_order(cand.record), cand, m))
-        found.sort(key=lambda t: t[:2], reverse=True)
-        self._load_texts([cand.item_id for _, _, cand, m in found if reads_texts(m, f, cand.features)])
-        for _, _, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
+            if m is not None:  # equal matches: the closest text, then the oldest record
+                found.append((m.score, -hamming(f.simhash, cand.features.simhash), -_record_order(cand.record), cand, m))
+        found.sort(key=lambda t: t[:3], reverse=True)
+        self._load_texts([cand.item_id for *_, cand, m in found if reads_texts(m, f, cand.features)])
+        for *_, cand, m in found:  # the best match its texts confirm (hub.identity.confirm)
             if m.rule == "same-details" and not has_details(f, cand.features, self._dates(item_id),
                                                             self._dates(cand.item_id)):
                 continue  # most of them: no need to compare their words
