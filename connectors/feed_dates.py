@@ -28,6 +28,8 @@ import re
 
 import fastfeedparser.main
 
+from hub.normalize import MONTHS
+
 _ZONES = {  # zone names and their offsets; the US ones as RFC 822 (and feedparser) read them
     "MEZ": "+0100", "MET": "+0100", "CET": "+0100", "MESZ": "+0200", "MEST": "+0200", "CEST": "+0200",
     "WEZ": "+0000", "WET": "+0000", "WESZ": "+0100", "WEST": "+0100", "BST": "+0100",
@@ -36,9 +38,7 @@ _ZONES = {  # zone names and their offsets; the US ones as RFC 822 (and feedpars
     "PST": "-0800", "PDT": "-0700", "AST": "-0400", "ADT": "-0300",
     "AT": "-0400", "ET": "-0500", "CT": "-0600", "MT": "-0700", "PT": "-0800",
 }
-_MONTHS = {"jan": "Jan", "feb": "Feb", "mär": "Mar", "mae": "Mar", "mrz": "Mar", "mar": "Mar", "apr": "Apr",
-           "mai": "May", "may": "May", "jun": "Jun", "jul": "Jul", "aug": "Aug", "sep": "Sep", "okt": "Oct",
-           "oct": "Oct", "nov": "Nov", "dez": "Dec", "dec": "Dec"}
+_ENGLISH_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # An RFC 822 date as written by hand: an optional weekday in any language, the day, a month
 # name (German or English, abbreviated or not), the year, the time, and a zone name or offset.
 _RFC822ISH = re.compile(
@@ -63,7 +63,7 @@ def normalized(raw: str) -> str:
     if match is None:
         return raw
     weekday, day, month, year, clock, offset, name = match.groups()
-    english = _MONTHS.get(month[:3].lower())
+    english = _ENGLISH_MONTHS[MONTHS.get(month.lower(), 0)] or None
     zone = offset.replace(":", "") if offset else _ZONES.get(name.upper(), name) if name else ""
     if english is None or (month[:3] == english and (weekday is None or weekday.lower() in _ENGLISH_DAYS)
                            and zone == (offset or name or "")):

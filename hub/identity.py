@@ -81,6 +81,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from hub.models import Item
+from hub.normalize import RANGE_START
 from hub.sanitize import TRACKING_PARAMS
 
 SAME_START = timedelta(minutes=15)
@@ -627,7 +628,6 @@ _MONTHS = {"januar": 1, "jan": 1, "februar": 2, "feb": 2, "märz": 3, "maerz": 3
            "september": 9, "sept": 9, "sep": 9, "oktober": 10, "okt": 10, "november": 11, "nov": 11,
            "dezember": 12, "dez": 12}
 _DATE_AFTER_DAY = re.compile(r"\.\s*(?:(\d{1,2})\.|([a-zä]{3,9}))")  # from the dot of "28.": "11." or "november"
-_RANGE_BEFORE = re.compile(r"(?<![\d.,])(\d{1,2})\.?\s*(?:-|–|bis(?:\s+zum)?)\s*$")  # the 7 of "7. bis 11. Dez."
 _DIGITS = "0123456789"
 
 
@@ -650,7 +650,7 @@ def dates(text: str) -> frozenset[tuple[int, int]]:
                     found.add(_day(int(text[start:at]), month))
                     before = lowered[max(0, start - 16):start]
                     if "bis" in before or "-" in before or "–" in before:
-                        first = _RANGE_BEFORE.search(before)
+                        first = RANGE_START.search(before)  # the 7 of "7. bis 11. Dez."
                         if first:
                             found.add(_day(int(first[1]), month))
         at = text.find(".", at + 1)

@@ -62,9 +62,9 @@ def _words(text: str) -> list[str]:
 
 # --- dates ---------------------------------------------------------------------------------
 
-_MONTHS = {
+MONTHS = {  # German and English month names and abbreviations, lower-cased
     "jan": 1, "januar": 1, "january": 1, "jänner": 1, "feb": 2, "februar": 2, "february": 2,
-    "mär": 3, "märz": 3, "maerz": 3, "mar": 3, "march": 3, "apr": 4, "april": 4, "mai": 5, "may": 5,
+    "mär": 3, "märz": 3, "maerz": 3, "mrz": 3, "mar": 3, "march": 3, "apr": 4, "april": 4, "mai": 5, "may": 5,
     "jun": 6, "juni": 6, "june": 6, "jul": 7, "juli": 7, "july": 7, "aug": 8, "august": 8,
     "sep": 9, "sept": 9, "september": 9, "okt": 10, "oktober": 10, "oct": 10, "october": 10,
     "nov": 11, "november": 11, "dez": 12, "dezember": 12, "dec": 12, "december": 12,
@@ -72,7 +72,7 @@ _MONTHS = {
 # One pass per kind of thing: the regex engine pays per position scanned, so all date
 # shapes that start with a digit share one pattern (led by `\b(?=[0-9])`, which lets the
 # engine skip ahead to digits: ~4x faster), and month names are matched as any word
-# and looked up in _MONTHS (a 40-way alternation tried at every position is several times
+# and looked up in MONTHS (a 40-way alternation tried at every position is several times
 # slower). English month-first dates ("Dec 5") get their own pass, for English texts only.
 _DATE = re.compile(r"""\b(?=[0-9])(?<![\d.])(?:
       (?P<iy>\d{4})-(?P<im>\d{2})-(?P<id>\d{2})\b                     # 2026-12-05
@@ -94,7 +94,8 @@ _PERIOD_BEFORE = re.compile(r"\b(?:ab|bis|seit|vom|von|from|until|till|since)\s+
                             r"(?:[^\W\d_]+\.?,?\s+)?$", re.I)
 _PERIOD_AFTER = re.compile(r"\s*(?:bis|–|-|to|until)\s*\d", re.I)
 # The first day of a range that names its month once: the "14." of "14.–16. März", "vom 2. bis 7. November"
-_RANGE_START = re.compile(r"(?<![\d.,:])(\d{1,2})\.?\s*(?:-|–|—|bis(?:\s+zum)?)\s*$", re.I)
+# (what precedes the range's last day; also read by `hub.identity.dates`)
+RANGE_START = re.compile(r"(?<![\d.,:])(\d{1,2})\.?\s*(?:-|–|—|bis(?:\s+zum)?)\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def find_dates(text: str, reference: date, english: bool = False) -> list[DateMe
     for pos, end_pos, day in dates:
         start, end = _time_near(times, pos, end_pos)
         bounded = bool(_PERIOD_BEFORE.search(text, max(0, pos - 24), pos) or _PERIOD_AFTER.match(text, end_pos))
-        opener = _RANGE_START.search(text, max(0, pos - 16), pos)
+        opener = RANGE_START.search(text, max(0, pos - 16), pos)
         if opener is not None and 1 <= int(opener.group(1)) < day.day:
             mentions.append(DateMention(day.replace(day=int(opener.group(1))), start, end, opener.start(), True))
             bounded = True
@@ -159,7 +160,7 @@ def _to_date(m: re.Match, reference: date) -> date | None:
         return _valid_date(int(g["iy"]), int(g["im"]), int(g["id"]), reference)
     if g.get("nd"):
         return _valid_date(_year(g["ny"]), int(g["nm"]), int(g["nd"]), reference)
-    month = _MONTHS.get(g["wm"].lower(), 0)
+    month = MONTHS.get(g["wm"].lower(), 0)
     return _valid_date(_year(g["wy"]), month, int(g["wd"]), reference) if month else None
 
 
