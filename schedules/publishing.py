@@ -5,7 +5,8 @@ created, changed or removed (`hub.store.ledger.announce`, in the record's own tr
 A run of a channel takes the channel's lease (two processes never run one channel at once),
 claims the rows that are due under a lease of their own, decides for each what the channel
 must do (create, update or delete its copy, or nothing: unchanged, not shown, the channel
-cannot), calls the publisher and records the outcome:
+cannot), renews the leases of the rows still its own (a run slowed past its lease leaves
+what another run took up to it), calls the publisher and records the outcome:
 
 - sent: the channel confirmed; its id for the copy is kept, so an update edits it and a
   removal deletes it;
@@ -199,12 +200,26 @@ class ChannelPublisher:
         for job in jobs:
             if job.action == "skip":
                 await run.done(job, None)
+        sending, deadline = await self._still_held(channel, [j for j in jobs if j.action != "skip"])
         if is_record_publisher(publisher):
-            deadline = now + self.settings.schedule.lease * 0.8  # the rest is given back before the lease ends
-            await self._send(channel, publisher, caps, [j for j in jobs if j.action != "skip"], run, deadline)
+            await self._send(channel, publisher, caps, sending, run, deadline)
         else:
-            await self._send_legacy(channel, publisher, [j for j in jobs if j.action != "skip"], run)
+            await self._send_legacy(channel, publisher, sending, run)
         return await run.close(state, now)
+
+    async def _still_held(self, channel: ChannelConfig, jobs: list[Job]) -> tuple[list[Job], datetime]:
+        """The jobs whose rows this run still holds, their leases (and the channel's) renewed
+        from now, and the time by which the last of them must have started: the rest is
+        given back before the leases end. A run slowed down past its lease (a loaded
+        machine, a slow database) may have lost rows to another run, which sends them."""
+        now = self.clock.now()
+        until = now + self.settings.schedule.lease
+        await asyncio.to_thread(self.plans.extend_channel, channel.id, self.owner, until)
+        held = await asyncio.to_thread(self.ledger.renew, self.owner, [j.row.id for j in jobs], until)
+        if len(held) < len(jobs):
+            log.warning("channel %s: another run took up %d deliveries while this one was slow; they are left to it",
+                        channel.id, len(jobs) - len(held))
+        return [j for j in jobs if j.row.id in held], now + self.settings.schedule.lease * 0.8
 
     def _budget(self, channel: ChannelConfig, caps: Capabilities, state: ChannelState, now: datetime) -> int:
         """Deliveries this run may start: the batch, the pace's slots, the channel's own limit."""

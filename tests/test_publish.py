@@ -113,6 +113,33 @@ async def test_a_failed_delivery_is_retried_and_a_crashed_runs_items_come_back(s
     assert len(lines_of(blocker / "archiv.jsonl")) == 6
 
 
+async def test_a_run_slowed_past_its_lease_leaves_what_another_run_took_up_to_it(server, tmp_path, db_url, caplog):
+    out = tmp_path / "archiv.jsonl"
+    channel = f"  - {{id: archiv, renderer: jsonlines, path: '{out}'}}"
+    path = write_config(tmp_path / "c.yaml", urls(server), store_url=db_url, channels=channel,
+                        fetcher=", host_spacing: 0")
+    clock = ManualClock()
+    async with town(path, clock, "langsam") as slow, town(path, clock, "flink") as quick:
+        clock.advance(1)
+        await slow.fetch_due()
+        loop = asyncio.get_running_loop()
+        jobs = slow.publisher._jobs
+
+        def stalled(*args):
+            """`langsam` has claimed the deliveries; it stalls past its lease, and `flink` runs."""
+            found = jobs(*args)
+            clock.advance(slow.settings.schedule.lease.total_seconds() + 1)
+            [report] = asyncio.run_coroutine_threadsafe(quick.publisher.publish(), loop).result(30)
+            assert (report.status, report.sent) == ("published", 6)
+            return found
+
+        slow.publisher._jobs = stalled
+        [report] = await slow.publisher.publish()
+    assert report.sent == 0
+    assert "another run took up 6 deliveries" in caplog.text
+    assert sorted(r["item"]["external_id"] for r in lines_of(out)) == [f"m{i}-{j}" for i in range(3) for j in range(2)]
+
+
 def hub(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hub", *args], cwd=cwd, capture_output=True, text=True,
                           env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

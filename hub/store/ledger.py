@@ -412,6 +412,18 @@ class LedgerStore:
             rows = conn.execute(statement).all()
         return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
+    def renew(self, owner: str, row_ids: Collection[int], until: datetime) -> set[int]:
+        """Extend the lease of the claimed rows that are still this run's, just before they go
+        out; returns their ids. A run slowed down past its lease (a loaded machine) may have
+        lost some to another run, which sends them: this run must not send them too."""
+        if not row_ids:
+            return set()
+        statement = (update(LEDGER).where(LEDGER.c.id.in_(list(row_ids)), LEDGER.c.status == "sending",
+                                          LEDGER.c.lease_owner == owner)
+                     .values(lease_until=until).returning(LEDGER.c.id))
+        with self.engine.begin() as conn:
+            return set(conn.execute(statement).scalars())
+
     def peek(self, channel_id: str, now: datetime, limit: int) -> list[Claimed]:
         """What `claim` would take now, untouched (a dry run)."""
         with self.engine.connect() as conn:
