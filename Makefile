@@ -38,18 +38,19 @@ run: setup
 
 # The suite runs twice: today, and with every test's clock a year ahead (--clock-ahead), so
 # nothing passes only because of the day it runs on. Four workers on two cores: many tests
-# wait on servers and processes; idle workers take tests from busy ones (worksteal), so one
-# long file does not hold up the end. The second run leaves out what repeats the first on
-# another axis than the date: PostgreSQL (the same code as SQLite), the browser (the pages'
-# dates are checked without it), the tests that start and kill processes, and those with no
-# dates in or out (marked `timeless`).
+# wait on servers and processes. Each worker takes one test at a time from a common queue
+# (--dist load --maxschedchunk 1) whose head holds the long crash tests (tests/conftest.py),
+# so they run beside the short ones, not alone at the end. The second run leaves out what
+# repeats the first on another axis than the date: PostgreSQL (the same code as SQLite), the
+# browser (the pages' dates are checked without it), the tests that start and kill
+# processes, and those whose dates, if any, are relative to now (marked `timeless`).
 # Compiled modules are kept (__pycache__, ignored by git) even where the environment says
 # not to write them: the suite starts some hundred Python processes, and each would compile
 # the hub's modules and the tests' rewritten asserts again.
 test: export PYTHONDONTWRITEBYTECODE =
 test: setup chromium
-	$(BIN)/python -m pytest -n 4 --dist worksteal
-	$(BIN)/python -m pytest -n 4 --dist worksteal -q --clock-ahead 365 -m "not postgres and not browser and not slow and not timeless"
+	$(BIN)/python -m pytest -n 4 --dist load --maxschedchunk 1
+	$(BIN)/python -m pytest -n 4 --dist load --maxschedchunk 1 -q --clock-ahead 365 -m "not postgres and not browser and not slow and not timeless"
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 chromium:

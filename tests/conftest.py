@@ -43,6 +43,26 @@ def pytest_unconfigure(config):
         traveller.stop()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `dialect_free` run on the SQLite store alone. The tests that start and
+    kill processes (up to a minute or two each) are spread over the first half of the run:
+    `make test` hands tests to its workers one at a time in this order (`--dist load
+    --maxschedchunk 1`), so they run beside the short ones and each other's peaks, rather
+    than alone at the end."""
+    twins = {item for item in items if item.get_closest_marker("dialect_free") and _on_postgresql(item)}
+    if twins:
+        config.hook.pytest_deselected(items=list(twins))
+    slow = [item for item in items if item.get_closest_marker("slow") and item not in twins]
+    rest = [item for item in items if not item.get_closest_marker("slow") and item not in twins]
+    step = len(rest) // (2 * len(slow)) if slow else 0
+    items[:] = [t for i, item in enumerate(slow) for t in (item, *rest[i * step:(i + 1) * step])] + rest[len(slow) * step:]
+
+
+def _on_postgresql(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgresql" in callspec.params.values()
+
+
 def pytest_report_header(config):
     if days := config.getoption("--clock-ahead"):
         return f"clock moved {days:g} days ahead: today is {date.today().isoformat()}"

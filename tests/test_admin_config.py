@@ -25,6 +25,9 @@ from hub.web.app import create_app
 from tests.admintown import ROOT, csrf_of, files, ingest, login, open_town, write_config
 from tests.feedserver import FeedServer
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 SECRET = "sehr-geheim-4711"
 NEW_MERCHANT = ("  - id: eisdiele\n    name: Eisdiele Venezia\n"
                 "    sources: [{{connector: rss, url: '{url}/files/eis.xml'}}]\n")

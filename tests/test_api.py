@@ -267,6 +267,7 @@ def test_an_altered_cursor_is_refused(town):
 
 # --- HTTP: CORS, caching, HEAD ---------------------------------------------------------------------
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("path", LIST_PATHS + ("/api/v1/merchants/tsv",))
 def test_any_site_may_read_without_credentials(town, path):
     answer = town.get(path, Origin="https://schule.example")

@@ -164,6 +164,7 @@ def test_valid_colours_come_as_our_own_stylesheet(town):
     assert widget(town, "color=%23c00&background=%23fff8e7").stylesheets == w.stylesheets
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_a_hostile_colour_is_ignored_and_never_echoed(town, hostile):
     answer = town.get(f"/embed?color={quote(hostile)}&background={quote(hostile)}")

@@ -20,6 +20,9 @@ from schedules.publishing import ChannelPublisher, prepare_channels
 from tests.admintown import files, ingest, open_town, rss, write_config
 from tests.feedserver import FeedServer
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
     found = {}

@@ -316,6 +316,7 @@ def test_the_date_picker_takes_whole_local_days(store, tmp_path):
     assert past.status_code == 200 and "vergangene Termine zeigt die Seite nicht" in past.text
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("query, words", [
     ("von=24.12.2026", "„von“ ist ein Datum wie 2026-12-24"),
     ("bis=morgen", "„bis“ ist ein Datum wie 2026-12-24"),
@@ -478,6 +479,7 @@ def test_json_ld_for_an_offer_and_an_article_and_opengraph(town):
     assert image.startswith(f"{BASE}/media/") and "cdn.baeckerei" not in image  # the hub's own route
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("path, expected", [
     ("/", f"{BASE}/"),
     ("/?seite=1&utm_source=newsletter", f"{BASE}/"),
@@ -522,6 +524,7 @@ def test_pagination_keeps_the_filters_and_names_prev_and_next(town):
         assert page.status_code == 400 and "„seite“ ist eine Seitenzahl" in page.text
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("path", ["/gibt-es-nicht", "/items/999999", "/items/abc", "/m/niemand", "/static/nix.css",
                                   "/%E2%82%AC", "/events/nix"])
 def test_unknown_paths_get_a_404_page_in_the_sites_look(town, path):
@@ -534,6 +537,7 @@ def test_unknown_paths_get_a_404_page_in_the_sites_look(town, path):
     assert "<h1>Not found</h1>" in english.text and '<html lang="en">' in english.text
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("path", ["/api/v1/gibt-es-nicht", "/healthz/nix", "/media/nix", "/hooks/nix"])
 def test_machine_addresses_answer_json_errors(town, path):
     page = town.get(path)
@@ -575,6 +579,7 @@ def test_english_by_query_is_kept_in_links_and_german_is_the_default(town):
     assert "hours ago" in english or "hour ago" in english
 
 
+@pytest.mark.dialect_free
 @pytest.mark.parametrize("accept, lang", [
     ("en-US,en;q=0.9", "en"), ("en", "en"), ("de-DE,de;q=0.9,en;q=0.8", "de"), ("en,de", "de"),
     ("fr-FR,fr;q=0.9,en;q=0.5", "en"), ("fr", "de"), ("", "de"), ("en;q=0.5,de;q=0.5", "de"), ("*", "de"),

@@ -27,6 +27,9 @@ from schedules.clock import SystemClock
 from tests.feedserver import FeedServer
 from tests.runtimetown import channel_lines, deployment, feeds, town_config
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 N_SOURCES = 6
 POSTS = 2
 TOWN = "musterstadt"

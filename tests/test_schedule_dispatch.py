@@ -16,6 +16,9 @@ from tests.clock import ManualClock
 from tests.feedserver import FeedServer
 from tests.schedtown import feed, town, write_config
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 
 @pytest.fixture
 def server():

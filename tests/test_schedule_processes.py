@@ -181,6 +181,9 @@ def test_no_worker_of_a_killed_hub_run_survives_it(tmp_path):
         path = write_config(tmp_path / "eins.yaml", urls, store_url=f"sqlite:///{tmp_path}/hub.db",
                             schedule=", tick: 0.2s, batch: 100, shutdown_grace: 0.5s",
                             fetcher=", host_spacing: 0, max_per_host: 100, max_in_flight: 100")
+        # All due at one instant, so one tick claims them all and that fetch starts the pool
+        # (new sources alone would fall due a tenth of a second apart, over several ticks).
+        open_store(path, due_in=2).close()
         run = HubRun(path)
         children: set[int] = set()
         try:

@@ -26,6 +26,9 @@ from hub.towns import DEFAULT_TOWN, load_deployment
 from hub.web.towns import TownsApp
 from tests.publictown import CONFIG, item
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 TOWNS = {"musterstadt": "Musterstadt", "beispielheim": "Beispielheim"}
 
 

@@ -36,6 +36,9 @@ from schedules.townsrunner import TownsRunner
 from tests.feedserver import FeedServer
 from tests.runtimetown import feeds, town_config
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 ROOT = Path(__file__).resolve().parent.parent
 TOWNS = ("musterstadt", "beispielheim", "neustadt")
 

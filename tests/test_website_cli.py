@@ -14,6 +14,9 @@ from hub.cli import app
 from hub.robots import robots
 from tests.websitecases import DATA, SiteServer, at_fetch_time
 
+# Timeless: its feeds are dated relative to now and it checks nothing calendar-bound.
+pytestmark = pytest.mark.timeless
+
 PLAIN = (DATA / "verein-plain.html").read_bytes()
 REDESIGN = (DATA / "verein-plain-redesign.html").read_bytes()
 

@@ -44,6 +44,7 @@ from hub.web.newsletter import newsletter_router
 from hub.web.i18n import gettext as _
 from hub.web.pages import Site, category_name, pages_router
 from hub.web.seo import seo_router
+from hub.web.templating import CompiledTemplates
 from hub.web.websub import websub_router
 
 HERE = Path(__file__).parent
@@ -56,6 +57,7 @@ _IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
 _IMG_WITHOUT_ALT = re.compile(r"<img\b(?![^>]*\balt=)")
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".webp": "image/webp"}
 log = logging.getLogger(__name__)
+_COMPILED = CompiledTemplates()
 
 
 def create_app(settings: Settings, store: Store, *, town: str = "default") -> FastAPI:
@@ -270,6 +272,7 @@ def _warned(s: SourceStatus) -> dict:
 
 def _templates(settings: Settings, media: MediaStore) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.bytecode_cache = _COMPILED
     env = i18n.install(templates.env, settings.platform.timezone)
     merchants = {m.id: m for m in settings.merchants}
 

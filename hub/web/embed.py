@@ -40,8 +40,10 @@ from hub.store import Store
 from hub.web import formatting, i18n
 from hub.web.api import not_modified
 from hub.web.filters import FilterError, Filters
+from hub.web.templating import CompiledTemplates
 
 HERE = Path(__file__).parent
+_COMPILED = CompiledTemplates()
 DEFAULT_LIMIT, MAX_LIMIT = 10, 50
 MAX_HEADING = 120
 FORMAT_VERSION = "1"
@@ -205,6 +207,7 @@ def _page(templates: Jinja2Templates, request: Request, context: dict[str, Any],
 
 def _templates(settings: Settings) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.bytecode_cache = _COMPILED
     env = i18n.install(templates.env, settings.platform.timezone)
     names = {m.id: m.name for m in settings.merchants}
     zone = settings.platform.timezone

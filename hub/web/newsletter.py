@@ -37,8 +37,10 @@ from hub.newsletter.subscribe import Answer, Choices, Desk, Limits, Link, choice
 from hub.store import Store
 from hub.web import formatting, i18n
 from hub.web.i18n import gettext as _
+from hub.web.templating import CompiledTemplates
 
 log = logging.getLogger("hub.newsletter")
+_COMPILED = CompiledTemplates()
 WEB_TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
@@ -134,6 +136,7 @@ class _Pages:
         self.base = settings.platform.base_url.rstrip("/")
         self.templates = Jinja2Templates(directory=TEMPLATES)
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(TEMPLATES), FileSystemLoader(WEB_TEMPLATES)])
+        self.templates.env.bytecode_cache = _COMPILED
         i18n.install(self.templates.env, settings.platform.timezone)
         self.templates.env.globals.update(platform=settings.platform, merchants={m.id: m for m in settings.merchants})
         self._choices: dict[str, Choices] = {}

@@ -32,9 +32,11 @@ from hub import auth
 from hub.config import AdminUser, Settings
 from hub.media import MediaStore
 from hub.store.admin import AdminStore
+from hub.web.templating import CompiledTemplates
 import hub.web.admin.texts as texts
 
 HERE = Path(__file__).parent
+_COMPILED = CompiledTemplates()
 COOKIE = "hub_admin"
 LOGIN_COOKIE = "hub_admin_login"
 IDLE = timedelta(hours=4)  # a session unused this long ends
@@ -282,5 +284,6 @@ def _now() -> datetime:
 
 def _templates(settings: Settings) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.bytecode_cache = _COMPILED
     texts.install(templates.env, settings)
     return templates
