@@ -251,11 +251,11 @@ class ScheduleStore:
         with self.engine.begin() as conn:
             return conn.execute(statement.values(lease_owner=owner, lease_until=until)).rowcount == 1
 
-    def extend_channel(self, channel_id: str, owner: str, until: datetime) -> bool:
-        """Keep the channel's lease for a run that is still working; False if it is no longer ours."""
+    def extend_channel(self, channel_id: str, owner: str, until: datetime) -> None:
+        """Keep the channel's lease for a run that is still working (if it is still its own)."""
         with self.engine.begin() as conn:
-            return conn.execute(update(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.lease_owner == owner)
-                                .values(lease_until=until)).rowcount == 1
+            conn.execute(update(CHANNELS).where(CHANNELS.c.id == channel_id, CHANNELS.c.lease_owner == owner)
+                         .values(lease_until=until))
 
     def finish_channel(self, channel_id: str, owner: str, now: datetime, status: str, error: str | None,
                        next_run_at: datetime | None) -> None:
