@@ -99,7 +99,6 @@ class Response:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """certifi's CA bundle, as httpx would use; read once per process (20-40 ms), as every
