@@ -17,6 +17,7 @@ import json
 import pyexpat
 import re
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -91,7 +92,7 @@ class FeedConnector:
         shared = _shared_guids(doc.entries)
         if shared:
             ids = ", ".join(repr(g[:60]) for g in list(shared)[:3])
-            warnings.append(f"{sum(_guid(e) in shared for e in doc.entries)} entries share their id with others "
+            warnings.append(f"{sum(shared.values())} entries share their id with others "
                             f"({ids}); named them by their links, else by title and date")
         for entry in doc.entries:
             key = "none" if _guid(entry) in shared else opts.key
@@ -393,18 +394,11 @@ def _guid(entry: dict) -> str:
     return guid
 
 
-def _shared_guids(entries: list[dict]) -> set[str]:
-    """The guids several entries of one feed carry: some feeds give every entry the same one
-    (a CMS's bug); it then names none of them."""
-    seen: set[str] = set()
-    shared = set()
-    for entry in entries:
-        guid = _guid(entry)
-        if guid in seen:
-            shared.add(guid)
-        seen.add(guid)
-    shared.discard("")
-    return shared
+def _shared_guids(entries: list[dict]) -> Counter[str]:
+    """The guids several entries of one feed carry, with how many carry each: some feeds give
+    every entry the same one (a CMS's bug); it then names none of them."""
+    carried = Counter(_guid(entry) for entry in entries)
+    return Counter({guid: n for guid, n in carried.items() if guid and n > 1})
 
 
 def _external_id(entry: dict, link: str | None, title: str, key: str) -> str | None:
